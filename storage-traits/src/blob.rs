@@ -1,0 +1,186 @@
+//! The blob store trait: content-addressed bytes and upload sessions.
+
+use std::fmt::Debug;
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{BoxStream, StreamExt};
+use oci_spec_types::Digest;
+
+use crate::StorageError;
+
+/// A stream of bytes flowing into or out of a store.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
+
+/// What `stat` knows about a stored blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlobInfo {
+    pub size: u64,
+}
+
+impl BlobInfo {
+    pub fn new(size: u64) -> Self {
+        BlobInfo { size }
+    }
+}
+
+/// A byte range of a blob, as an HTTP `Range` header can ask for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetRange {
+    /// `start..end`, end exclusive.
+    Bounded(Range<u64>),
+    /// From an offset to the end.
+    Offset(u64),
+    /// The last N bytes.
+    Suffix(u64),
+}
+
+impl GetRange {
+    /// The concrete range inside a blob of `size` bytes, or `None` if unsatisfiable.
+    /// A bounded range that runs past the end is clipped, as HTTP requires.
+    pub fn resolve(&self, size: u64) -> Option<Range<u64>> {
+        let r = match *self {
+            GetRange::Bounded(ref r) => r.start..r.end.min(size),
+            GetRange::Offset(o) => o..size,
+            GetRange::Suffix(n) => size.saturating_sub(n)..size,
+        };
+        (r.start < r.end).then_some(r)
+    }
+}
+
+/// The answer to `get`: the blob's total size, the range being streamed, and the bytes.
+pub struct GetResult {
+    pub size: u64,
+    pub range: Range<u64>,
+    pub stream: ByteStream,
+}
+
+impl Debug for GetResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GetResult")
+            .field("size", &self.size)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where blobs live.
+///
+/// Upload ids are chosen by the caller (the registry uses UUIDs); a store refuses ids that
+/// are not made of `[A-Za-z0-9_-]` with [`StorageError::InvalidUploadId`].
+///
+/// # Behavior
+/// - `stat` of a missing blob is `Ok(None)`; `get` of a missing blob is
+///   [`StorageError::NotFound`]; `get` with a range outside the blob is
+///   [`StorageError::RangeNotSatisfiable`].
+/// - `delete` of a missing blob succeeds.
+/// - `write_upload(id, offset, data)` writes `data` at `offset` and discards anything the
+///   session held past `offset`, so a write that failed half way is simply overwritten by
+///   the retry at the offset the caller last recorded. `offset` larger than the bytes the
+///   session holds is [`StorageError::InvalidOffset`]. Chunks of any size are accepted.
+///   It returns the session's new length.
+/// - `finish_upload(id, digest)` is atomic: the blob appears under `digest` with the
+///   session's complete bytes, durably, or not at all. The caller has verified the digest;
+///   the store does not re-hash. Finishing onto a digest that already exists keeps the
+///   existing blob (same digest, same bytes) and discards the session.
+/// - `abort_upload` of an unknown session succeeds and leaves nothing behind.
+#[async_trait]
+pub trait BlobStore: Debug + Send + Sync + 'static {
+    async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>, StorageError>;
+
+    async fn get(&self, digest: &Digest, range: Option<GetRange>) -> Result<GetResult, StorageError>;
+
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
+
+    /// Every stored blob's digest, in no particular order (for GC and import).
+    fn list(&self) -> BoxStream<'static, Result<Digest, StorageError>>;
+
+    async fn start_upload(&self, id: &str) -> Result<(), StorageError>;
+
+    async fn write_upload(&self, id: &str, offset: u64, data: ByteStream) -> Result<u64, StorageError>;
+
+    /// The bytes a session holds so far (used to re-hash when no hash state was kept).
+    async fn read_upload(&self, id: &str) -> Result<ByteStream, StorageError>;
+
+    async fn finish_upload(&self, id: &str, digest: &Digest) -> Result<(), StorageError>;
+
+    async fn abort_upload(&self, id: &str) -> Result<(), StorageError>;
+
+    /// The presigned-URL ability, if this store has it.
+    fn signer(&self) -> Option<&dyn BlobSigner> {
+        None
+    }
+}
+
+/// Optional ability: a URL a client can fetch a blob from directly, for a limited time.
+#[async_trait]
+pub trait BlobSigner: Send + Sync {
+    async fn presigned_get(&self, digest: &Digest, expires_in: Duration) -> Result<String, StorageError>;
+}
+
+/// Conveniences built on [`BlobStore`]; backends never implement these.
+#[async_trait]
+pub trait BlobStoreExt: BlobStore {
+    /// Stores `data` under `digest` through a one-shot upload session.
+    async fn put_bytes(&self, upload_id: &str, digest: &Digest, data: Bytes) -> Result<(), StorageError> {
+        self.start_upload(upload_id).await?;
+        let stream = futures::stream::once(async move { Ok(data) }).boxed();
+        let result = async {
+            self.write_upload(upload_id, 0, stream).await?;
+            self.finish_upload(upload_id, digest).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.abort_upload(upload_id).await;
+        }
+        result
+    }
+
+    /// Reads a whole blob into memory. Only for small blobs (manifests, tests).
+    async fn get_bytes(&self, digest: &Digest) -> Result<Bytes, StorageError> {
+        let mut res = self.get(digest, None).await?;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = res.stream.next().await {
+            buf.extend_from_slice(&chunk?);
+        }
+        Ok(buf.freeze())
+    }
+}
+
+impl<T: BlobStore + ?Sized> BlobStoreExt for T {}
+
+/// True if `id` is acceptable as an upload id: non-empty, at most 128 characters of
+/// `[A-Za-z0-9_-]`, so it is safe as a file name or object key component.
+pub fn valid_upload_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(GetRange::Bounded(0..10).resolve(5), Some(0..5));
+        assert_eq!(GetRange::Bounded(5..10).resolve(5), None);
+        assert_eq!(GetRange::Offset(2).resolve(5), Some(2..5));
+        assert_eq!(GetRange::Suffix(2).resolve(5), Some(3..5));
+        assert_eq!(GetRange::Suffix(9).resolve(5), Some(0..5));
+        assert_eq!(GetRange::Offset(0).resolve(0), None);
+    }
+
+    #[test]
+    fn upload_ids() {
+        assert!(valid_upload_id("0f1e-ab_C"));
+        for bad in ["", "../x", "a/b", "a.b", &"a".repeat(129)] {
+            assert!(!valid_upload_id(bad));
+        }
+    }
+}

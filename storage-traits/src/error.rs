@@ -1,0 +1,68 @@
+//! Errors of the storage layer. They say what happened; `registry-core` alone decides
+//! which OCI code and HTTP status each becomes.
+
+use oci_spec_types::Digest;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("blob {0} not found")]
+    NotFound(Digest),
+    #[error("upload session {0} not found")]
+    UploadNotFound(String),
+    #[error("requested range is not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("invalid upload offset: expected {expected}, got {got}")]
+    InvalidOffset { expected: u64, got: u64 },
+    #[error("invalid upload id {0:?}")]
+    InvalidUploadId(String),
+    /// The byte stream handed to the store failed (for example, the client disconnected).
+    #[error("input stream failed: {0}")]
+    Input(#[source] BoxError),
+    #[error("{backend} backend error: {source}")]
+    Backend {
+        backend: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StorageError {
+    pub fn backend(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        StorageError::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// `put_manifest` found references the repository cannot resolve.
+    #[error("manifest references unknown blobs {blobs:?} or manifests {manifests:?}")]
+    MissingReferences {
+        blobs: Vec<Digest>,
+        manifests: Vec<Digest>,
+    },
+    /// A stored row could not be decoded (a bug or a hand-edited database).
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
+    #[error("{backend} backend error: {source}")]
+    Backend {
+        backend: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl MetadataError {
+    pub fn backend(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        MetadataError::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
+}

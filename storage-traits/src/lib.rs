@@ -1,0 +1,25 @@
+//! The two storage traits of the registry, and one behaviour suite every backend runs.
+//!
+//! - [`BlobStore`]: large, immutable, content-addressed bytes (layers, configs, and the
+//!   manifests' own bytes), with upload sessions for streamed and chunked pushes.
+//! - [`MetadataStore`]: small, relational, mutable state: repositories, per-repository blob
+//!   links, manifests with their references, tags, referrers, upload sessions.
+//!
+//! Both are object safe, so a binary picks its backends at run time as `Arc<dyn BlobStore>`
+//! and `Arc<dyn MetadataStore>`. Constructors are inherent functions of each backend.
+//!
+//! # Feature flags
+//! - `testsuite`: the shared behaviour tests ([`testsuite`]) and the macros that turn each
+//!   case into a `#[tokio::test]` in a backend crate.
+
+pub mod blob;
+pub mod error;
+pub mod metadata;
+#[cfg(feature = "testsuite")]
+pub mod testsuite;
+
+pub use blob::{BlobInfo, BlobSigner, BlobStore, BlobStoreExt, ByteStream, GetRange, GetResult};
+pub use error::{MetadataError, StorageError};
+pub use metadata::{
+    ManifestRecord, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
+};

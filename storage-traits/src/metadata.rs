@@ -1,0 +1,241 @@
+//! The metadata store trait: repositories, blob links, manifests, tags, referrers and
+//! upload sessions.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
+
+use crate::MetadataError;
+
+/// Lexical pagination as the spec defines it for `tags/list` and `_catalog`: entries
+/// strictly after `last`, at most `limit` of them (all when `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub last: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl Page {
+    pub fn new(last: Option<String>, limit: Option<usize>) -> Self {
+        Page { last, limit }
+    }
+}
+
+/// A manifest to store, with the references the registry parsed out of it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NewManifest {
+    pub repository: RepositoryName,
+    pub digest: Digest,
+    pub media_type: String,
+    /// The exact bytes the client sent.
+    pub content: Bytes,
+    /// `artifactType`, or the config media type for image manifests.
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    pub annotations: BTreeMap<String, String>,
+    /// Blobs that must be linked in the repository (config and layers).
+    pub blob_refs: Vec<Digest>,
+    /// Manifests that must exist in the repository (children of an index).
+    pub manifest_refs: Vec<Digest>,
+    /// The tag to point at this manifest, if pushed by tag.
+    pub tag: Option<Tag>,
+}
+
+impl NewManifest {
+    pub fn new(repository: RepositoryName, digest: Digest, media_type: String, content: Bytes) -> Self {
+        NewManifest {
+            repository,
+            digest,
+            media_type,
+            content,
+            artifact_type: None,
+            subject: None,
+            annotations: BTreeMap::new(),
+            blob_refs: Vec::new(),
+            manifest_refs: Vec::new(),
+            tag: None,
+        }
+    }
+
+    pub fn with_artifact_type(mut self, t: Option<String>) -> Self {
+        self.artifact_type = t;
+        self
+    }
+    pub fn with_subject(mut self, s: Option<Digest>) -> Self {
+        self.subject = s;
+        self
+    }
+    pub fn with_annotations(mut self, a: BTreeMap<String, String>) -> Self {
+        self.annotations = a;
+        self
+    }
+    pub fn with_blob_refs(mut self, r: Vec<Digest>) -> Self {
+        self.blob_refs = r;
+        self
+    }
+    pub fn with_manifest_refs(mut self, r: Vec<Digest>) -> Self {
+        self.manifest_refs = r;
+        self
+    }
+    pub fn with_tag(mut self, t: Option<Tag>) -> Self {
+        self.tag = t;
+        self
+    }
+}
+
+/// A stored manifest.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Bytes,
+}
+
+impl ManifestRecord {
+    pub fn new(digest: Digest, media_type: String, content: Bytes) -> Self {
+        ManifestRecord {
+            digest,
+            media_type,
+            content,
+        }
+    }
+}
+
+/// A manifest whose `subject` is a given digest, as the referrers API lists it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ReferrerRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ReferrerRecord {
+    pub fn new(
+        digest: Digest,
+        media_type: String,
+        size: u64,
+        artifact_type: Option<String>,
+        annotations: BTreeMap<String, String>,
+    ) -> Self {
+        ReferrerRecord {
+            digest,
+            media_type,
+            size,
+            artifact_type,
+            annotations,
+        }
+    }
+}
+
+/// The persisted state of an upload session, so the next request of a session may be
+/// served after a restart (or, with a shared database, by another replica).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UploadSession {
+    pub id: String,
+    pub repository: RepositoryName,
+    /// Bytes received and acknowledged so far.
+    pub offset: u64,
+    /// Serialised sha256 state after `offset` bytes, if kept. Without it the registry
+    /// re-reads the staged bytes to compute the digest.
+    pub hash_state: Option<Vec<u8>>,
+    /// Unix time in milliseconds.
+    pub created_at: i64,
+    /// Unix time in milliseconds of the last acknowledged write.
+    pub updated_at: i64,
+}
+
+impl UploadSession {
+    pub fn new(id: String, repository: RepositoryName, now_ms: i64) -> Self {
+        UploadSession {
+            id,
+            repository,
+            offset: 0,
+            hash_state: None,
+            created_at: now_ms,
+            updated_at: now_ms,
+        }
+    }
+}
+
+/// Where the registry's metadata lives.
+///
+/// # Behavior
+/// - Repositories come into existence with their first blob link, manifest or upload, and
+///   are listed in byte-wise lexical order.
+/// - `put_manifest` is one transaction: it checks that every `blob_refs` entry is linked in
+///   the repository and every `manifest_refs` entry is a manifest of the repository
+///   (otherwise [`MetadataError::MissingReferences`] and nothing changes), stores the
+///   manifest (storing the same digest again is a no-op that may move the tag), records
+///   its references and subject, and points the tag at it.
+/// - `delete_manifest` removes the manifest, every tag pointing at it and its reference
+///   rows; it returns false if the manifest was not in the repository.
+/// - `list_tags` returns `None` for an unknown repository, tags in lexical order otherwise.
+/// - `update_upload` is a compare-and-swap on the offset: it applies only if the stored
+///   offset equals `expected_offset`, and says whether it did.
+#[async_trait]
+pub trait MetadataStore: Debug + Send + Sync + 'static {
+    async fn list_repositories(&self, page: &Page) -> Result<Vec<RepositoryName>, MetadataError>;
+
+    async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool, MetadataError>;
+
+    /// Records that `repo` may serve the blob `digest` of `size` bytes.
+    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: u64) -> Result<(), MetadataError>;
+
+    /// The blob's size if it is linked in `repo`.
+    async fn blob_link(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>, MetadataError>;
+
+    /// Removes the link; true if there was one.
+    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool, MetadataError>;
+
+    async fn put_manifest(&self, manifest: &NewManifest) -> Result<(), MetadataError>;
+
+    async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>, MetadataError>;
+
+    async fn delete_manifest(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool, MetadataError>;
+
+    async fn list_tags(&self, repo: &RepositoryName, page: &Page) -> Result<Option<Vec<Tag>>, MetadataError>;
+
+    /// Removes a tag (the manifest stays); true if it existed.
+    async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool, MetadataError>;
+
+    /// Manifests of `repo` whose subject is `subject`, optionally only those of one
+    /// artifact type, ordered by digest.
+    async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ReferrerRecord>, MetadataError>;
+
+    async fn create_upload(&self, session: &UploadSession) -> Result<(), MetadataError>;
+
+    async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>, MetadataError>;
+
+    async fn update_upload(
+        &self,
+        id: &str,
+        expected_offset: u64,
+        new_offset: u64,
+        hash_state: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<bool, MetadataError>;
+
+    /// Removes the session; true if it existed.
+    async fn delete_upload(&self, id: &str) -> Result<bool, MetadataError>;
+
+    /// Sessions whose last write is older than `updated_before_ms`, for expiry.
+    async fn stale_uploads(&self, updated_before_ms: i64) -> Result<Vec<UploadSession>, MetadataError>;
+}

@@ -1,0 +1,1 @@
+//! Behaviour cases for `BlobStore` implementations.
