@@ -60,14 +60,30 @@ impl ErrorCode {
         match self {
             BlobUnknown => ("BLOB_UNKNOWN", 404, "blob unknown to registry"),
             BlobUploadInvalid => ("BLOB_UPLOAD_INVALID", 400, "blob upload invalid"),
-            BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry"),
-            DigestInvalid => ("DIGEST_INVALID", 400, "provided digest did not match uploaded content"),
-            ManifestBlobUnknown => ("MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry"),
+            BlobUploadUnknown => (
+                "BLOB_UPLOAD_UNKNOWN",
+                404,
+                "blob upload unknown to registry",
+            ),
+            DigestInvalid => (
+                "DIGEST_INVALID",
+                400,
+                "provided digest did not match uploaded content",
+            ),
+            ManifestBlobUnknown => (
+                "MANIFEST_BLOB_UNKNOWN",
+                400,
+                "manifest references a manifest or blob unknown to registry",
+            ),
             ManifestInvalid => ("MANIFEST_INVALID", 400, "manifest invalid"),
             ManifestUnknown => ("MANIFEST_UNKNOWN", 404, "manifest unknown to registry"),
             NameInvalid => ("NAME_INVALID", 400, "invalid repository name"),
             NameUnknown => ("NAME_UNKNOWN", 404, "repository name not known to registry"),
-            SizeInvalid => ("SIZE_INVALID", 400, "provided length did not match content length"),
+            SizeInvalid => (
+                "SIZE_INVALID",
+                400,
+                "provided length did not match content length",
+            ),
             Unauthorized => ("UNAUTHORIZED", 401, "authentication required"),
             Denied => ("DENIED", 403, "requested access to the resource is denied"),
             Unsupported => ("UNSUPPORTED", 405, "the operation is unsupported"),
@@ -98,7 +114,11 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    pub fn new(code: ErrorCode, message: impl Into<String>, detail: Option<serde_json::Value>) -> Self {
+    pub fn new(
+        code: ErrorCode,
+        message: impl Into<String>,
+        detail: Option<serde_json::Value>,
+    ) -> Self {
         ErrorBody {
             errors: vec![ErrorInfo {
                 code: code.as_str(),

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::media_type::{self, essence};
 use crate::Digest;
+use crate::media_type::{self, essence};
 
 /// Largest manifest accepted: 4 MiB, the limit the spec recommends registries enforce.
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
@@ -90,11 +90,15 @@ struct Raw {
 
 impl ParsedManifest {
     /// Parses `bytes` sent with `content_type` (the `Content-Type` header, if any).
-    pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest, ManifestError> {
+    pub fn parse(
+        content_type: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<ParsedManifest, ManifestError> {
         if bytes.len() > MAX_MANIFEST_SIZE {
             return Err(ManifestError::TooLarge);
         }
-        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let raw: Raw =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         let header = content_type.map(essence).filter(|h| !h.is_empty());
         let body = raw.media_type.as_deref();
         if let (Some(h), Some(b)) = (header, body)
@@ -110,8 +114,12 @@ impl ParsedManifest {
         // (OCI allows mediaType to be absent).
         let declared = body.or(header.filter(|h| is_manifest_type(h)));
         let kind = match declared {
-            Some(media_type::OCI_MANIFEST) | Some(media_type::DOCKER_MANIFEST) => ManifestKind::Image,
-            Some(media_type::OCI_INDEX) | Some(media_type::DOCKER_MANIFEST_LIST) => ManifestKind::Index,
+            Some(media_type::OCI_MANIFEST) | Some(media_type::DOCKER_MANIFEST) => {
+                ManifestKind::Image
+            }
+            Some(media_type::OCI_INDEX) | Some(media_type::DOCKER_MANIFEST_LIST) => {
+                ManifestKind::Index
+            }
             Some(other) => return Err(ManifestError::UnsupportedMediaType(other.to_string())),
             None if raw.manifests.is_some() => ManifestKind::Index,
             None if raw.config.is_some() => ManifestKind::Image,
@@ -120,15 +128,17 @@ impl ParsedManifest {
         if raw.schema_version != Some(2) {
             return Err(ManifestError::SchemaVersion);
         }
-        let media_type = declared
-            .map(str::to_string)
-            .unwrap_or_else(|| match kind {
-                ManifestKind::Image => media_type::OCI_MANIFEST.to_string(),
-                ManifestKind::Index => media_type::OCI_INDEX.to_string(),
-            });
+        let media_type = declared.map(str::to_string).unwrap_or_else(|| match kind {
+            ManifestKind::Image => media_type::OCI_MANIFEST.to_string(),
+            ManifestKind::Index => media_type::OCI_INDEX.to_string(),
+        });
         match kind {
-            ManifestKind::Image if raw.config.is_none() => return Err(ManifestError::MissingConfig),
-            ManifestKind::Index if raw.manifests.is_none() => return Err(ManifestError::MissingManifests),
+            ManifestKind::Image if raw.config.is_none() => {
+                return Err(ManifestError::MissingConfig);
+            }
+            ManifestKind::Index if raw.manifests.is_none() => {
+                return Err(ManifestError::MissingManifests);
+            }
             _ => {}
         }
         Ok(ParsedManifest {
@@ -149,7 +159,11 @@ impl ParsedManifest {
         let mut out: Vec<Digest> = self
             .config
             .iter()
-            .chain(self.layers.iter().filter(|l| !media_type::is_non_distributable(&l.media_type)))
+            .chain(
+                self.layers
+                    .iter()
+                    .filter(|l| !media_type::is_non_distributable(&l.media_type)),
+            )
             .map(|d| d.digest.clone())
             .collect();
         out.sort();
@@ -222,9 +236,13 @@ mod tests {
             media_type::OCI_MANIFEST,
             d(9)
         );
-        let m = ParsedManifest::parse(Some(media_type::OCI_MANIFEST), image(&extra).as_bytes()).unwrap();
+        let m = ParsedManifest::parse(Some(media_type::OCI_MANIFEST), image(&extra).as_bytes())
+            .unwrap();
         assert_eq!(m.subject.as_ref().unwrap().digest.to_string(), d(9));
-        assert_eq!(m.effective_artifact_type().as_deref(), Some("application/x-sbom"));
+        assert_eq!(
+            m.effective_artifact_type().as_deref(),
+            Some("application/x-sbom")
+        );
     }
 
     #[test]
@@ -242,7 +260,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_manifests() {
-        assert!(matches!(ParsedManifest::parse(None, b"{"), Err(ManifestError::Json(_))));
+        assert!(matches!(
+            ParsedManifest::parse(None, b"{"),
+            Err(ManifestError::Json(_))
+        ));
         assert!(matches!(
             ParsedManifest::parse(Some(media_type::OCI_INDEX), image("").as_bytes()),
             Err(ManifestError::MediaTypeMismatch { .. })
@@ -250,9 +271,15 @@ mod tests {
         let bad_digest = image("").replace(&d(1), "sha256:nothex");
         assert!(ParsedManifest::parse(None, bad_digest.as_bytes()).is_err());
         let v1 = image("").replace("\"schemaVersion\":2", "\"schemaVersion\":1");
-        assert_eq!(ParsedManifest::parse(None, v1.as_bytes()), Err(ManifestError::SchemaVersion));
+        assert_eq!(
+            ParsedManifest::parse(None, v1.as_bytes()),
+            Err(ManifestError::SchemaVersion)
+        );
         let big = vec![b' '; MAX_MANIFEST_SIZE + 1];
-        assert_eq!(ParsedManifest::parse(None, &big), Err(ManifestError::TooLarge));
+        assert_eq!(
+            ParsedManifest::parse(None, &big),
+            Err(ManifestError::TooLarge)
+        );
     }
 
     proptest! {

@@ -115,7 +115,9 @@ impl FromStr for Tag {
             .iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
         if !first_ok || !rest_ok || b.len() > MAX_TAG_LEN {
-            return Err(NameError::InvalidTag(s.chars().take(MAX_TAG_LEN + 8).collect()));
+            return Err(NameError::InvalidTag(
+                s.chars().take(MAX_TAG_LEN + 8).collect(),
+            ));
         }
         Ok(Tag(s.to_string()))
     }

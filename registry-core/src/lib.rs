@@ -1,11 +1,45 @@
 //! The OCI Distribution Spec v1.1 HTTP API as an embeddable service.
 //!
-//! (Being written: the public API below is the stable surface.)
+//! A [`Registry`] is built from any [`BlobStore`] and [`MetadataStore`] and hands out an
+//! axum [`Router`](axum::Router): a `Clone` `tower::Service` with `Error = Infallible` that
+//! serves `/v2/` and everything below it. Merge it into your own application and add your
+//! own layers (auth, limits, tracing) around it.
+//!
+//! ```no_run
+//! # async fn demo(blobs: std::sync::Arc<dyn storage_traits::BlobStore>,
+//! #               metadata: std::sync::Arc<dyn storage_traits::MetadataStore>) {
+//! use registry_core::{Registry, RegistryConfig};
+//!
+//! let registry = Registry::new(blobs, metadata, RegistryConfig::default());
+//! let _maintenance = registry.spawn_maintenance();
+//! let app = axum::Router::new()
+//!     .route("/hello", axum::routing::get(|| async { "hi" }))
+//!     .merge(registry.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await.unwrap();
+//! axum::serve(listener, app).await.unwrap();
+//! # }
+//! ```
+//!
+//! What it implements: the `/v2/` check; blob `GET`/`HEAD` (with `Range`) and `DELETE`;
+//! uploads (session, monolithic, streamed, chunked with `Content-Range`, cross-repository
+//! mount); manifests by tag and digest (bytes kept exactly, references checked, `OCI-Subject`);
+//! tag deletion; `tags/list` and `_catalog` with `n`/`last` and `Link`; the referrers API
+//! with `artifactType` filtering. Errors are the spec's codes ([`error`]).
+
+pub mod error;
+mod handlers;
+pub mod hashing;
+pub mod route;
+mod sessions;
+pub mod upload_state;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::routing::any;
 use storage_traits::{BlobStore, MetadataStore};
+
+pub use error::RegistryError;
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -13,7 +47,7 @@ use storage_traits::{BlobStore, MetadataStore};
 pub struct RegistryConfig {
     /// Upload sessions idle for longer than this are aborted and their bytes reclaimed.
     pub upload_expiry: Duration,
-    /// Largest manifest accepted, in bytes.
+    /// Largest manifest accepted, in bytes (at most 4 MiB, the spec's recommendation).
     pub max_manifest_size: usize,
 }
 
@@ -26,6 +60,18 @@ impl Default for RegistryConfig {
     }
 }
 
+impl RegistryConfig {
+    pub fn with_upload_expiry(mut self, expiry: Duration) -> Self {
+        self.upload_expiry = expiry;
+        self
+    }
+
+    pub fn with_max_manifest_size(mut self, bytes: usize) -> Self {
+        self.max_manifest_size = bytes.min(oci_spec_types::manifest::MAX_MANIFEST_SIZE);
+        self
+    }
+}
+
 /// A registry: a blob store, a metadata store and settings. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -33,22 +79,25 @@ pub struct Registry {
 }
 
 #[derive(Debug)]
-struct Inner {
-    #[allow(dead_code)]
-    blobs: Arc<dyn BlobStore>,
-    #[allow(dead_code)]
-    metadata: Arc<dyn MetadataStore>,
-    #[allow(dead_code)]
-    config: RegistryConfig,
+pub(crate) struct Inner {
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) metadata: Arc<dyn MetadataStore>,
+    pub(crate) config: RegistryConfig,
+    pub(crate) sessions: sessions::SessionLocks,
 }
 
 impl Registry {
-    pub fn new(blobs: Arc<dyn BlobStore>, metadata: Arc<dyn MetadataStore>, config: RegistryConfig) -> Self {
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        metadata: Arc<dyn MetadataStore>,
+        config: RegistryConfig,
+    ) -> Self {
         Registry {
             inner: Arc::new(Inner {
                 blobs,
                 metadata,
                 config,
+                sessions: sessions::SessionLocks::default(),
             }),
         }
     }
@@ -57,17 +106,50 @@ impl Registry {
     /// your own router (`Router::merge`), or serve it directly: it is a `Clone`
     /// `tower::Service` whose error type is `Infallible`.
     pub fn router(&self) -> axum::Router {
-        let _ = &self.inner;
         axum::Router::new()
+            .route("/v2", any(handlers::dispatch))
+            .route("/v2/", any(handlers::dispatch))
+            .route("/v2/{*path}", any(handlers::dispatch))
+            .with_state(self.inner.clone())
     }
 
-    /// Aborts upload sessions idle for longer than `upload_expiry`; returns how many.
-    pub async fn reap_expired_uploads(&self) -> usize {
-        0
+    /// Aborts upload sessions idle for longer than `upload_expiry` and reclaims their
+    /// bytes; returns how many were removed.
+    pub async fn reap_expired_uploads(&self) -> Result<usize, RegistryError> {
+        let expiry_ms =
+            i64::try_from(self.inner.config.upload_expiry.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = handlers::now_ms().saturating_sub(expiry_ms);
+        let stale = self.inner.metadata.stale_uploads(cutoff).await?;
+        let mut removed = 0;
+        for session in stale {
+            // A session with a request in flight is not idle, whatever its timestamp says.
+            let Ok(_guard) = self.inner.sessions.claim(&session.id) else {
+                continue;
+            };
+            self.inner.blobs.abort_upload(&session.id).await?;
+            if self.inner.metadata.delete_upload(&session.id).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Starts the background maintenance task (upload expiry) on the current runtime.
+    /// It runs until the returned handle is aborted or the runtime shuts down.
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async {})
+        let registry = self.clone();
+        let period = (self.inner.config.upload_expiry / 4)
+            .clamp(Duration::from_secs(1), Duration::from_secs(300));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                match registry.reap_expired_uploads().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired upload sessions removed"),
+                    Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+                }
+            }
+        })
     }
 }

@@ -1,0 +1,230 @@
+//! The one place where anything that went wrong becomes an HTTP response with an OCI error
+//! code. Backend failures become a 500 whose cause is logged, never sent to the client.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use oci_spec_types::{DigestError, ErrorBody, ErrorCode, ManifestError, NameError};
+use storage_traits::{MetadataError, StorageError};
+
+use crate::upload_state::UploadError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// A spec error with its code's own status.
+    #[error("{code}: {message}")]
+    Oci {
+        code: ErrorCode,
+        message: String,
+        detail: Option<serde_json::Value>,
+    },
+    /// No API endpoint at this path.
+    #[error("no such endpoint")]
+    NotFound,
+    /// The endpoint exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A query parameter the API defines was malformed (`n` not a number, say).
+    #[error("invalid parameter: {0}")]
+    InvalidParameter(String),
+    #[error("manifest larger than {limit} bytes")]
+    ManifestTooLarge { limit: usize },
+    #[error("range not satisfiable for blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    /// A chunk did not start at the session's offset: 416 with the current `Range`.
+    #[error("upload chunk must start at offset {offset}")]
+    UploadOffset { offset: u64, location: String },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+impl RegistryError {
+    pub fn oci(code: ErrorCode, message: impl Into<String>) -> Self {
+        RegistryError::Oci {
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn name_invalid(e: &NameError) -> Self {
+        Self::oci(ErrorCode::NameInvalid, e.to_string())
+    }
+
+    pub fn tag_invalid(e: &NameError) -> Self {
+        Self::oci(ErrorCode::ManifestInvalid, e.to_string())
+    }
+
+    pub fn digest_invalid(e: &DigestError) -> Self {
+        Self::oci(ErrorCode::DigestInvalid, e.to_string())
+    }
+
+    pub fn manifest_invalid(e: &ManifestError) -> Self {
+        match e {
+            ManifestError::TooLarge => RegistryError::ManifestTooLarge {
+                limit: oci_spec_types::manifest::MAX_MANIFEST_SIZE,
+            },
+            other => Self::oci(ErrorCode::ManifestInvalid, other.to_string()),
+        }
+    }
+
+    pub fn upload(e: UploadError, location: &str) -> Self {
+        match e {
+            UploadError::OffsetMismatch { expected } => RegistryError::UploadOffset {
+                offset: expected,
+                location: location.to_string(),
+            },
+            UploadError::LengthMismatch { declared, received } => Self::oci(
+                ErrorCode::SizeInvalid,
+                format!("declared {declared} bytes but received {received}"),
+            ),
+            UploadError::DigestMismatch { expected, computed } => RegistryError::Oci {
+                code: ErrorCode::DigestInvalid,
+                message: format!("content has digest {computed}, not {expected}"),
+                detail: Some(serde_json::json!({ "digest": expected.to_string() })),
+            },
+            UploadError::InvalidTransition(what) => Self::oci(ErrorCode::BlobUploadInvalid, what),
+        }
+    }
+}
+
+fn error_response(
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+    detail: Option<serde_json::Value>,
+) -> Response {
+    let body = ErrorBody::new(code, message, detail).to_json();
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.status()).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        match self {
+            RegistryError::Oci {
+                code,
+                message,
+                detail,
+            } => error_response(status_of(code), code, message, detail),
+            RegistryError::NotFound => error_response(
+                StatusCode::NOT_FOUND,
+                ErrorCode::Unsupported,
+                "no such endpoint in the distribution API".into(),
+                None,
+            ),
+            RegistryError::MethodNotAllowed => error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorCode::Unsupported,
+                "method not allowed on this endpoint".into(),
+                None,
+            ),
+            RegistryError::InvalidParameter(message) => error_response(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Unsupported,
+                message,
+                None,
+            ),
+            RegistryError::ManifestTooLarge { limit } => error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::SizeInvalid,
+                format!("manifest is larger than the limit of {limit} bytes"),
+                None,
+            ),
+            RegistryError::RangeNotSatisfiable { size } => {
+                // No OCI code fits a bad Range; HTTP's own answer is the 416 and the size.
+                let mut res = Response::new(Body::empty());
+                *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                res
+            }
+            RegistryError::UploadOffset { offset, location } => {
+                let mut res = error_response(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    ErrorCode::BlobUploadInvalid,
+                    format!("chunk must start at offset {offset}"),
+                    None,
+                );
+                let h = res.headers_mut();
+                if let Ok(v) = HeaderValue::from_str(&crate::handlers::range_header(offset)) {
+                    h.insert(header::RANGE, v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    h.insert(header::LOCATION, v);
+                }
+                res
+            }
+            RegistryError::Storage(e) => match e {
+                StorageError::NotFound(d) => error_response(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::BlobUnknown,
+                    format!("blob {d} not found"),
+                    None,
+                ),
+                StorageError::UploadNotFound(_) | StorageError::InvalidUploadId(_) => {
+                    error_response(
+                        StatusCode::NOT_FOUND,
+                        ErrorCode::BlobUploadUnknown,
+                        "upload session unknown".into(),
+                        None,
+                    )
+                }
+                StorageError::RangeNotSatisfiable { size } => {
+                    RegistryError::RangeNotSatisfiable { size }.into_response()
+                }
+                StorageError::Input(source) => error_response(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BlobUploadInvalid,
+                    format!("request body failed: {source}"),
+                    None,
+                ),
+                other => internal(&other),
+            },
+            RegistryError::Metadata(e) => match e {
+                MetadataError::MissingReferences { blobs, manifests } => {
+                    let missing: Vec<String> = blobs
+                        .iter()
+                        .chain(manifests.iter())
+                        .map(|d| d.to_string())
+                        .collect();
+                    error_response(
+                        status_of(ErrorCode::ManifestBlobUnknown),
+                        ErrorCode::ManifestBlobUnknown,
+                        format!(
+                            "manifest references unknown content: {}",
+                            missing.join(", ")
+                        ),
+                        Some(serde_json::json!({ "missing": missing })),
+                    )
+                }
+                other => internal(&other),
+            },
+        }
+    }
+}
+
+fn internal(e: &dyn std::error::Error) -> Response {
+    tracing::error!(error = %e, "request failed in a backend");
+    let body = r#"{"errors":[{"code":"UNKNOWN","message":"internal server error"}]}"#;
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}

@@ -1,0 +1,132 @@
+//! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use oci_spec_types::{Digest, ErrorCode, ParsedManifest, Reference, RepositoryName};
+use storage_traits::{BlobStoreExt, NewManifest};
+
+use super::{Result, empty, header_str, set_headers};
+use crate::Inner;
+use crate::error::RegistryError;
+
+fn manifest_unknown(reference: &Reference) -> RegistryError {
+    RegistryError::oci(
+        ErrorCode::ManifestUnknown,
+        format!("manifest {reference} is not in this repository"),
+    )
+}
+
+pub(super) async fn get(
+    inner: &Inner,
+    repo: &RepositoryName,
+    reference: &Reference,
+    head: bool,
+) -> Result<Response> {
+    let record = inner
+        .metadata
+        .get_manifest(repo, reference)
+        .await?
+        .ok_or_else(|| manifest_unknown(reference))?;
+    let headers = [
+        ("Content-Type", record.media_type.clone()),
+        ("Docker-Content-Digest", record.digest.to_string()),
+        ("Content-Length", record.content.len().to_string()),
+        ("ETag", format!("\"{}\"", record.digest)),
+    ];
+    let mut res = if head {
+        Response::new(Body::empty())
+    } else {
+        Response::new(Body::from(record.content))
+    };
+    set_headers(res.headers_mut(), &headers);
+    Ok(res)
+}
+
+pub(super) async fn put(
+    inner: &Inner,
+    repo: &RepositoryName,
+    reference: &Reference,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let content = read_limited(body, inner.config.max_manifest_size).await?;
+    let parsed = ParsedManifest::parse(header_str(headers, header::CONTENT_TYPE), &content)
+        .map_err(|e| RegistryError::manifest_invalid(&e))?;
+    let (digest, tag) = match reference {
+        Reference::Digest(d) => {
+            if !d.matches(&content) {
+                return Err(RegistryError::oci(
+                    ErrorCode::DigestInvalid,
+                    format!("manifest content does not match digest {d}"),
+                ));
+            }
+            (d.clone(), None)
+        }
+        Reference::Tag(t) => (Digest::sha256_of(&content), Some(t.clone())),
+    };
+    // Manifests are blobs too: keeping their bytes in the blob store lets the metadata be
+    // rebuilt from the blob store alone.
+    let upload_id = uuid::Uuid::new_v4().simple().to_string();
+    inner
+        .blobs
+        .put_bytes(&upload_id, &digest, content.clone())
+        .await?;
+    let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+    let manifest = NewManifest::new(
+        repo.clone(),
+        digest.clone(),
+        parsed.media_type.clone(),
+        content,
+    )
+    .with_artifact_type(parsed.effective_artifact_type())
+    .with_subject(subject.clone())
+    .with_annotations(parsed.annotations.clone())
+    .with_blob_refs(parsed.required_blobs())
+    .with_manifest_refs(parsed.required_manifests())
+    .with_tag(tag);
+    inner.metadata.put_manifest(&manifest).await?;
+    let mut out = vec![
+        ("Location", format!("/v2/{repo}/manifests/{digest}")),
+        ("Docker-Content-Digest", digest.to_string()),
+        ("Content-Length", "0".to_string()),
+    ];
+    if let Some(s) = subject {
+        out.push(("OCI-Subject", s.to_string()));
+    }
+    Ok(empty(StatusCode::CREATED, &out))
+}
+
+pub(super) async fn delete(
+    inner: &Inner,
+    repo: &RepositoryName,
+    reference: &Reference,
+) -> Result<Response> {
+    let deleted = match reference {
+        Reference::Digest(d) => inner.metadata.delete_manifest(repo, d).await?,
+        Reference::Tag(t) => inner.metadata.delete_tag(repo, t).await?,
+    };
+    if !deleted {
+        return Err(manifest_unknown(reference));
+    }
+    Ok(empty(
+        StatusCode::ACCEPTED,
+        &[("Content-Length", "0".into())],
+    ))
+}
+
+/// Reads a body of at most `limit` bytes; larger is `413` with `SIZE_INVALID`.
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(RegistryError::ManifestTooLarge { limit })
+        }
+        Err(e) => Err(RegistryError::oci(
+            ErrorCode::ManifestInvalid,
+            format!("could not read the manifest body: {e}"),
+        )),
+    }
+}

@@ -1,0 +1,279 @@
+//! Blob uploads: `POST /v2/<name>/blobs/uploads/` (session, monolithic `?digest=`, mount),
+//! `PATCH`, `PUT ?digest=`, `GET` (progress) and `DELETE` on `/v2/<name>/blobs/uploads/<id>`.
+//!
+//! The rules live in [`crate::upload_state`]; this module performs the effects: it streams
+//! the body into the blob store through a hasher, persists offset and hash state with a
+//! compare-and-swap, and commits.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::response::Response;
+use futures::TryStreamExt;
+use http::{HeaderMap, StatusCode, header};
+use oci_spec_types::{Algorithm, Digest, ErrorCode, RepositoryName};
+use storage_traits::{UploadSession, blob::valid_upload_id};
+
+use super::{Result, content_length, empty, header_str, now_ms, range_header};
+use crate::Inner;
+use crate::error::RegistryError;
+use crate::hashing::{SharedHasher, digest_of_upload};
+use crate::route::parse_digest;
+use crate::upload_state::{ChunkRange, Effect, Event, State, step};
+
+fn location(repo: &RepositoryName, id: &str) -> String {
+    format!("/v2/{repo}/blobs/uploads/{id}")
+}
+
+fn upload_unknown() -> RegistryError {
+    RegistryError::oci(
+        ErrorCode::BlobUploadUnknown,
+        "upload session unknown (cancelled, expired or never started)",
+    )
+}
+
+fn accepted(repo: &RepositoryName, id: &str, offset: u64, status: StatusCode) -> Response {
+    empty(
+        status,
+        &[
+            ("Location", location(repo, id)),
+            ("Range", range_header(offset)),
+            ("Docker-Upload-UUID", id.to_string()),
+            ("Content-Length", "0".into()),
+        ],
+    )
+}
+
+fn created(repo: &RepositoryName, digest: &Digest) -> Response {
+    empty(
+        StatusCode::CREATED,
+        &[
+            ("Location", format!("/v2/{repo}/blobs/{digest}")),
+            ("Docker-Content-Digest", digest.to_string()),
+            ("Content-Length", "0".into()),
+        ],
+    )
+}
+
+pub(super) async fn start(
+    inner: &Inner,
+    repo: &RepositoryName,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let digest = query.get("digest").map(|d| parse_digest(d)).transpose()?;
+    if let Some(mount) = query.get("mount") {
+        let mount = parse_digest(mount)?;
+        if let Some(from) = query
+            .get("from")
+            .and_then(|f| f.parse::<RepositoryName>().ok())
+            && let Some(size) = inner.metadata.blob_link(&from, &mount).await?
+            && inner.blobs.stat(&mount).await?.is_some()
+        {
+            inner.metadata.link_blob(repo, &mount, size).await?;
+            return Ok(created(repo, &mount));
+        }
+        // Not mountable: the spec's fallback is an ordinary session.
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    inner.blobs.start_upload(&id).await?;
+    let session = UploadSession::new(id.clone(), repo.clone(), now_ms());
+    if let Err(e) = inner.metadata.create_upload(&session).await {
+        let _ = inner.blobs.abort_upload(&id).await;
+        return Err(e.into());
+    }
+    let Some(digest) = digest else {
+        return Ok(accepted(repo, &id, 0, StatusCode::ACCEPTED));
+    };
+    // Monolithic upload: the whole blob in this request.
+    let _guard = inner.sessions.claim(&id)?;
+    let result = finish(inner, repo, &session, digest, headers, body).await;
+    if result.is_err() {
+        discard(inner, &id).await;
+    }
+    result
+}
+
+pub(super) async fn patch(
+    inner: &Inner,
+    repo: &RepositoryName,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let session = load(inner, repo, id).await?;
+    let _guard = inner.sessions.claim(id)?;
+    let loc = location(repo, id);
+    let range = chunk_range(headers, session.offset, &loc)?;
+    let event = Event::Patch {
+        range,
+        length: content_length(headers),
+    };
+    let (state, _) = step(
+        State::Open {
+            offset: session.offset,
+        },
+        event,
+    )
+    .map_err(|e| RegistryError::upload(e, &loc))?;
+    let (new_offset, hasher) = receive(inner, &session, body).await?;
+    let (_, effect) =
+        step(state, Event::Received { new_offset }).map_err(|e| RegistryError::upload(e, &loc))?;
+    let Effect::Acknowledge { offset } = effect else {
+        return Err(RegistryError::oci(
+            ErrorCode::BlobUploadInvalid,
+            "unexpected upload state",
+        ));
+    };
+    let hash_state = hasher.and_then(|h| h.state());
+    let swapped = inner
+        .metadata
+        .update_upload(id, session.offset, offset, hash_state.as_deref(), now_ms())
+        .await?;
+    if !swapped {
+        return Err(RegistryError::oci(
+            ErrorCode::BlobUploadInvalid,
+            "upload session changed during this request",
+        ));
+    }
+    Ok(accepted(repo, id, offset, StatusCode::ACCEPTED))
+}
+
+pub(super) async fn put(
+    inner: &Inner,
+    repo: &RepositoryName,
+    id: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let session = load(inner, repo, id).await?;
+    let _guard = inner.sessions.claim(id)?;
+    let digest = query.get("digest").ok_or_else(|| {
+        RegistryError::oci(
+            ErrorCode::DigestInvalid,
+            "the digest query parameter is required",
+        )
+    })?;
+    let digest = parse_digest(digest)?;
+    finish(inner, repo, &session, digest, headers, body).await
+}
+
+pub(super) async fn status(inner: &Inner, repo: &RepositoryName, id: &str) -> Result<Response> {
+    let session = load(inner, repo, id).await?;
+    Ok(accepted(repo, id, session.offset, StatusCode::NO_CONTENT))
+}
+
+pub(super) async fn cancel(inner: &Inner, repo: &RepositoryName, id: &str) -> Result<Response> {
+    load(inner, repo, id).await?;
+    let _guard = inner.sessions.claim(id)?;
+    discard(inner, id).await;
+    Ok(empty(
+        StatusCode::NO_CONTENT,
+        &[("Content-Length", "0".into())],
+    ))
+}
+
+/// The closing write: optional last chunk, digest check, commit, link.
+async fn finish(
+    inner: &Inner,
+    repo: &RepositoryName,
+    session: &UploadSession,
+    digest: Digest,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let loc = location(repo, &session.id);
+    let range = chunk_range(headers, session.offset, &loc)?;
+    let event = Event::Put {
+        digest: digest.clone(),
+        range,
+        length: content_length(headers),
+    };
+    let up = |e| RegistryError::upload(e, &loc);
+    let (state, _) = step(
+        State::Open {
+            offset: session.offset,
+        },
+        event,
+    )
+    .map_err(up)?;
+    let (new_offset, hasher) = receive(inner, session, body).await?;
+    let (state, _) = step(state, Event::Received { new_offset }).map_err(up)?;
+    let computed = match hasher.and_then(|h| h.digest()) {
+        Some(d) if digest.algorithm() == Algorithm::Sha256 => d,
+        _ => digest_of_upload(inner.blobs.as_ref(), &session.id, digest.algorithm()).await?,
+    };
+    let (_, effect) = step(state, Event::Computed { digest: computed }).map_err(up)?;
+    let Effect::Commit { digest, size } = effect else {
+        return Err(RegistryError::oci(
+            ErrorCode::BlobUploadInvalid,
+            "unexpected upload state",
+        ));
+    };
+    inner.blobs.finish_upload(&session.id, &digest).await?;
+    inner.metadata.link_blob(repo, &digest, size).await?;
+    inner.metadata.delete_upload(&session.id).await?;
+    Ok(created(repo, &digest))
+}
+
+/// Streams the request body into the session at its acknowledged offset, hashing it on
+/// the way when the session's hash state allows.
+async fn receive(
+    inner: &Inner,
+    session: &UploadSession,
+    body: Body,
+) -> Result<(u64, Option<SharedHasher>)> {
+    let hasher = match (&session.hash_state, session.offset) {
+        (None, 0) => SharedHasher::resume(None),
+        (Some(state), _) => SharedHasher::resume(Some(state)),
+        // Bytes were acknowledged without a hash state: the digest is computed at commit.
+        (None, _) => None,
+    };
+    let data = body.into_data_stream();
+    let stream = match &hasher {
+        Some(h) => h.tee(data),
+        None => Box::pin(data.map_err(|e| storage_traits::StorageError::Input(Box::new(e)))),
+    };
+    let new_offset = inner
+        .blobs
+        .write_upload(&session.id, session.offset, stream)
+        .await?;
+    Ok((new_offset, hasher))
+}
+
+async fn load(inner: &Inner, repo: &RepositoryName, id: &str) -> Result<UploadSession> {
+    if !valid_upload_id(id) {
+        return Err(upload_unknown());
+    }
+    inner
+        .metadata
+        .get_upload(id)
+        .await?
+        .filter(|s| s.repository == *repo)
+        .ok_or_else(upload_unknown)
+}
+
+/// Drops a session's bytes and record; failures are logged, the reaper retries later.
+pub(crate) async fn discard(inner: &Inner, id: &str) {
+    if let Err(e) = inner.blobs.abort_upload(id).await {
+        tracing::warn!(upload = id, error = %e, "could not abort upload");
+        return;
+    }
+    if let Err(e) = inner.metadata.delete_upload(id).await {
+        tracing::warn!(upload = id, error = %e, "could not delete upload session");
+    }
+}
+
+fn chunk_range(headers: &HeaderMap, offset: u64, loc: &str) -> Result<Option<ChunkRange>> {
+    match header_str(headers, header::CONTENT_RANGE) {
+        None => Ok(None),
+        Some(v) => ChunkRange::parse(v)
+            .map(Some)
+            .ok_or_else(|| RegistryError::UploadOffset {
+                offset,
+                location: loc.to_string(),
+            }),
+    }
+}

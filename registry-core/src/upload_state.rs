@@ -1,0 +1,375 @@
+//! The chunked-upload state machine, as a pure function.
+//!
+//! Handlers decode a request into an [`Event`], call [`step`], perform the returned
+//! [`Effect`] (write bytes, persist the offset, compute the digest, commit), and feed the
+//! outcome back as the next event. Keeping the rules here, free of HTTP and storage, lets
+//! them be tested exhaustively and keeps every handler on the same rules.
+
+use oci_spec_types::Digest;
+
+/// An inclusive byte range from a `Content-Range` header (`start-end`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ChunkRange {
+    /// Parses `start-end`, also accepting the `bytes ` / `bytes=` prefix and a `/total`
+    /// suffix that some clients send.
+    pub fn parse(s: &str) -> Option<ChunkRange> {
+        let s = s.trim();
+        let s = s
+            .strip_prefix("bytes=")
+            .or_else(|| s.strip_prefix("bytes "))
+            .unwrap_or(s);
+        let s = s.split('/').next()?;
+        let (a, b) = s.split_once('-')?;
+        let start: u64 = a.trim().parse().ok()?;
+        let end: u64 = b.trim().parse().ok()?;
+        (end >= start).then_some(ChunkRange { start, end })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Waiting for data; `offset` bytes acknowledged.
+    Open {
+        offset: u64,
+    },
+    /// A body is being written at `start`; `declared` is the length the client announced;
+    /// `finish` is the digest when this is the closing `PUT`.
+    Receiving {
+        start: u64,
+        declared: Option<u64>,
+        finish: Option<Digest>,
+    },
+    /// All bytes are in; the content's digest is being computed.
+    Verifying {
+        size: u64,
+        expected: Digest,
+    },
+    Committed {
+        size: u64,
+        digest: Digest,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `PATCH` with an optional `Content-Range` and `Content-Length`.
+    Patch {
+        range: Option<ChunkRange>,
+        length: Option<u64>,
+    },
+    /// `PUT ?digest=` (or `POST ?digest=`), with an optional last chunk.
+    Put {
+        digest: Digest,
+        range: Option<ChunkRange>,
+        length: Option<u64>,
+    },
+    /// The body was written; the session now holds `new_offset` bytes.
+    Received { new_offset: u64 },
+    /// The digest of the session's bytes.
+    Computed { digest: Digest },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Write the request body at this offset.
+    ReceiveAt(u64),
+    /// Persist the new offset and answer 202 with the progress.
+    Acknowledge { offset: u64 },
+    /// Compute the digest of all `size` bytes.
+    Compute { size: u64 },
+    /// Publish the blob and answer 201.
+    Commit { digest: Digest, size: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    #[error("chunk must start at offset {expected}")]
+    OffsetMismatch { expected: u64 },
+    #[error("declared {declared} bytes, received {received}")]
+    LengthMismatch { declared: u64, received: u64 },
+    #[error("digest mismatch: expected {expected}, computed {computed}")]
+    DigestMismatch { expected: Digest, computed: Digest },
+    #[error("{0}")]
+    InvalidTransition(&'static str),
+}
+
+/// One transition. Errors leave the persisted session as it was: the acknowledged offset
+/// only moves on `Acknowledge`, so bytes written by a failed request are overwritten by
+/// the next chunk.
+pub fn step(state: State, event: Event) -> Result<(State, Effect), UploadError> {
+    match (state, event) {
+        (State::Open { offset }, Event::Patch { range, length }) => {
+            let declared = declared_length(offset, range, length)?;
+            Ok((
+                State::Receiving {
+                    start: offset,
+                    declared,
+                    finish: None,
+                },
+                Effect::ReceiveAt(offset),
+            ))
+        }
+        (
+            State::Open { offset },
+            Event::Put {
+                digest,
+                range,
+                length,
+            },
+        ) => {
+            let declared = declared_length(offset, range, length)?;
+            Ok((
+                State::Receiving {
+                    start: offset,
+                    declared,
+                    finish: Some(digest),
+                },
+                Effect::ReceiveAt(offset),
+            ))
+        }
+        (
+            State::Receiving {
+                start,
+                declared,
+                finish,
+            },
+            Event::Received { new_offset },
+        ) => {
+            let received = new_offset
+                .checked_sub(start)
+                .ok_or(UploadError::InvalidTransition(
+                    "store reported a shrinking upload",
+                ))?;
+            if let Some(declared) = declared
+                && declared != received
+            {
+                return Err(UploadError::LengthMismatch { declared, received });
+            }
+            match finish {
+                None => Ok((
+                    State::Open { offset: new_offset },
+                    Effect::Acknowledge { offset: new_offset },
+                )),
+                Some(expected) => Ok((
+                    State::Verifying {
+                        size: new_offset,
+                        expected,
+                    },
+                    Effect::Compute { size: new_offset },
+                )),
+            }
+        }
+        (State::Verifying { size, expected }, Event::Computed { digest }) => {
+            if digest != expected {
+                return Err(UploadError::DigestMismatch {
+                    expected,
+                    computed: digest,
+                });
+            }
+            Ok((
+                State::Committed {
+                    size,
+                    digest: expected.clone(),
+                },
+                Effect::Commit {
+                    digest: expected,
+                    size,
+                },
+            ))
+        }
+        _ => Err(UploadError::InvalidTransition(
+            "request not valid in this upload state",
+        )),
+    }
+}
+
+fn declared_length(
+    offset: u64,
+    range: Option<ChunkRange>,
+    length: Option<u64>,
+) -> Result<Option<u64>, UploadError> {
+    match range {
+        Some(r) => {
+            if r.start != offset {
+                return Err(UploadError::OffsetMismatch { expected: offset });
+            }
+            if let Some(len) = length
+                && len != r.len()
+            {
+                return Err(UploadError::LengthMismatch {
+                    declared: r.len(),
+                    received: len,
+                });
+            }
+            Ok(Some(r.len()))
+        }
+        None => Ok(length),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(b: &[u8]) -> Digest {
+        Digest::sha256_of(b)
+    }
+
+    #[test]
+    fn chunk_ranges() {
+        assert_eq!(
+            ChunkRange::parse("0-9"),
+            Some(ChunkRange { start: 0, end: 9 })
+        );
+        assert_eq!(
+            ChunkRange::parse("bytes=5-5"),
+            Some(ChunkRange { start: 5, end: 5 })
+        );
+        assert_eq!(ChunkRange::parse("bytes 0-9/10").map(|r| r.len()), Some(10));
+        for bad in ["", "9-0", "a-b", "-5", "5", "1-2-3"] {
+            assert_eq!(ChunkRange::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn chunked_upload_then_put() {
+        let (s, e) = step(
+            State::Open { offset: 0 },
+            Event::Patch {
+                range: Some(ChunkRange { start: 0, end: 3 }),
+                length: Some(4),
+            },
+        )
+        .unwrap();
+        assert_eq!(e, Effect::ReceiveAt(0));
+        let (s, e) = step(s, Event::Received { new_offset: 4 }).unwrap();
+        assert_eq!(e, Effect::Acknowledge { offset: 4 });
+        let digest = d(b"abcdef");
+        let (s, e) = step(
+            s,
+            Event::Put {
+                digest: digest.clone(),
+                range: None,
+                length: Some(2),
+            },
+        )
+        .unwrap();
+        assert_eq!(e, Effect::ReceiveAt(4));
+        let (s, e) = step(s, Event::Received { new_offset: 6 }).unwrap();
+        assert_eq!(e, Effect::Compute { size: 6 });
+        let (s, e) = step(
+            s,
+            Event::Computed {
+                digest: digest.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            Effect::Commit {
+                digest: digest.clone(),
+                size: 6
+            }
+        );
+        assert_eq!(s, State::Committed { size: 6, digest });
+    }
+
+    #[test]
+    fn wrong_offset_is_refused_with_current_offset() {
+        let err = step(
+            State::Open { offset: 10 },
+            Event::Patch {
+                range: Some(ChunkRange { start: 0, end: 9 }),
+                length: None,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err, UploadError::OffsetMismatch { expected: 10 });
+        let err = step(
+            State::Open { offset: 10 },
+            Event::Put {
+                digest: d(b""),
+                range: Some(ChunkRange { start: 11, end: 12 }),
+                length: None,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err, UploadError::OffsetMismatch { expected: 10 });
+    }
+
+    #[test]
+    fn truncated_body_is_a_length_mismatch() {
+        let (s, _) = step(
+            State::Open { offset: 0 },
+            Event::Patch {
+                range: None,
+                length: Some(100),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            step(s, Event::Received { new_offset: 40 }).unwrap_err(),
+            UploadError::LengthMismatch {
+                declared: 100,
+                received: 40
+            }
+        );
+        let err = step(
+            State::Open { offset: 0 },
+            Event::Patch {
+                range: Some(ChunkRange { start: 0, end: 9 }),
+                length: Some(5),
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, UploadError::LengthMismatch { .. }));
+    }
+
+    #[test]
+    fn digest_mismatch_does_not_commit() {
+        let s = State::Verifying {
+            size: 3,
+            expected: d(b"abc"),
+        };
+        let err = step(s, Event::Computed { digest: d(b"abd") }).unwrap_err();
+        assert!(matches!(err, UploadError::DigestMismatch { .. }));
+    }
+
+    #[test]
+    fn out_of_order_events_are_invalid() {
+        for (s, e) in [
+            (State::Open { offset: 0 }, Event::Received { new_offset: 1 }),
+            (
+                State::Open { offset: 0 },
+                Event::Computed { digest: d(b"") },
+            ),
+            (
+                State::Committed {
+                    size: 0,
+                    digest: d(b""),
+                },
+                Event::Patch {
+                    range: None,
+                    length: None,
+                },
+            ),
+        ] {
+            assert!(matches!(step(s, e), Err(UploadError::InvalidTransition(_))));
+        }
+        let s = State::Receiving {
+            start: 5,
+            declared: None,
+            finish: None,
+        };
+        assert!(step(s, Event::Received { new_offset: 4 }).is_err());
+    }
+}
