@@ -1,1 +1,1394 @@
-//! Behaviour cases for `MetadataStore` implementations.
+//! Behaviour cases for [`MetadataStore`] implementations.
+//!
+//! Every case is a `pub async fn case(store: &dyn MetadataStore)` that checks one part of
+//! the trait's `# Behavior` contract. Each case works in repositories under its own random
+//! prefix (and upload ids of its own), so cases may run concurrently against one shared
+//! database (as a PostgreSQL backend will) without seeing each other's rows, and a store
+//! that already holds other data passes too. The trait has no way to delete a repository,
+//! so the repositories a case created stay behind (empty where the case could empty them).
+//!
+//! # Running the suite in a backend crate
+//!
+//! [`metadata_store_tests!`](crate::metadata_store_tests) takes one expression that makes
+//! a fresh fixture and expands to one `#[tokio::test]` per case, named after the case, so
+//! a failure names both the case and the backend:
+//!
+//! ```ignore
+//! // metadata-foo/tests/behaviour.rs
+//! async fn make_store() -> (FooMetadataStore, tempfile::TempDir) {
+//!     let dir = tempfile::tempdir().expect("tempdir");
+//!     let store = FooMetadataStore::open(dir.path().join("meta.db")).expect("open");
+//!     (store, dir)
+//! }
+//!
+//! storage_traits::metadata_store_tests!(make_store().await);
+//!
+//! // Run it a second time against another fixture by nesting it in a module:
+//! mod in_memory {
+//!     storage_traits::metadata_store_tests!(super::FooMetadataStore::open_in_memory().expect("open"));
+//! }
+//! ```
+//!
+//! - The expression is evaluated inside each generated `async fn`, once per test, so it may
+//!   use `.await`, and names in it resolve in the module where the macro is invoked.
+//! - It must evaluate to a [`MetadataStoreFixture`]: any `T: MetadataStore`, an
+//!   `Arc<dyn MetadataStore>`, or a tuple `(fixture, guard)` whose second element (a
+//!   `TempDir`, a database handle, ...) is kept alive until the case ends.
+//! - The tests run on tokio's multi-threaded runtime, so the backend crate needs `tokio`
+//!   with the `macros` and `rt-multi-thread` features among its dev-dependencies, and
+//!   `storage-traits` with the `testsuite` feature.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
+
+use crate::{MetadataError, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession};
+
+/// What the expression given to [`metadata_store_tests!`](crate::metadata_store_tests)
+/// evaluates to: something that lends out the store under test.
+pub trait MetadataStoreFixture {
+    fn store(&self) -> &dyn MetadataStore;
+}
+
+impl<T: MetadataStore> MetadataStoreFixture for T {
+    fn store(&self) -> &dyn MetadataStore {
+        self
+    }
+}
+
+impl MetadataStoreFixture for Arc<dyn MetadataStore> {
+    fn store(&self) -> &dyn MetadataStore {
+        self.as_ref()
+    }
+}
+
+/// A store plus a guard (a temporary directory, a container, ...) that must outlive it.
+impl<F: MetadataStoreFixture, G> MetadataStoreFixture for (F, G) {
+    fn store(&self) -> &dyn MetadataStore {
+        self.0.store()
+    }
+}
+
+/// Expands to one `#[tokio::test]` per case of [`testsuite::metadata`](crate::testsuite::metadata),
+/// each running the case against a fresh fixture made by the given expression.
+///
+/// ```ignore
+/// storage_traits::metadata_store_tests!(make_store().await);
+/// ```
+///
+/// See the [module docs](crate::testsuite::metadata) for what the expression may be.
+#[macro_export]
+macro_rules! metadata_store_tests {
+    ($make:expr $(,)?) => {
+        $crate::__metadata_store_cases!(
+            $make;
+            repositories_appear_on_first_link_manifest_or_upload,
+            repositories_listed_in_lexical_order_with_pagination,
+            blob_links,
+            put_manifest_with_missing_blobs_stores_nothing,
+            put_manifest_with_missing_child_manifests_stores_nothing,
+            get_manifest_by_tag_and_digest_returns_exact_bytes,
+            put_same_digest_again_moves_tag,
+            tags_listed_in_lexical_order_with_pagination,
+            list_tags_of_unknown_repository_is_none,
+            delete_tag_keeps_manifest,
+            delete_manifest_removes_its_tags,
+            referrers_by_subject_and_artifact_type,
+            referrers_isolated_per_repository,
+            upload_session_lifecycle,
+            update_upload_is_compare_and_swap,
+            stale_uploads_by_last_write,
+            concurrent_put_manifest_same_tag,
+            concurrent_link_blob_same_digest,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __metadata_store_cases {
+    ($make:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture = $make;
+                $crate::testsuite::metadata::$case(
+                    $crate::testsuite::metadata::MetadataStoreFixture::store(&fixture),
+                )
+                .await;
+            }
+        )+
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// A fresh prefix such as `mt3f2a…`; repositories of a case are `<prefix>/<label>`.
+fn unique_prefix() -> String {
+    format!("mt{}", uuid::Uuid::new_v4().simple())
+}
+
+fn repo_name(prefix: &str, label: &str) -> RepositoryName {
+    format!("{prefix}/{label}")
+        .parse()
+        .expect("test repository name is valid")
+}
+
+fn unique_repo(label: &str) -> RepositoryName {
+    repo_name(&unique_prefix(), label)
+}
+
+fn tag(s: &str) -> Tag {
+    s.parse().expect("test tag is valid")
+}
+
+fn random_digest() -> Digest {
+    Digest::sha256_of(uuid::Uuid::new_v4().as_bytes())
+}
+
+const IMAGE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const IMAGE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Unique manifest bytes, with odd whitespace and an unknown field, which a store must
+/// keep byte for byte.
+fn manifest_bytes(label: &str) -> Bytes {
+    Bytes::from(format!(
+        "{{\"schemaVersion\":2,  \"mediaType\":\"{IMAGE_MANIFEST}\",\n\t\"x-unknown\":{{\"label\":\"{label}\",\"nonce\":\"{}\"}} }}",
+        uuid::Uuid::new_v4()
+    ))
+}
+
+fn manifest(repo: &RepositoryName, label: &str) -> NewManifest {
+    let content = manifest_bytes(label);
+    NewManifest::new(
+        repo.clone(),
+        Digest::sha256_of(&content),
+        IMAGE_MANIFEST.to_string(),
+        content,
+    )
+}
+
+async fn put(store: &dyn MetadataStore, m: &NewManifest) {
+    store
+        .put_manifest(m)
+        .await
+        .unwrap_or_else(|e| panic!("put_manifest {} failed: {e}", m.digest));
+}
+
+async fn tags_of(store: &dyn MetadataStore, repo: &RepositoryName, page: &Page) -> Vec<String> {
+    store
+        .list_tags(repo, page)
+        .await
+        .expect("list_tags")
+        .unwrap_or_else(|| panic!("list_tags({repo}) is None for an existing repository"))
+        .iter()
+        .map(|t| t.as_str().to_string())
+        .collect()
+}
+
+async fn our_repositories(store: &dyn MetadataStore, prefix: &str, page: &Page) -> Vec<String> {
+    let own = format!("{prefix}/");
+    store
+        .list_repositories(page)
+        .await
+        .expect("list_repositories")
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .filter(|r| r.starts_with(&own))
+        .collect()
+}
+
+fn page(last: Option<&str>, limit: Option<usize>) -> Page {
+    Page::new(last.map(str::to_string), limit)
+}
+
+fn digest_set(d: &[Digest]) -> BTreeSet<Digest> {
+    d.iter().cloned().collect()
+}
+
+fn session(repo: &RepositoryName, now_ms: i64) -> UploadSession {
+    UploadSession::new(uuid::Uuid::new_v4().to_string(), repo.clone(), now_ms)
+}
+
+// ---------------------------------------------------------------------------------------
+// Repositories
+
+/// A repository exists once it has a blob link, a manifest or an upload session, and not
+/// before.
+pub async fn repositories_appear_on_first_link_manifest_or_upload(store: &dyn MetadataStore) {
+    let prefix = unique_prefix();
+    let by_link = repo_name(&prefix, "by-link");
+    let by_manifest = repo_name(&prefix, "by-manifest");
+    let by_upload = repo_name(&prefix, "by-upload");
+
+    for r in [&by_link, &by_manifest, &by_upload] {
+        assert!(
+            !store.repository_exists(r).await.expect("repository_exists"),
+            "{r} exists before anything was stored in it"
+        );
+    }
+    assert_eq!(
+        our_repositories(store, &prefix, &Page::default()).await,
+        Vec::<String>::new()
+    );
+
+    store
+        .link_blob(&by_link, &random_digest(), 3)
+        .await
+        .expect("link_blob");
+    assert!(
+        store
+            .repository_exists(&by_link)
+            .await
+            .expect("repository_exists")
+    );
+
+    put(store, &manifest(&by_manifest, "m")).await;
+    assert!(
+        store
+            .repository_exists(&by_manifest)
+            .await
+            .expect("repository_exists")
+    );
+
+    let s = session(&by_upload, 1_000);
+    store.create_upload(&s).await.expect("create_upload");
+    assert!(
+        store
+            .repository_exists(&by_upload)
+            .await
+            .expect("repository_exists")
+    );
+
+    assert_eq!(
+        our_repositories(store, &prefix, &Page::default()).await,
+        vec![
+            by_link.to_string(),
+            by_manifest.to_string(),
+            by_upload.to_string()
+        ]
+    );
+    assert_eq!(
+        store
+            .list_tags(&by_link, &Page::default())
+            .await
+            .expect("list_tags"),
+        Some(vec![]),
+        "a repository without tags lists no tags, not None"
+    );
+    store.delete_upload(&s.id).await.expect("delete_upload");
+}
+
+/// `_catalog` order is byte-wise (not locale, not case-folded), and `Page { last, limit }`
+/// returns entries strictly after `last`, at most `limit`.
+pub async fn repositories_listed_in_lexical_order_with_pagination(store: &dyn MetadataStore) {
+    let prefix = unique_prefix();
+    // Byte order: '-' < '.' < '/' < digits < '_' < letters. A locale collation would
+    // order these differently.
+    let labels = ["b", "ab", "a_b", "a0", "a/b", "a.b", "a-b", "a"];
+    for label in labels {
+        store
+            .link_blob(&repo_name(&prefix, label), &random_digest(), 1)
+            .await
+            .expect("link_blob");
+    }
+    let mut expected: Vec<String> = labels.iter().map(|l| format!("{prefix}/{l}")).collect();
+    expected.sort();
+
+    // The whole catalog is strictly increasing and contains ours in order.
+    let all: Vec<String> = store
+        .list_repositories(&Page::default())
+        .await
+        .expect("list_repositories")
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect();
+    assert!(
+        all.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()),
+        "catalog is not in strictly increasing byte order: {all:?}"
+    );
+    assert_eq!(
+        all.iter()
+            .filter(|r| r.starts_with(&format!("{prefix}/")))
+            .cloned()
+            .collect::<Vec<_>>(),
+        expected
+    );
+
+    // Nothing sorts between "<prefix>" and "<prefix>/…" except names under our prefix, so
+    // pages starting there hold exactly our repositories even in a shared database.
+    let mut collected = Vec::new();
+    let mut last = prefix.clone();
+    loop {
+        let got = store
+            .list_repositories(&page(Some(&last), Some(3)))
+            .await
+            .expect("list_repositories");
+        assert!(got.len() <= 3, "limit 3 returned {} entries", got.len());
+        let ours: Vec<String> = got
+            .iter()
+            .map(|r| r.as_str().to_string())
+            .take_while(|r| r.starts_with(&format!("{prefix}/")))
+            .collect();
+        collected.extend(ours.iter().cloned());
+        match (ours.len(), ours.last()) {
+            (3, Some(l)) => last = l.clone(),
+            _ => break,
+        }
+    }
+    assert_eq!(collected, expected);
+
+    // `last` need not be an existing name.
+    let after = format!("{prefix}/a.c");
+    assert_eq!(
+        our_repositories(store, &prefix, &page(Some(&after), Some(2))).await,
+        expected
+            .iter()
+            .filter(|r| r.as_str() > after.as_str())
+            .take(2)
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+    // A limit of zero returns nothing.
+    assert_eq!(
+        store
+            .list_repositories(&page(Some(&prefix), Some(0)))
+            .await
+            .expect("list_repositories"),
+        vec![]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Blob links
+
+pub async fn blob_links(store: &dyn MetadataStore) {
+    let prefix = unique_prefix();
+    let a = repo_name(&prefix, "a");
+    let b = repo_name(&prefix, "b");
+    let d = random_digest();
+
+    assert_eq!(store.blob_link(&a, &d).await.expect("blob_link"), None);
+    store.link_blob(&a, &d, 1234).await.expect("link_blob");
+    assert_eq!(
+        store.blob_link(&a, &d).await.expect("blob_link"),
+        Some(1234)
+    );
+    // Linking again is harmless.
+    store
+        .link_blob(&a, &d, 1234)
+        .await
+        .expect("link_blob again");
+    assert_eq!(
+        store.blob_link(&a, &d).await.expect("blob_link"),
+        Some(1234)
+    );
+    // A link is per repository.
+    assert_eq!(store.blob_link(&b, &d).await.expect("blob_link"), None);
+    store.link_blob(&b, &d, 1234).await.expect("link_blob in b");
+    // Sizes beyond 4 GiB survive.
+    let big = random_digest();
+    store
+        .link_blob(&a, &big, 5 << 32)
+        .await
+        .expect("link_blob big");
+    assert_eq!(
+        store.blob_link(&a, &big).await.expect("blob_link"),
+        Some(5 << 32)
+    );
+
+    assert!(store.unlink_blob(&a, &d).await.expect("unlink_blob"));
+    assert_eq!(store.blob_link(&a, &d).await.expect("blob_link"), None);
+    assert!(
+        !store.unlink_blob(&a, &d).await.expect("unlink_blob again"),
+        "unlinking twice reports no link"
+    );
+    // Unlinking in one repository leaves the other's link.
+    assert_eq!(
+        store.blob_link(&b, &d).await.expect("blob_link"),
+        Some(1234)
+    );
+    let unknown = repo_name(&prefix, "never");
+    assert!(
+        !store
+            .unlink_blob(&unknown, &d)
+            .await
+            .expect("unlink_blob unknown repo")
+    );
+    assert_eq!(
+        store.blob_link(&unknown, &d).await.expect("blob_link"),
+        None
+    );
+
+    assert!(store.unlink_blob(&b, &d).await.expect("unlink_blob"));
+    assert!(store.unlink_blob(&a, &big).await.expect("unlink_blob"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Manifests
+
+/// Unlinked blobs (including blobs linked only in another repository) are reported, and
+/// nothing is stored: no manifest, no tag, and no repository that did not exist.
+pub async fn put_manifest_with_missing_blobs_stores_nothing(store: &dyn MetadataStore) {
+    let prefix = unique_prefix();
+    let repo = repo_name(&prefix, "app");
+    let other = repo_name(&prefix, "other");
+    let linked = random_digest();
+    let elsewhere = random_digest();
+    let unknown = random_digest();
+    store
+        .link_blob(&repo, &linked, 10)
+        .await
+        .expect("link_blob");
+    store
+        .link_blob(&other, &elsewhere, 10)
+        .await
+        .expect("link_blob");
+
+    let m = manifest(&repo, "m")
+        .with_blob_refs(vec![linked.clone(), elsewhere.clone(), unknown.clone()])
+        .with_tag(Some(tag("latest")));
+    match store.put_manifest(&m).await {
+        Err(MetadataError::MissingReferences { blobs, manifests }) => {
+            assert_eq!(
+                digest_set(&blobs),
+                digest_set(&[elsewhere.clone(), unknown.clone()])
+            );
+            assert!(
+                manifests.is_empty(),
+                "no manifest refs were given: {manifests:?}"
+            );
+        }
+        other => panic!("expected MissingReferences, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .get_manifest(&repo, &Reference::Digest(m.digest.clone()))
+            .await
+            .expect("get_manifest"),
+        None
+    );
+    assert_eq!(
+        store
+            .get_manifest(&repo, &Reference::Tag(tag("latest")))
+            .await
+            .expect("get_manifest"),
+        None
+    );
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        Vec::<String>::new()
+    );
+
+    // A refused manifest does not create its repository.
+    let fresh = repo_name(&prefix, "fresh");
+    let mut m2 = m.clone();
+    m2.repository = fresh.clone();
+    assert!(matches!(
+        store.put_manifest(&m2).await,
+        Err(MetadataError::MissingReferences { .. })
+    ));
+    assert!(
+        !store
+            .repository_exists(&fresh)
+            .await
+            .expect("repository_exists")
+    );
+    assert_eq!(
+        store
+            .list_tags(&fresh, &Page::default())
+            .await
+            .expect("list_tags"),
+        None
+    );
+
+    // Once everything is linked the same manifest goes in.
+    store
+        .link_blob(&repo, &elsewhere, 10)
+        .await
+        .expect("link_blob");
+    store
+        .link_blob(&repo, &unknown, 10)
+        .await
+        .expect("link_blob");
+    put(store, &m).await;
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["latest"]
+    );
+}
+
+/// An index's children must be manifests of the same repository: a manifest in another
+/// repository or a mere blob link with that digest does not count.
+pub async fn put_manifest_with_missing_child_manifests_stores_nothing(store: &dyn MetadataStore) {
+    let prefix = unique_prefix();
+    let repo = repo_name(&prefix, "app");
+    let other = repo_name(&prefix, "other");
+
+    let present = manifest(&repo, "present");
+    put(store, &present).await;
+    let elsewhere = manifest(&other, "elsewhere");
+    put(store, &elsewhere).await;
+    let as_blob = manifest(&repo, "as-blob");
+    store
+        .link_blob(&repo, &as_blob.digest, as_blob.content.len() as u64)
+        .await
+        .expect("link_blob");
+    let config = random_digest();
+    store.link_blob(&repo, &config, 2).await.expect("link_blob");
+
+    let index_bytes = manifest_bytes("index");
+    let index = NewManifest::new(
+        repo.clone(),
+        Digest::sha256_of(&index_bytes),
+        IMAGE_INDEX.to_string(),
+        index_bytes,
+    )
+    .with_blob_refs(vec![config.clone()])
+    .with_manifest_refs(vec![
+        present.digest.clone(),
+        elsewhere.digest.clone(),
+        as_blob.digest.clone(),
+    ])
+    .with_tag(Some(tag("multi")));
+
+    match store.put_manifest(&index).await {
+        Err(MetadataError::MissingReferences { blobs, manifests }) => {
+            assert!(blobs.is_empty(), "the config blob is linked: {blobs:?}");
+            assert_eq!(
+                digest_set(&manifests),
+                digest_set(&[elsewhere.digest.clone(), as_blob.digest.clone()])
+            );
+        }
+        other => panic!("expected MissingReferences, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .get_manifest(&repo, &Reference::Digest(index.digest.clone()))
+            .await
+            .expect("get_manifest"),
+        None
+    );
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        Vec::<String>::new()
+    );
+
+    // Both kinds missing at once are both reported.
+    let unknown_blob = random_digest();
+    let both = index
+        .clone()
+        .with_blob_refs(vec![config, unknown_blob.clone()]);
+    match store.put_manifest(&both).await {
+        Err(MetadataError::MissingReferences { blobs, manifests }) => {
+            assert_eq!(digest_set(&blobs), digest_set(&[unknown_blob]));
+            assert_eq!(manifests.len(), 2, "{manifests:?}");
+        }
+        other => panic!("expected MissingReferences, got {other:?}"),
+    }
+
+    let mut elsewhere_here = elsewhere.clone();
+    elsewhere_here.repository = repo.clone();
+    put(store, &elsewhere_here).await;
+    let mut as_blob_manifest = as_blob.clone();
+    as_blob_manifest.repository = repo.clone();
+    put(store, &as_blob_manifest).await;
+    put(store, &index).await;
+    let got = store
+        .get_manifest(&repo, &Reference::Tag(tag("multi")))
+        .await
+        .expect("get_manifest")
+        .expect("index stored");
+    assert_eq!(got.digest, index.digest);
+    assert_eq!(got.media_type, IMAGE_INDEX);
+}
+
+/// By tag and by digest a store returns the exact bytes and media type it was given,
+/// for sha256 and sha512 digests alike, and only in the repository they were pushed to.
+pub async fn get_manifest_by_tag_and_digest_returns_exact_bytes(store: &dyn MetadataStore) {
+    let prefix = unique_prefix();
+    let repo = repo_name(&prefix, "app");
+    let other = repo_name(&prefix, "other");
+    let layer = random_digest();
+    store.link_blob(&repo, &layer, 99).await.expect("link_blob");
+
+    let m = manifest(&repo, "exact")
+        .with_blob_refs(vec![layer])
+        .with_tag(Some(tag("v1")));
+    put(store, &m).await;
+
+    for reference in [
+        Reference::Tag(tag("v1")),
+        Reference::Digest(m.digest.clone()),
+    ] {
+        let got = store
+            .get_manifest(&repo, &reference)
+            .await
+            .expect("get_manifest")
+            .unwrap_or_else(|| panic!("manifest not found by {reference}"));
+        assert_eq!(got.digest, m.digest);
+        assert_eq!(got.media_type, IMAGE_MANIFEST);
+        assert_eq!(
+            got.content, m.content,
+            "bytes differ when fetched by {reference}"
+        );
+    }
+
+    // Non-UTF-8 bytes, a different media type and a sha512 digest.
+    let raw = Bytes::from_static(b"\x00\xff binary \r\n\x80 not json");
+    let docker = "application/vnd.docker.distribution.manifest.v2+json";
+    let m512 = NewManifest::new(
+        repo.clone(),
+        Digest::sha512_of(&raw),
+        docker.to_string(),
+        raw.clone(),
+    )
+    .with_tag(Some(tag("v512")));
+    put(store, &m512).await;
+    for reference in [
+        Reference::Tag(tag("v512")),
+        Reference::Digest(m512.digest.clone()),
+    ] {
+        let got = store
+            .get_manifest(&repo, &reference)
+            .await
+            .expect("get_manifest")
+            .unwrap_or_else(|| panic!("manifest not found by {reference}"));
+        assert_eq!(got.digest, m512.digest);
+        assert_eq!(got.media_type, docker);
+        assert_eq!(got.content, raw);
+    }
+
+    let missing = [
+        (repo.clone(), Reference::Tag(tag("nope"))),
+        (repo.clone(), Reference::Digest(random_digest())),
+        (other.clone(), Reference::Tag(tag("v1"))),
+        (other.clone(), Reference::Digest(m.digest.clone())),
+    ];
+    for (r, reference) in missing {
+        assert_eq!(
+            store
+                .get_manifest(&r, &reference)
+                .await
+                .expect("get_manifest"),
+            None,
+            "{r}@{reference} should not exist"
+        );
+    }
+}
+
+/// Pushing a digest that is already stored is a no-op for the manifest but points the
+/// tag at it, even if the tag was on another manifest.
+pub async fn put_same_digest_again_moves_tag(store: &dyn MetadataStore) {
+    let repo = unique_repo("app");
+    let a = manifest(&repo, "a").with_tag(Some(tag("latest")));
+    let b = manifest(&repo, "b").with_tag(Some(tag("latest")));
+    let latest = Reference::Tag(tag("latest"));
+    let digest_of = |r: Option<crate::ManifestRecord>| r.map(|r| r.digest);
+
+    put(store, &a).await;
+    assert_eq!(
+        digest_of(store.get_manifest(&repo, &latest).await.expect("get")),
+        Some(a.digest.clone())
+    );
+    put(store, &b).await;
+    assert_eq!(
+        digest_of(store.get_manifest(&repo, &latest).await.expect("get")),
+        Some(b.digest.clone())
+    );
+    // `a` is still stored by digest.
+    assert!(
+        store
+            .get_manifest(&repo, &Reference::Digest(a.digest.clone()))
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    put(store, &a).await;
+    assert_eq!(
+        digest_of(store.get_manifest(&repo, &latest).await.expect("get")),
+        Some(a.digest.clone())
+    );
+    // Same digest under a second tag: both tags point at it.
+    put(store, &a.clone().with_tag(Some(tag("stable")))).await;
+    assert_eq!(
+        digest_of(
+            store
+                .get_manifest(&repo, &Reference::Tag(tag("stable")))
+                .await
+                .expect("get")
+        ),
+        Some(a.digest.clone())
+    );
+    // Re-pushing without a tag changes nothing.
+    put(store, &b.clone().with_tag(None)).await;
+    assert_eq!(
+        digest_of(store.get_manifest(&repo, &latest).await.expect("get")),
+        Some(a.digest.clone())
+    );
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["latest", "stable"]
+    );
+    let got = store
+        .get_manifest(&repo, &Reference::Digest(a.digest.clone()))
+        .await
+        .expect("get")
+        .expect("a stored");
+    assert_eq!(got.content, a.content);
+}
+
+/// Tags are listed in byte-wise order (upper case before `_` before lower case) and
+/// paginated like the catalog.
+pub async fn tags_listed_in_lexical_order_with_pagination(store: &dyn MetadataStore) {
+    let repo = unique_repo("app");
+    let names = [
+        "v1.9.0", "latest", "b", "a_1", "a1", "a.1", "a-1", "a", "_x", "Z9", "B", "A", "v1.10.0",
+    ];
+    let m = manifest(&repo, "tagged");
+    for n in names {
+        put(store, &m.clone().with_tag(Some(tag(n)))).await;
+    }
+    let mut expected: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(tags_of(store, &repo, &Page::default()).await, expected);
+    assert_eq!(
+        tags_of(store, &repo, &page(None, Some(4))).await,
+        expected[..4]
+    );
+    assert_eq!(
+        tags_of(store, &repo, &page(Some(&expected[3]), Some(4))).await,
+        expected[4..8]
+    );
+    assert_eq!(
+        tags_of(store, &repo, &page(Some(&expected[7]), None)).await,
+        expected[8..]
+    );
+    assert_eq!(
+        tags_of(store, &repo, &page(Some(&expected[11]), Some(10))).await,
+        expected[12..]
+    );
+    // `last` need not be a tag, and a page past the end is empty.
+    assert_eq!(
+        tags_of(store, &repo, &page(Some("a0"), Some(2))).await,
+        vec!["a1", "a_1"]
+    );
+    assert_eq!(
+        tags_of(store, &repo, &page(Some("zzz"), Some(2))).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        tags_of(store, &repo, &page(None, Some(0))).await,
+        Vec::<String>::new()
+    );
+}
+
+pub async fn list_tags_of_unknown_repository_is_none(store: &dyn MetadataStore) {
+    let repo = unique_repo("never");
+    assert_eq!(
+        store
+            .list_tags(&repo, &Page::default())
+            .await
+            .expect("list_tags"),
+        None
+    );
+    assert_eq!(
+        store
+            .list_tags(&repo, &page(Some("a"), Some(1)))
+            .await
+            .expect("list_tags"),
+        None
+    );
+    assert!(
+        !store
+            .repository_exists(&repo)
+            .await
+            .expect("repository_exists")
+    );
+}
+
+pub async fn delete_tag_keeps_manifest(store: &dyn MetadataStore) {
+    let repo = unique_repo("app");
+    let m = manifest(&repo, "m");
+    put(store, &m.clone().with_tag(Some(tag("one")))).await;
+    put(store, &m.clone().with_tag(Some(tag("two")))).await;
+
+    assert!(
+        store
+            .delete_tag(&repo, &tag("one"))
+            .await
+            .expect("delete_tag")
+    );
+    assert!(
+        !store
+            .delete_tag(&repo, &tag("one"))
+            .await
+            .expect("delete_tag again"),
+        "deleting a deleted tag reports false"
+    );
+    assert!(
+        !store
+            .delete_tag(&repo, &tag("never"))
+            .await
+            .expect("delete_tag")
+    );
+    assert!(
+        !store
+            .delete_tag(&unique_repo("never"), &tag("one"))
+            .await
+            .expect("delete_tag unknown repo")
+    );
+
+    assert_eq!(tags_of(store, &repo, &Page::default()).await, vec!["two"]);
+    assert_eq!(
+        store
+            .get_manifest(&repo, &Reference::Tag(tag("one")))
+            .await
+            .expect("get"),
+        None
+    );
+    let got = store
+        .get_manifest(&repo, &Reference::Digest(m.digest.clone()))
+        .await
+        .expect("get")
+        .expect("manifest kept after its tag is deleted");
+    assert_eq!(got.content, m.content);
+
+    assert!(
+        store
+            .delete_tag(&repo, &tag("two"))
+            .await
+            .expect("delete_tag")
+    );
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        Vec::<String>::new()
+    );
+    assert!(
+        store
+            .get_manifest(&repo, &Reference::Digest(m.digest.clone()))
+            .await
+            .expect("get")
+            .is_some()
+    );
+}
+
+/// Deleting a manifest deletes every tag on it and nothing else; the repository stays,
+/// and the same manifest can be pushed again.
+pub async fn delete_manifest_removes_its_tags(store: &dyn MetadataStore) {
+    let prefix = unique_prefix();
+    let repo = repo_name(&prefix, "app");
+    let other = repo_name(&prefix, "other");
+    let layer = random_digest();
+    store.link_blob(&repo, &layer, 7).await.expect("link_blob");
+    let m = manifest(&repo, "m").with_blob_refs(vec![layer.clone()]);
+    let keep = manifest(&repo, "keep");
+    put(store, &m.clone().with_tag(Some(tag("t1")))).await;
+    put(store, &m.clone().with_tag(Some(tag("t2")))).await;
+    put(store, &keep.clone().with_tag(Some(tag("t3")))).await;
+
+    assert!(
+        !store
+            .delete_manifest(&other, &m.digest)
+            .await
+            .expect("delete_manifest"),
+        "a manifest of another repository is not deleted"
+    );
+    assert!(
+        !store
+            .delete_manifest(&repo, &random_digest())
+            .await
+            .expect("delete_manifest")
+    );
+
+    assert!(
+        store
+            .delete_manifest(&repo, &m.digest)
+            .await
+            .expect("delete_manifest")
+    );
+    assert!(
+        !store
+            .delete_manifest(&repo, &m.digest)
+            .await
+            .expect("delete_manifest again")
+    );
+    assert_eq!(tags_of(store, &repo, &Page::default()).await, vec!["t3"]);
+    for reference in [
+        Reference::Tag(tag("t1")),
+        Reference::Tag(tag("t2")),
+        Reference::Digest(m.digest.clone()),
+    ] {
+        assert_eq!(
+            store.get_manifest(&repo, &reference).await.expect("get"),
+            None,
+            "{reference} still resolves after delete"
+        );
+    }
+    assert!(
+        store
+            .get_manifest(&repo, &Reference::Tag(tag("t3")))
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert!(
+        store
+            .repository_exists(&repo)
+            .await
+            .expect("repository_exists")
+    );
+    assert_eq!(
+        store.blob_link(&repo, &layer).await.expect("blob_link"),
+        Some(7),
+        "deleting a manifest does not unlink its blobs"
+    );
+
+    put(store, &m.clone().with_tag(Some(tag("t1")))).await;
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["t1", "t3"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Referrers
+
+fn referrer(repo: &RepositoryName, subject: &Digest, artifact_type: &str) -> NewManifest {
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "org.opencontainers.image.created".to_string(),
+        "2024-01-02T03:04:05Z".to_string(),
+    );
+    annotations.insert("com.example.kind".to_string(), artifact_type.to_string());
+    manifest(repo, artifact_type)
+        .with_subject(Some(subject.clone()))
+        .with_artifact_type(Some(artifact_type.to_string()))
+        .with_annotations(annotations)
+}
+
+fn record_of(m: &NewManifest) -> ReferrerRecord {
+    ReferrerRecord::new(
+        m.digest.clone(),
+        m.media_type.clone(),
+        m.content.len() as u64,
+        m.artifact_type.clone(),
+        m.annotations.clone(),
+    )
+}
+
+fn sorted_records(ms: &[&NewManifest]) -> Vec<ReferrerRecord> {
+    let mut v: Vec<ReferrerRecord> = ms.iter().map(|m| record_of(m)).collect();
+    v.sort_by(|a, b| a.digest.as_str().cmp(b.digest.as_str()));
+    v
+}
+
+/// Referrers of a subject (which need not exist), ordered by digest, with their
+/// descriptors' fields, optionally filtered by artifact type.
+pub async fn referrers_by_subject_and_artifact_type(store: &dyn MetadataStore) {
+    let repo = unique_repo("app");
+    let subject = random_digest();
+    const SBOM: &str = "application/vnd.example.sbom.v1+json";
+    const SIG: &str = "application/vnd.example.signature.v1";
+
+    assert_eq!(
+        store
+            .referrers(&repo, &subject, None)
+            .await
+            .expect("referrers"),
+        vec![],
+        "no referrers in an unknown repository"
+    );
+
+    let sbom1 = referrer(&repo, &subject, SBOM);
+    let sbom2 = referrer(&repo, &subject, SBOM);
+    let sig = referrer(&repo, &subject, SIG).with_annotations(BTreeMap::new());
+    let unrelated = referrer(&repo, &random_digest(), SBOM);
+    let plain = manifest(&repo, "plain").with_tag(Some(tag("latest")));
+    let untyped = manifest(&repo, "untyped").with_subject(Some(subject.clone()));
+    for m in [&sbom1, &sbom2, &sig, &unrelated, &plain, &untyped] {
+        put(store, m).await;
+    }
+
+    assert_eq!(
+        store
+            .referrers(&repo, &subject, None)
+            .await
+            .expect("referrers"),
+        sorted_records(&[&sbom1, &sbom2, &sig, &untyped])
+    );
+    assert_eq!(
+        store
+            .referrers(&repo, &subject, Some(SBOM))
+            .await
+            .expect("referrers"),
+        sorted_records(&[&sbom1, &sbom2])
+    );
+    assert_eq!(
+        store
+            .referrers(&repo, &subject, Some(SIG))
+            .await
+            .expect("referrers"),
+        sorted_records(&[&sig])
+    );
+    assert_eq!(
+        store
+            .referrers(&repo, &subject, Some("application/vnd.example.none"))
+            .await
+            .expect("referrers"),
+        vec![]
+    );
+
+    // Deleting a referrer removes it from the list.
+    assert!(
+        store
+            .delete_manifest(&repo, &sbom1.digest)
+            .await
+            .expect("delete_manifest")
+    );
+    assert_eq!(
+        store
+            .referrers(&repo, &subject, None)
+            .await
+            .expect("referrers"),
+        sorted_records(&[&sbom2, &sig, &untyped])
+    );
+}
+
+pub async fn referrers_isolated_per_repository(store: &dyn MetadataStore) {
+    let prefix = unique_prefix();
+    let a = repo_name(&prefix, "a");
+    let b = repo_name(&prefix, "b");
+    let subject = random_digest();
+    const SIG: &str = "application/vnd.example.signature.v1";
+
+    let in_a = referrer(&a, &subject, SIG);
+    let in_b = referrer(&b, &subject, SIG);
+    put(store, &in_a).await;
+    put(store, &in_b).await;
+
+    assert_eq!(
+        store
+            .referrers(&a, &subject, None)
+            .await
+            .expect("referrers"),
+        vec![record_of(&in_a)]
+    );
+    assert_eq!(
+        store
+            .referrers(&b, &subject, Some(SIG))
+            .await
+            .expect("referrers"),
+        vec![record_of(&in_b)]
+    );
+    // The same referrer pushed to both repositories is listed once in each.
+    let mut shared = in_a.clone();
+    shared.repository = b.clone();
+    put(store, &shared).await;
+    assert_eq!(
+        store
+            .referrers(&b, &subject, None)
+            .await
+            .expect("referrers"),
+        sorted_records(&[&in_a, &in_b])
+    );
+    assert_eq!(
+        store
+            .referrers(&a, &subject, None)
+            .await
+            .expect("referrers"),
+        vec![record_of(&in_a)]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Upload sessions
+
+pub async fn upload_session_lifecycle(store: &dyn MetadataStore) {
+    let repo = unique_repo("app");
+    let s = session(&repo, 1_700_000_000_000);
+
+    assert_eq!(store.get_upload(&s.id).await.expect("get_upload"), None);
+    store.create_upload(&s).await.expect("create_upload");
+    assert_eq!(
+        store.get_upload(&s.id).await.expect("get_upload"),
+        Some(s.clone())
+    );
+
+    // A session created with a hash state and an offset keeps them.
+    let mut s2 = session(&repo, 1_700_000_000_001);
+    s2.offset = 42;
+    s2.hash_state = Some(vec![0, 1, 2, 255]);
+    store.create_upload(&s2).await.expect("create_upload");
+    assert_eq!(
+        store.get_upload(&s2.id).await.expect("get_upload"),
+        Some(s2.clone())
+    );
+
+    assert!(
+        store
+            .update_upload(&s.id, 0, 1 << 33, Some(&[9u8; 200]), 1_700_000_000_500)
+            .await
+            .expect("update_upload")
+    );
+    let got = store
+        .get_upload(&s.id)
+        .await
+        .expect("get_upload")
+        .expect("session exists");
+    assert_eq!(got.offset, 1 << 33);
+    assert_eq!(got.hash_state, Some(vec![9u8; 200]));
+    assert_eq!(got.created_at, s.created_at, "created_at never changes");
+    assert_eq!(got.updated_at, 1_700_000_000_500);
+    assert_eq!(got.repository, repo);
+
+    // Clearing the hash state.
+    assert!(
+        store
+            .update_upload(&s.id, 1 << 33, (1 << 33) + 1, None, 1_700_000_000_600)
+            .await
+            .expect("update_upload")
+    );
+    assert_eq!(
+        store
+            .get_upload(&s.id)
+            .await
+            .expect("get_upload")
+            .and_then(|s| s.hash_state),
+        None
+    );
+
+    assert!(store.delete_upload(&s.id).await.expect("delete_upload"));
+    assert_eq!(store.get_upload(&s.id).await.expect("get_upload"), None);
+    assert!(
+        !store
+            .delete_upload(&s.id)
+            .await
+            .expect("delete_upload again")
+    );
+    assert!(
+        !store
+            .update_upload(&s.id, (1 << 33) + 1, 5, None, 1)
+            .await
+            .expect("update_upload of deleted"),
+        "updating a deleted session reports false"
+    );
+    // The other session is untouched.
+    assert_eq!(
+        store.get_upload(&s2.id).await.expect("get_upload"),
+        Some(s2.clone())
+    );
+    assert!(store.delete_upload(&s2.id).await.expect("delete_upload"));
+}
+
+/// `update_upload` applies only when the stored offset is the expected one; otherwise it
+/// returns false and changes nothing. Of many racing updates from the same offset exactly
+/// one wins.
+pub async fn update_upload_is_compare_and_swap(store: &dyn MetadataStore) {
+    let repo = unique_repo("app");
+    let s = session(&repo, 1_000);
+    store.create_upload(&s).await.expect("create_upload");
+
+    assert!(
+        store
+            .update_upload(&s.id, 0, 10, Some(b"state-10"), 2_000)
+            .await
+            .expect("update_upload")
+    );
+    let before = store
+        .get_upload(&s.id)
+        .await
+        .expect("get_upload")
+        .expect("session exists");
+
+    for wrong in [0, 9, 11, 20] {
+        assert!(
+            !store
+                .update_upload(&s.id, wrong, 20, Some(b"state-20"), 3_000)
+                .await
+                .expect("update_upload"),
+            "update with expected offset {wrong} applied although the offset is 10"
+        );
+        assert_eq!(
+            store.get_upload(&s.id).await.expect("get_upload"),
+            Some(before.clone()),
+            "a refused update changed the session"
+        );
+    }
+    assert!(
+        !store
+            .update_upload("no-such-session", 0, 1, None, 1)
+            .await
+            .expect("update_upload unknown")
+    );
+
+    // Racing appends from the same offset: exactly one is acknowledged.
+    let racers = 16u64;
+    let results = join_all((0..racers).map(|i| {
+        let state = i.to_be_bytes();
+        let id = s.id.clone();
+        async move {
+            store
+                .update_upload(&id, 10, 100 + i, Some(&state), 4_000 + i as i64)
+                .await
+        }
+    }))
+    .await;
+    let winners: Vec<u64> = results
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Ok(true) => Some(i as u64),
+            Ok(false) => None,
+            Err(e) => panic!("update_upload failed: {e}"),
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let w = winners[0];
+    let after = store
+        .get_upload(&s.id)
+        .await
+        .expect("get_upload")
+        .expect("session exists");
+    assert_eq!(after.offset, 100 + w);
+    assert_eq!(after.hash_state, Some(w.to_be_bytes().to_vec()));
+    assert_eq!(after.updated_at, 4_000 + w as i64);
+
+    assert!(store.delete_upload(&s.id).await.expect("delete_upload"));
+}
+
+/// `stale_uploads` lists sessions whose last write is strictly older than the cut-off,
+/// and an update makes a session fresh again.
+pub async fn stale_uploads_by_last_write(store: &dyn MetadataStore) {
+    let repo = unique_repo("app");
+    // Timestamps far in the past, so only sessions of this case (and of other suites that
+    // use tiny timestamps, filtered out by id) are candidates.
+    let old = session(&repo, 1_000);
+    let newer = session(&repo, 2_000);
+    store.create_upload(&old).await.expect("create_upload");
+    store.create_upload(&newer).await.expect("create_upload");
+    let ours = |v: Vec<UploadSession>| -> Vec<UploadSession> {
+        let mut v: Vec<UploadSession> = v
+            .into_iter()
+            .filter(|s| s.id == old.id || s.id == newer.id)
+            .collect();
+        v.sort_by_key(|s| s.updated_at);
+        v
+    };
+
+    assert_eq!(
+        ours(store.stale_uploads(1_000).await.expect("stale_uploads")),
+        vec![],
+        "the cut-off is exclusive"
+    );
+    assert_eq!(
+        ours(store.stale_uploads(1_500).await.expect("stale_uploads")),
+        vec![old.clone()]
+    );
+    assert_eq!(
+        ours(store.stale_uploads(2_001).await.expect("stale_uploads")),
+        vec![old.clone(), newer.clone()]
+    );
+
+    assert!(
+        store
+            .update_upload(&old.id, 0, 5, None, 3_000)
+            .await
+            .expect("update_upload")
+    );
+    assert_eq!(
+        ours(store.stale_uploads(2_500).await.expect("stale_uploads")),
+        vec![newer.clone()]
+    );
+    let all = ours(store.stale_uploads(i64::MAX).await.expect("stale_uploads"));
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].id, old.id);
+    assert_eq!(all[1].offset, 5);
+
+    assert!(store.delete_upload(&newer.id).await.expect("delete_upload"));
+    assert_eq!(
+        ours(store.stale_uploads(i64::MAX).await.expect("stale_uploads")).len(),
+        1
+    );
+    assert!(store.delete_upload(&old.id).await.expect("delete_upload"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Concurrency
+
+/// Many pushes of different manifests to the same tag at once: all succeed, every manifest
+/// is stored, and the tag ends on exactly one of them.
+pub async fn concurrent_put_manifest_same_tag(store: &dyn MetadataStore) {
+    let repo = unique_repo("app");
+    let layer = random_digest();
+    store.link_blob(&repo, &layer, 1).await.expect("link_blob");
+    let manifests: Vec<NewManifest> = (0..16)
+        .map(|i| {
+            manifest(&repo, &format!("racer-{i}"))
+                .with_blob_refs(vec![layer.clone()])
+                .with_tag(Some(tag("latest")))
+        })
+        .collect();
+
+    let results = join_all(manifests.iter().map(|m| store.put_manifest(m))).await;
+    for (m, r) in manifests.iter().zip(results) {
+        if let Err(e) = r {
+            panic!("concurrent put_manifest {} failed: {e}", m.digest);
+        }
+    }
+
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["latest"]
+    );
+    let tagged = store
+        .get_manifest(&repo, &Reference::Tag(tag("latest")))
+        .await
+        .expect("get_manifest")
+        .expect("tag resolves");
+    let winner = manifests
+        .iter()
+        .find(|m| m.digest == tagged.digest)
+        .unwrap_or_else(|| panic!("tag points at unknown manifest {}", tagged.digest));
+    assert_eq!(tagged.content, winner.content);
+    for m in &manifests {
+        let got = store
+            .get_manifest(&repo, &Reference::Digest(m.digest.clone()))
+            .await
+            .expect("get_manifest")
+            .unwrap_or_else(|| panic!("manifest {} lost in the race", m.digest));
+        assert_eq!(got.content, m.content);
+    }
+}
+
+/// Many repositories linking the same new blob at once all succeed.
+pub async fn concurrent_link_blob_same_digest(store: &dyn MetadataStore) {
+    let prefix = unique_prefix();
+    let digest = random_digest();
+    let repos: Vec<RepositoryName> = (0..16)
+        .map(|i| repo_name(&prefix, &format!("r{i:02}")))
+        .collect();
+    let results = join_all(repos.iter().map(|r| store.link_blob(r, &digest, 77))).await;
+    for (r, res) in repos.iter().zip(results) {
+        if let Err(e) = res {
+            panic!("concurrent link_blob in {r} failed: {e}");
+        }
+    }
+    for r in &repos {
+        assert_eq!(
+            store.blob_link(r, &digest).await.expect("blob_link"),
+            Some(77)
+        );
+    }
+    let mut expected: Vec<String> = repos.iter().map(|r| r.to_string()).collect();
+    expected.sort();
+    assert_eq!(
+        our_repositories(store, &prefix, &Page::default()).await,
+        expected
+    );
+}
