@@ -1,1 +1,48 @@
-//! Work in progress.
+//! A [`BlobStore`](storage_traits::BlobStore) in a local directory: the single-machine
+//! backend of the registry.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use oci_spec_types::Digest;
+//! use storage_fs::FsBlobStore;
+//! use storage_traits::{BlobStore, BlobStoreExt, GetRange};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = FsBlobStore::open(dir.path())?;
+//!
+//! let data = Bytes::from_static(b"layer bytes");
+//! let digest = Digest::sha256_of(&data);
+//! store.put_bytes("3f6a2c1e-upload", &digest, data.clone()).await?;
+//!
+//! assert_eq!(store.get_bytes(&digest).await?, data);
+//! assert_eq!(store.get(&digest, Some(GetRange::Suffix(5))).await?.range, 6..11);
+//! assert!(store.blob_path(&digest).starts_with(dir.path().join("blobs/sha256")));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Layout
+//! ```text
+//! root/blobs/sha256/<first 2 hex>/<hex>
+//! root/blobs/sha512/<first 2 hex>/<hex>
+//! root/uploads/<upload id>
+//! ```
+//!
+//! # Durability
+//! A session's bytes are written to `uploads/<id>` with large writes and no fsync. On
+//! `finish_upload` the staging file is fdatasync'ed, renamed to its blob path and the
+//! blob's directory is fsync'ed, so a blob is visible only complete, and once
+//! `finish_upload` returns it survives a crash. `uploads/` must be on the same file system
+//! as `blobs/` (it is, under one root) for the rename to be atomic.
+//!
+//! # Feature flags
+//! None.
+
+mod error;
+mod layout;
+mod store;
+mod upload;
+
+pub use store::FsBlobStore;

@@ -1,0 +1,257 @@
+//! [`FsBlobStore`] and its [`BlobStore`] implementation.
+
+use std::fs;
+use std::io::{self, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use oci_spec_types::Digest;
+use storage_traits::{BlobInfo, BlobStore, ByteStream, GetRange, GetResult, StorageError};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+use tokio_util::io::ReaderStream;
+
+use crate::error::io_error;
+use crate::layout::{ALGORITHMS, Layout};
+use crate::upload::{self, SessionLocks, sync_dir};
+
+/// Size of each read when streaming a blob out: large enough that an 8 MiB layer is a few
+/// dozen reads, small enough that many concurrent downloads stay cheap.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Digests found by `list` waiting for the consumer; bounds the walker's lead.
+const LIST_CHANNEL: usize = 1024;
+
+/// A blob store in a local directory. See the [crate docs](crate) for the layout and the
+/// durability guarantees.
+///
+/// Clones share the upload-session locks. Open one store per root in a process: two
+/// stores opened separately on the same root do not coordinate concurrent requests of one
+/// session (the registry serialises them anyway through its metadata store).
+#[derive(Debug, Clone)]
+pub struct FsBlobStore {
+    layout: Layout,
+    locks: Arc<SessionLocks>,
+}
+
+impl FsBlobStore {
+    /// Opens the store at `root`, creating the directories it needs.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let layout = Layout::new(root.into());
+        let mut dirs = vec![layout.uploads_dir()];
+        dirs.extend(ALGORITHMS.map(|a| layout.algorithm_dir(a)));
+        for dir in &dirs {
+            fs::create_dir_all(dir).map_err(io_error("mkdir", dir))?;
+        }
+        // Make the new directories' entries durable before any blob is committed in them.
+        for dir in [layout.blobs_dir().as_path(), layout.root()] {
+            sync_dir(dir)?;
+        }
+        Ok(FsBlobStore {
+            layout,
+            locks: Arc::default(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        self.layout.root()
+    }
+
+    /// Where the blob `digest` is (or would be) stored.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.layout.blob_path(digest)
+    }
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>, StorageError> {
+        let path = self.layout.blob_path(digest);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(Some(BlobInfo::new(m.len()))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("stat", &path)(e)),
+        }
+    }
+
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<GetRange>,
+    ) -> Result<GetResult, StorageError> {
+        let path = self.layout.blob_path(digest);
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StorageError::NotFound(digest.clone()));
+            }
+            Err(e) => return Err(io_error("open", &path)(e)),
+        };
+        // The size of the file we hold open: blobs are immutable, and a concurrent delete
+        // only unlinks the name.
+        let size = file
+            .metadata()
+            .await
+            .map_err(io_error("stat", &path))?
+            .len();
+        let range = match range {
+            None => 0..size,
+            Some(r) => r
+                .resolve(size)
+                .ok_or(StorageError::RangeNotSatisfiable { size })?,
+        };
+        if range.start > 0 {
+            file.seek(SeekFrom::Start(range.start))
+                .await
+                .map_err(io_error("seek", &path))?;
+        }
+        let reader = file.take(range.end - range.start);
+        let stream = ReaderStream::with_capacity(reader, READ_BUFFER)
+            .map_err(move |e| io_error("read", &path)(e))
+            .boxed();
+        Ok(GetResult {
+            size,
+            range,
+            stream,
+        })
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
+        let path = self.layout.blob_path(digest);
+        // The fan-out directory stays: removing it could race a commit into it.
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("remove", &path)(e)),
+        }
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<Digest, StorageError>> {
+        let layout = self.layout.clone();
+        // The walk starts on first poll, so `list` needs no runtime when called, and runs
+        // on a blocking thread with `std::fs::read_dir`, which streams a large directory
+        // without collecting it. Dropping the stream stops the walk.
+        stream::once(async move {
+            let (tx, rx) = mpsc::channel(LIST_CHANNEL);
+            tokio::task::spawn_blocking(move || walk_blobs(&layout, &tx));
+            stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            })
+        })
+        .flatten()
+        .boxed()
+    }
+
+    async fn start_upload(&self, id: &str) -> Result<(), StorageError> {
+        let path = self.layout.upload_path(id)?;
+        upload::start(path, self.locks.lock(id).await).await
+    }
+
+    async fn write_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        data: ByteStream,
+    ) -> Result<u64, StorageError> {
+        let path = self.layout.upload_path(id)?;
+        upload::write(id, path, self.locks.lock(id).await, offset, data).await
+    }
+
+    async fn read_upload(&self, id: &str) -> Result<ByteStream, StorageError> {
+        let path = self.layout.upload_path(id)?;
+        let (file, len) = {
+            let _guard = self.locks.lock(id).await;
+            let file = match tokio::fs::File::open(&path).await {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(StorageError::UploadNotFound(id.to_string()));
+                }
+                Err(e) => return Err(io_error("open", &path)(e)),
+            };
+            let len = file
+                .metadata()
+                .await
+                .map_err(io_error("stat", &path))?
+                .len();
+            (file, len)
+        };
+        // The length at the time of the call: a later write does not extend this read.
+        let stream = ReaderStream::with_capacity(file.take(len), READ_BUFFER)
+            .map_err(move |e| io_error("read", &path)(e))
+            .boxed();
+        Ok(stream)
+    }
+
+    async fn finish_upload(&self, id: &str, digest: &Digest) -> Result<(), StorageError> {
+        let staging = self.layout.upload_path(id)?;
+        let target = self.layout.blob_path(digest);
+        upload::finish(id, staging, target, self.locks.lock(id).await).await
+    }
+
+    async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
+        let path = self.layout.upload_path(id)?;
+        upload::abort(path, self.locks.lock(id).await).await
+    }
+}
+
+/// Sends every blob under `blobs/<algorithm>/<xx>/` to `tx`. Names that are not a digest
+/// filed in its own fan-out directory are not blobs this store wrote, and are skipped.
+fn walk_blobs(layout: &Layout, tx: &mpsc::Sender<Result<Digest, StorageError>>) {
+    let fail = |e: StorageError| {
+        let _ = tx.blocking_send(Err(e));
+    };
+    for algorithm in ALGORITHMS {
+        let dir = layout.algorithm_dir(algorithm);
+        let prefixes = match fs::read_dir(&dir) {
+            Ok(p) => p,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return fail(io_error("read_dir", &dir)(e)),
+        };
+        for prefix in prefixes {
+            let prefix = match prefix {
+                Ok(p) => p,
+                Err(e) => return fail(io_error("read_dir", &dir)(e)),
+            };
+            let prefix_name = prefix.file_name();
+            let Some(prefix_name) = prefix_name.to_str().filter(|n| n.len() == 2) else {
+                continue;
+            };
+            let prefix_path = prefix.path();
+            let entries = match fs::read_dir(&prefix_path) {
+                Ok(e) => e,
+                // Not a directory, or gone since we listed it.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return fail(io_error("read_dir", &prefix_path)(e)),
+            };
+            for entry in entries {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => return fail(io_error("read_dir", &prefix_path)(e)),
+                };
+                let name = entry.file_name();
+                let Some(hex) = name.to_str().filter(|h| h.starts_with(prefix_name)) else {
+                    continue;
+                };
+                let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() else {
+                    continue;
+                };
+                if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                if tx.blocking_send(Ok(digest)).is_err() {
+                    return; // the consumer dropped the stream
+                }
+            }
+        }
+    }
+}

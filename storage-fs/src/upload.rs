@@ -1,0 +1,231 @@
+//! Upload sessions: a staging file per session, written in large blocking writes and
+//! committed by fsync + rename + fsync of the directory.
+//!
+//! Every operation on a session holds that session's lock, and a write hands the lock to
+//! each blocking write it starts. If the caller's future is dropped (a client hung up),
+//! the write already running still finishes before the lock is released, so the client's
+//! retry can never be overtaken by a stale write landing after its truncate. A `tokio::fs`
+//! file would keep writing in the background with no such ordering.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use storage_traits::{ByteStream, StorageError};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::error::{blocking, io_error};
+
+/// Bytes gathered from the input stream before one `write` call. Request bodies arrive in
+/// chunks of a few KiB; writing each would cost a system call and a thread hop apiece.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// One async mutex per session id that is in use.
+#[derive(Debug, Default)]
+pub(crate) struct SessionLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl SessionLocks {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        // The map is never left half-updated by a panic, so a poisoned lock is still good.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) async fn lock(self: &Arc<Self>, id: &str) -> SessionGuard {
+        let mutex = Arc::clone(self.map().entry(id.to_string()).or_default());
+        let guard = mutex.lock_owned().await;
+        SessionGuard {
+            locks: Arc::clone(self),
+            id: id.to_string(),
+            guard: Some(guard),
+        }
+    }
+}
+
+/// Holds a session's lock; forgets the session's mutex when nobody else wants it.
+#[derive(Debug)]
+pub(crate) struct SessionGuard {
+    locks: Arc<SessionLocks>,
+    id: String,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = self.locks.map();
+        // Only the map's own reference left: no holder, no waiter.
+        if map.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            map.remove(&self.id);
+        }
+    }
+}
+
+fn not_found_as_upload(
+    id: &str,
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> StorageError + use<> {
+    let id = id.to_string();
+    let to_backend = io_error(op, path);
+    move |e| match e.kind() {
+        io::ErrorKind::NotFound => StorageError::UploadNotFound(id),
+        _ => to_backend(e),
+    }
+}
+
+/// Creates (or restarts) the session's empty staging file.
+pub(crate) async fn start(path: PathBuf, guard: SessionGuard) -> Result<(), StorageError> {
+    blocking(move || {
+        let _guard = guard;
+        File::create(&path).map_err(io_error("create", &path))?;
+        Ok(())
+    })
+    .await
+}
+
+/// Writes `data` at `offset`, discarding what the session held past it; returns the new
+/// length. No fsync here: durability is established once, in [`finish`].
+pub(crate) async fn write(
+    id: &str,
+    path: PathBuf,
+    guard: SessionGuard,
+    offset: u64,
+    mut data: ByteStream,
+) -> Result<u64, StorageError> {
+    let on_open = not_found_as_upload(id, "open", &path);
+    let (mut file, mut guard) = blocking(move || {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(on_open)?;
+        let len = file.metadata().map_err(io_error("stat", &path))?.len();
+        if offset > len {
+            return Err(StorageError::InvalidOffset {
+                expected: len,
+                got: offset,
+            });
+        }
+        file.set_len(offset).map_err(io_error("truncate", &path))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io_error("seek", &path))?;
+        Ok((Writer { file, path }, guard))
+    })
+    .await?;
+
+    let mut buf = Vec::with_capacity(WRITE_BUFFER);
+    let mut len = offset;
+    while let Some(chunk) = data.next().await {
+        // An input error is returned as it is; bytes already written stay, and the retry
+        // at the acknowledged offset truncates them.
+        let chunk = chunk?;
+        len += chunk.len() as u64;
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= WRITE_BUFFER {
+            (file, guard, buf) = write_block(file, guard, buf).await?;
+        }
+    }
+    if !buf.is_empty() {
+        write_block(file, guard, buf).await?;
+    }
+    Ok(len)
+}
+
+#[derive(Debug)]
+struct Writer {
+    file: File,
+    path: PathBuf,
+}
+
+/// One blocking `write_all`; the guard travels with it (see the module docs).
+async fn write_block(
+    mut w: Writer,
+    guard: SessionGuard,
+    mut buf: Vec<u8>,
+) -> Result<(Writer, SessionGuard, Vec<u8>), StorageError> {
+    blocking(move || {
+        w.file.write_all(&buf).map_err(io_error("write", &w.path))?;
+        buf.clear();
+        Ok((w, guard, buf))
+    })
+    .await
+}
+
+/// Makes the session's bytes the blob at `target`: fdatasync the staging file, rename it
+/// into place, fsync the directory that gained the entry. If `target` exists it holds the
+/// same bytes (the name is their digest), so it is kept and the session is discarded.
+pub(crate) async fn finish(
+    id: &str,
+    staging: PathBuf,
+    target: PathBuf,
+    guard: SessionGuard,
+) -> Result<(), StorageError> {
+    let on_open = not_found_as_upload(id, "open", &staging);
+    blocking(move || {
+        let _guard = guard;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&staging)
+            .map_err(on_open)?;
+        if fs::symlink_metadata(&target).is_ok() {
+            drop(file);
+            return fs::remove_file(&staging).map_err(io_error("remove", &staging));
+        }
+        file.sync_data().map_err(io_error("fdatasync", &staging))?;
+        drop(file);
+
+        let Some(dir) = target.parent() else {
+            return Err(io_error("rename", &target)(io::Error::other(
+                "blob path has no parent",
+            )));
+        };
+        let created = match fs::create_dir(dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(io_error("mkdir", dir)(e)),
+        };
+        fs::rename(&staging, &target).map_err(io_error("rename", &staging))?;
+        sync_dir(dir)?;
+        if created {
+            // The new fan-out directory's own entry must be durable too.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Removes the staging file; a session that is already gone is fine.
+pub(crate) async fn abort(path: PathBuf, guard: SessionGuard) -> Result<(), StorageError> {
+    blocking(move || {
+        let _guard = guard;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("remove", &path)(e)),
+        }
+    })
+    .await
+}
+
+/// Makes a directory's entries (a rename, a new subdirectory) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error("fsync", dir))
+    }
+    // Other systems cannot open a directory as a file; their rename is as durable as it gets.
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! The shared `BlobStore` behaviour suite, plus what only a file system can show.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use oci_spec_types::Digest;
+use storage_fs::FsBlobStore;
+use storage_traits::testsuite::blob::{chunked, random_bytes, upload_id};
+use storage_traits::{BlobStore, BlobStoreExt};
+use tempfile::TempDir;
+
+fn open() -> (FsBlobStore, TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = FsBlobStore::open(dir.path()).expect("open");
+    (store, dir)
+}
+
+storage_traits::blob_store_tests!(open());
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn finished_blob_is_at_its_path_and_staging_is_gone() {
+    let (store, dir) = open();
+    let data = random_bytes(70_000);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    assert!(dir.path().join("uploads").join(&id).is_file());
+    store
+        .write_upload(&id, 0, chunked(&data, &[4_096]))
+        .await
+        .unwrap();
+    store.finish_upload(&id, &digest).await.unwrap();
+
+    let hex = digest.hex();
+    let expected = dir.path().join("blobs/sha256").join(&hex[..2]).join(hex);
+    assert_eq!(store.blob_path(&digest), expected);
+    assert_eq!(std::fs::read(&expected).unwrap(), data);
+    assert_eq!(
+        files_under(&dir.path().join("uploads")),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(files_under(&dir.path().join("blobs")), vec![expected]);
+
+    // sha512 blobs have their own directory.
+    let digest = Digest::sha512_of(&data);
+    store
+        .put_bytes(&upload_id(), &digest, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let hex = digest.hex();
+    let expected = dir.path().join("blobs/sha512").join(&hex[..2]).join(hex);
+    assert_eq!(std::fs::read(&expected).unwrap(), data);
+}
+
+#[tokio::test]
+async fn no_staging_files_remain() {
+    let (store, dir) = open();
+    let data = random_bytes(1_000);
+    let digest = Digest::sha256_of(&data);
+
+    // Finish onto an existing blob.
+    store
+        .put_bytes(&upload_id(), &digest, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    store
+        .put_bytes(&upload_id(), &digest, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    // Abort, after writes and without any.
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    store
+        .write_upload(&id, 0, chunked(&data, &[10]))
+        .await
+        .unwrap();
+    store.abort_upload(&id).await.unwrap();
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    store.abort_upload(&id).await.unwrap();
+
+    assert_eq!(
+        files_under(&dir.path().join("uploads")),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(
+        files_under(&dir.path().join("blobs")),
+        vec![store.blob_path(&digest)]
+    );
+}
+
+#[tokio::test]
+async fn list_skips_foreign_files() {
+    let (store, dir) = open();
+    let digest = Digest::sha256_of(b"x");
+    store
+        .put_bytes(&upload_id(), &digest, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let fan_out = store.blob_path(&digest).parent().unwrap().to_path_buf();
+    std::fs::write(fan_out.join("not-a-digest"), b"").unwrap();
+    std::fs::write(dir.path().join("blobs/sha256/README"), b"").unwrap();
+    // A valid digest filed under the wrong fan-out directory is not gettable, so not listed.
+    let other = Digest::sha256_of(b"y");
+    let wrong = dir.path().join("blobs/sha256/zz");
+    std::fs::create_dir(&wrong).unwrap();
+    std::fs::write(wrong.join(other.hex()), b"y").unwrap();
+
+    use futures::TryStreamExt;
+    let listed: Vec<Digest> = store.list().try_collect().await.unwrap();
+    assert_eq!(listed, vec![digest]);
+}
+
+#[tokio::test]
+async fn reopen_keeps_blobs_and_sessions() {
+    let (store, dir) = open();
+    let data = random_bytes(500);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    store
+        .write_upload(&id, 0, chunked(&data[..200], &[64]))
+        .await
+        .unwrap();
+    drop(store);
+
+    let store = FsBlobStore::open(dir.path()).unwrap();
+    store
+        .write_upload(&id, 200, chunked(&data[200..], &[64]))
+        .await
+        .unwrap();
+    store.finish_upload(&id, &digest).await.unwrap();
+    drop(store);
+
+    let store = FsBlobStore::open(dir.path()).unwrap();
+    assert_eq!(store.get_bytes(&digest).await.unwrap(), data);
+}
