@@ -1,0 +1,768 @@
+//! [`SqliteMetadataStore`]: connections, the blocking-work bridge, and the trait impl.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use storage_traits::{
+    ManifestRecord, MetadataError, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
+};
+
+use crate::migrations;
+
+pub(crate) const BACKEND: &str = "sqlite";
+
+/// How long a statement waits for another process's write lock before failing with
+/// `SQLITE_BUSY`. Writers of this process never wait on each other here: they queue on
+/// the writer mutex instead.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Idle reader connections kept open. More may exist briefly under load; the extras are
+/// closed when returned.
+const MAX_IDLE_READERS: usize = 4;
+
+/// A [`MetadataStore`] in one SQLite database file.
+///
+/// - One writer connection behind a mutex: SQLite admits one writer at a time anyway, and
+///   queueing in-process avoids `SQLITE_BUSY` retries. Every logical operation is one
+///   `BEGIN IMMEDIATE` transaction on it.
+/// - Reader connections from a small pool. In WAL mode readers never block the writer or
+///   each other, and each read runs in one transaction, so it sees one snapshot.
+/// - All SQLite calls run on tokio's blocking pool (`spawn_blocking`), never on the async
+///   workers. A store must therefore be used from within a tokio runtime.
+///
+/// Cloning is cheap and shares the connections.
+#[derive(Clone)]
+pub struct SqliteMetadataStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` for an in-memory database.
+    path: Option<PathBuf>,
+    writer: Mutex<Connection>,
+    /// `None` for an in-memory database: every connection to `:memory:` is a separate
+    /// database, so reads go through the writer connection.
+    readers: Option<Mutex<Vec<Connection>>>,
+}
+
+impl fmt::Debug for SqliteMetadataStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteMetadataStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteMetadataStore {
+    /// Opens (creating if needed) the database at `path`, switches it to WAL mode and
+    /// applies pending migrations.
+    ///
+    /// This does blocking file I/O; call it at start-up (or inside `spawn_blocking`).
+    ///
+    /// # Errors
+    /// [`MetadataError::Backend`] if the file cannot be opened or migrated; its source is a
+    /// [`MigrationError`](crate::MigrationError) when the database was written by a newer
+    /// build ([`SchemaTooNew`](crate::MigrationError::SchemaTooNew)) or a migration failed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, MetadataError> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        configure(&writer).map_err(sql)?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(sql)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(MetadataError::backend(
+                BACKEND,
+                format!(
+                    "could not switch {} to WAL mode (got {mode:?})",
+                    path.display()
+                ),
+            ));
+        }
+        migrations::migrate(&mut writer, now_ms())?;
+        Ok(SqliteMetadataStore {
+            inner: Arc::new(Inner {
+                path: Some(path),
+                writer: Mutex::new(writer),
+                readers: Some(Mutex::new(Vec::new())),
+            }),
+        })
+    }
+
+    /// A private database in memory, gone when the store is dropped. For tests and
+    /// throw-away registries: one connection serves reads and writes.
+    pub fn open_in_memory() -> Result<Self, MetadataError> {
+        let mut conn = Connection::open_in_memory().map_err(sql)?;
+        configure(&conn).map_err(sql)?;
+        migrations::migrate(&mut conn, now_ms())?;
+        Ok(SqliteMetadataStore {
+            inner: Arc::new(Inner {
+                path: None,
+                writer: Mutex::new(conn),
+                readers: None,
+            }),
+        })
+    }
+
+    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction on the writer connection, on the
+    /// blocking pool. The transaction commits if `f` returns `Ok` and rolls back otherwise.
+    async fn write<T, F>(&self, f: F) -> Result<T, MetadataError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let mut conn = lock(&inner.writer)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs `f` inside one read transaction (one consistent snapshot) on a reader
+    /// connection, on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, MetadataError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let (Some(pool), Some(path)) = (&inner.readers, &inner.path) else {
+                let mut conn = lock(&inner.writer)?;
+                let tx = conn.transaction()?;
+                return f(&tx);
+            };
+            let idle = lock_pool(pool).pop();
+            let mut conn = match idle {
+                Some(c) => c,
+                None => open_reader(path)?,
+            };
+            let out = {
+                let tx = conn.transaction()?;
+                f(&tx)
+                // The read transaction rolls back here; it changed nothing.
+            };
+            // A connection left inside a transaction (a failed rollback) is not reused.
+            if conn.is_autocommit() {
+                let mut idle = lock_pool(pool);
+                if idle.len() < MAX_IDLE_READERS {
+                    idle.push(conn);
+                }
+            }
+            out
+        })
+        .await
+    }
+}
+
+/// Per-connection settings (they are not stored in the database file).
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    // FULL rather than NORMAL: in WAL mode NORMAL never corrupts the database, but a
+    // power loss may roll back the last commits, and a registry has already told the
+    // client its push succeeded. FULL costs one WAL fsync per commit, which is small
+    // next to the blob bytes a push writes.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+fn open_reader(path: &Path) -> Result<Connection, Fail> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
+/// Locks a mutex even if a thread panicked while holding it. A panic inside a transaction
+/// rolled the transaction back as it unwound; a connection still inside one is reset.
+fn lock(m: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>, Fail> {
+    let guard = m.lock().unwrap_or_else(PoisonError::into_inner);
+    if !guard.is_autocommit() {
+        guard.execute_batch("ROLLBACK")?;
+    }
+    Ok(guard)
+}
+
+/// The pool holds only idle connections, so a panic cannot leave it inconsistent.
+fn lock_pool(m: &Mutex<Vec<Connection>>) -> MutexGuard<'_, Vec<Connection>> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn run_blocking<T, F>(f: F) -> Result<T, MetadataError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Fail> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|Fail(e)| e),
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(join) => Err(MetadataError::backend(BACKEND, join)),
+    }
+}
+
+/// The error of a blocking closure: a `MetadataError`, reachable from `rusqlite::Error`
+/// with `?`.
+pub(crate) struct Fail(MetadataError);
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Self {
+        Fail(sql(e))
+    }
+}
+
+impl From<MetadataError> for Fail {
+    fn from(e: MetadataError) -> Self {
+        Fail(e)
+    }
+}
+
+fn sql(e: rusqlite::Error) -> MetadataError {
+    MetadataError::backend(BACKEND, e)
+}
+
+fn corrupt(what: impl fmt::Display) -> Fail {
+    Fail(MetadataError::Corrupt(what.to_string()))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// SQLite integers are signed 64-bit; sizes and offsets beyond that cannot be stored.
+fn to_sql_int(what: &str, n: u64) -> Result<i64, Fail> {
+    i64::try_from(n).map_err(|_| {
+        Fail(MetadataError::backend(
+            BACKEND,
+            format!("{what} {n} exceeds SQLite's integer range"),
+        ))
+    })
+}
+
+fn from_sql_int(what: &str, n: i64) -> Result<u64, Fail> {
+    u64::try_from(n).map_err(|_| corrupt(format!("negative {what} {n}")))
+}
+
+fn sql_limit(page: &Page) -> i64 {
+    // LIMIT -1 is SQLite's "no limit".
+    page.limit
+        .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX))
+}
+
+fn parse_digest(s: &str) -> Result<Digest, Fail> {
+    s.parse()
+        .map_err(|e| corrupt(format!("stored digest {s:?}: {e}")))
+}
+
+fn parse_repo(s: &str) -> Result<RepositoryName, Fail> {
+    s.parse()
+        .map_err(|e| corrupt(format!("stored repository name {s:?}: {e}")))
+}
+
+fn parse_tag(s: &str) -> Result<Tag, Fail> {
+    s.parse()
+        .map_err(|e| corrupt(format!("stored tag {s:?}: {e}")))
+}
+
+fn repo_id(conn: &Connection, name: &str) -> Result<Option<i64>, Fail> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?)
+}
+
+/// The repository's id, creating the repository if this is its first row.
+fn ensure_repo(conn: &Connection, name: &str, now: i64) -> Result<i64, Fail> {
+    conn.prepare_cached(
+        "INSERT INTO repositories (name, created_at) VALUES (?1, ?2)
+         ON CONFLICT (name) DO NOTHING",
+    )?
+    .execute(params![name, now])?;
+    Ok(conn
+        .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))?)
+}
+
+/// The entries of `refs` (deduplicated, in order) for which `present` is false.
+fn missing<F>(refs: &[Digest], mut present: F) -> Result<Vec<Digest>, Fail>
+where
+    F: FnMut(&Digest) -> Result<bool, Fail>,
+{
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for d in refs {
+        if seen.insert(d) && !present(d)? {
+            out.push(d.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn put_manifest_tx(conn: &Connection, m: &NewManifest, annotations: &str) -> Result<(), Fail> {
+    let now = now_ms();
+    let repo = m.repository.as_str();
+    let existing_repo = repo_id(conn, repo)?;
+
+    let missing_blobs = missing(&m.blob_refs, |d| {
+        let Some(id) = existing_repo else {
+            return Ok(false);
+        };
+        Ok(conn
+            .prepare_cached("SELECT 1 FROM repository_blobs WHERE repo_id = ?1 AND digest = ?2")?
+            .exists(params![id, d.as_str()])?)
+    })?;
+    let missing_manifests = missing(&m.manifest_refs, |d| {
+        let Some(id) = existing_repo else {
+            return Ok(false);
+        };
+        Ok(conn
+            .prepare_cached("SELECT 1 FROM manifests WHERE repo_id = ?1 AND digest = ?2")?
+            .exists(params![id, d.as_str()])?)
+    })?;
+    if !missing_blobs.is_empty() || !missing_manifests.is_empty() {
+        return Err(Fail(MetadataError::MissingReferences {
+            blobs: missing_blobs,
+            manifests: missing_manifests,
+        }));
+    }
+
+    let repo_id = match existing_repo {
+        Some(id) => id,
+        None => ensure_repo(conn, repo, now)?,
+    };
+    let size = to_sql_int("manifest size", m.content.len() as u64)?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO manifests
+                 (repo_id, digest, media_type, content, size, artifact_type, subject,
+                  annotations, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (repo_id, digest) DO NOTHING",
+        )?
+        .execute(params![
+            repo_id,
+            m.digest.as_str(),
+            m.media_type,
+            m.content.as_ref(),
+            size,
+            m.artifact_type,
+            m.subject.as_ref().map(Digest::as_str),
+            annotations,
+            now,
+        ])?;
+    let manifest_id: i64 = if inserted == 1 {
+        let id = conn.last_insert_rowid();
+        let mut blob_ref = conn.prepare_cached(
+            "INSERT INTO manifest_blob_refs (manifest_id, digest) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
+        )?;
+        for d in &m.blob_refs {
+            blob_ref.execute(params![id, d.as_str()])?;
+        }
+        let mut child_ref = conn.prepare_cached(
+            "INSERT INTO manifest_manifest_refs (manifest_id, child_digest) VALUES (?1, ?2)
+             ON CONFLICT DO NOTHING",
+        )?;
+        for d in &m.manifest_refs {
+            child_ref.execute(params![id, d.as_str()])?;
+        }
+        id
+    } else {
+        // Already stored: the same digest is the same bytes, so only the tag may change.
+        conn.prepare_cached("SELECT id FROM manifests WHERE repo_id = ?1 AND digest = ?2")?
+            .query_row(params![repo_id, m.digest.as_str()], |r| r.get(0))?
+    };
+
+    if let Some(tag) = &m.tag {
+        conn.prepare_cached(
+            "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (repo_id, name) DO UPDATE
+                 SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
+        )?
+        .execute(params![repo_id, tag.as_str(), manifest_id, now])?;
+    }
+    Ok(())
+}
+
+fn manifest_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Vec<u8>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+}
+
+fn to_manifest_record(
+    (digest, media_type, content): (String, String, Vec<u8>),
+) -> Result<ManifestRecord, Fail> {
+    Ok(ManifestRecord::new(
+        parse_digest(&digest)?,
+        media_type,
+        Bytes::from(content),
+    ))
+}
+
+type UploadRow = (String, String, i64, Option<Vec<u8>>, i64, i64);
+
+const UPLOAD_COLUMNS: &str = "id, repository, byte_offset, hash_state, created_at, updated_at";
+
+fn upload_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+fn to_upload(
+    (id, repo, offset, hash_state, created_at, updated_at): UploadRow,
+) -> Result<UploadSession, Fail> {
+    let mut s = UploadSession::new(id, parse_repo(&repo)?, created_at);
+    s.offset = from_sql_int("upload offset", offset)?;
+    s.hash_state = hash_state;
+    s.updated_at = updated_at;
+    Ok(s)
+}
+
+#[async_trait]
+impl MetadataStore for SqliteMetadataStore {
+    async fn list_repositories(&self, page: &Page) -> Result<Vec<RepositoryName>, MetadataError> {
+        // Names are never empty, so "after the empty string" is "from the start".
+        let last = page.last.clone().unwrap_or_default();
+        let limit = sql_limit(page);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name FROM repositories WHERE name > ?1 ORDER BY name LIMIT ?2",
+            )?;
+            let names = stmt.query_map(params![last, limit], |r| r.get::<_, String>(0))?;
+            names.map(|n| parse_repo(&n?)).collect()
+        })
+        .await
+    }
+
+    async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool, MetadataError> {
+        let repo = repo.to_string();
+        self.read(move |conn| Ok(repo_id(conn, &repo)?.is_some()))
+            .await
+    }
+
+    async fn link_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetadataError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |conn| {
+            let now = now_ms();
+            let size = to_sql_int("blob size", size)?;
+            let id = ensure_repo(conn, &repo, now)?;
+            conn.prepare_cached(
+                "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
+            )?
+            .execute(params![digest, size])?;
+            conn.prepare_cached(
+                "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (repo_id, digest) DO NOTHING",
+            )?
+            .execute(params![id, digest, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn blob_link(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetadataError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.read(move |conn| {
+            let size: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT b.size
+                     FROM repository_blobs rb
+                     JOIN repositories r ON r.id = rb.repo_id
+                     JOIN blobs b ON b.digest = rb.digest
+                     WHERE r.name = ?1 AND rb.digest = ?2",
+                )?
+                .query_row(params![repo, digest], |r| r.get(0))
+                .optional()?;
+            size.map(|s| from_sql_int("blob size", s)).transpose()
+        })
+        .await
+    }
+
+    async fn unlink_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool, MetadataError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM repository_blobs
+                     WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1)
+                       AND digest = ?2",
+                )?
+                .execute(params![repo, digest])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn put_manifest(&self, manifest: &NewManifest) -> Result<(), MetadataError> {
+        // Serialised here so the transaction holds no work that cannot fail in SQL.
+        let annotations = serde_json::to_string(&manifest.annotations)
+            .map_err(|e| MetadataError::backend(BACKEND, e))?;
+        let m = manifest.clone();
+        self.write(move |conn| put_manifest_tx(conn, &m, &annotations))
+            .await
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestRecord>, MetadataError> {
+        let repo = repo.to_string();
+        let (query, key) = match reference {
+            Reference::Tag(t) => (
+                "SELECT m.digest, m.media_type, m.content
+                 FROM tags t
+                 JOIN repositories r ON r.id = t.repo_id
+                 JOIN manifests m ON m.id = t.manifest_id
+                 WHERE r.name = ?1 AND t.name = ?2",
+                t.to_string(),
+            ),
+            Reference::Digest(d) => (
+                "SELECT m.digest, m.media_type, m.content
+                 FROM manifests m
+                 JOIN repositories r ON r.id = m.repo_id
+                 WHERE r.name = ?1 AND m.digest = ?2",
+                d.to_string(),
+            ),
+        };
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(query)?
+                .query_row(params![repo, key], manifest_row)
+                .optional()?;
+            row.map(to_manifest_record).transpose()
+        })
+        .await
+    }
+
+    async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool, MetadataError> {
+        let (repo, digest) = (repo.to_string(), digest.to_string());
+        self.write(move |conn| {
+            // Tags and reference rows go with it (ON DELETE CASCADE).
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM manifests
+                     WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1)
+                       AND digest = ?2",
+                )?
+                .execute(params![repo, digest])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepositoryName,
+        page: &Page,
+    ) -> Result<Option<Vec<Tag>>, MetadataError> {
+        let repo = repo.to_string();
+        // Tags are never empty, so "after the empty string" is "from the start".
+        let last = page.last.clone().unwrap_or_default();
+        let limit = sql_limit(page);
+        self.read(move |conn| {
+            let Some(id) = repo_id(conn, &repo)? else {
+                return Ok(None);
+            };
+            let mut stmt = conn.prepare_cached(
+                "SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+            )?;
+            let names = stmt.query_map(params![id, last, limit], |r| r.get::<_, String>(0))?;
+            names
+                .map(|n| parse_tag(&n?))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        })
+        .await
+    }
+
+    async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool, MetadataError> {
+        let (repo, tag) = (repo.to_string(), tag.to_string());
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "DELETE FROM tags
+                     WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1)
+                       AND name = ?2",
+                )?
+                .execute(params![repo, tag])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ReferrerRecord>, MetadataError> {
+        let (repo, subject) = (repo.to_string(), subject.to_string());
+        let artifact_type = artifact_type.map(str::to_string);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.annotations
+                 FROM manifests m
+                 JOIN repositories r ON r.id = m.repo_id
+                 WHERE r.name = ?1 AND m.subject = ?2
+                   AND (?3 IS NULL OR m.artifact_type = ?3)
+                 ORDER BY m.digest",
+            )?;
+            let rows = stmt.query_map(params![repo, subject, artifact_type], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (digest, media_type, size, artifact_type, annotations) = row?;
+                let annotations: BTreeMap<String, String> = serde_json::from_str(&annotations)
+                    .map_err(|e| corrupt(format!("annotations of {digest}: {e}")))?;
+                Ok(ReferrerRecord::new(
+                    parse_digest(&digest)?,
+                    media_type,
+                    from_sql_int("manifest size", size)?,
+                    artifact_type,
+                    annotations,
+                ))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn create_upload(&self, session: &UploadSession) -> Result<(), MetadataError> {
+        let s = session.clone();
+        self.write(move |conn| {
+            let offset = to_sql_int("upload offset", s.offset)?;
+            ensure_repo(conn, s.repository.as_str(), now_ms())?;
+            conn.prepare_cached(&format!(
+                "INSERT INTO upload_sessions ({UPLOAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            ))?
+            .execute(params![
+                s.id,
+                s.repository.as_str(),
+                offset,
+                s.hash_state,
+                s.created_at,
+                s.updated_at
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>, MetadataError> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(&format!(
+                    "SELECT {UPLOAD_COLUMNS} FROM upload_sessions WHERE id = ?1"
+                ))?
+                .query_row([id], upload_row)
+                .optional()?;
+            row.map(to_upload).transpose()
+        })
+        .await
+    }
+
+    async fn update_upload(
+        &self,
+        id: &str,
+        expected_offset: u64,
+        new_offset: u64,
+        hash_state: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<bool, MetadataError> {
+        // No stored offset exceeds i64::MAX, so such an expectation never matches.
+        let Ok(expected) = i64::try_from(expected_offset) else {
+            return Ok(false);
+        };
+        let id = id.to_string();
+        let hash_state = hash_state.map(<[u8]>::to_vec);
+        self.write(move |conn| {
+            let new_offset = to_sql_int("upload offset", new_offset)?;
+            let n = conn
+                .prepare_cached(
+                    "UPDATE upload_sessions
+                     SET byte_offset = ?3, hash_state = ?4, updated_at = ?5
+                     WHERE id = ?1 AND byte_offset = ?2",
+                )?
+                .execute(params![id, expected, new_offset, hash_state, now_ms])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<bool, MetadataError> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM upload_sessions WHERE id = ?1")?
+                .execute([id])?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn stale_uploads(
+        &self,
+        updated_before_ms: i64,
+    ) -> Result<Vec<UploadSession>, MetadataError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {UPLOAD_COLUMNS} FROM upload_sessions
+                 WHERE updated_at < ?1 ORDER BY updated_at, id"
+            ))?;
+            let rows = stmt.query_map([updated_before_ms], upload_row)?;
+            rows.map(|r| to_upload(r?)).collect()
+        })
+        .await
+    }
+}
