@@ -10,7 +10,7 @@
 //! # Running the suite in a backend crate
 //!
 //! [`metadata_store_tests!`](crate::metadata_store_tests) takes one expression that makes
-//! a fresh fixture and expands to one `#[tokio::test]` per case, named after the case, so
+//! a fresh store and expands to one `#[tokio::test]` per case, named after the case, so
 //! a failure names both the case and the backend:
 //!
 //! ```ignore
@@ -31,9 +31,11 @@
 //!
 //! - The expression is evaluated inside each generated `async fn`, once per test, so it may
 //!   use `.await`, and names in it resolve in the module where the macro is invoked.
-//! - It must evaluate to a [`MetadataStoreFixture`]: any `T: MetadataStore`, an
-//!   `Arc<dyn MetadataStore>`, or a tuple `(fixture, guard)` whose second element (a
-//!   `TempDir`, a database handle, ...) is kept alive until the case ends.
+//! - It must evaluate to an [`AsMetadataStore`]: a store `S: MetadataStore`, an `Arc<S>`
+//!   or `Arc<dyn MetadataStore>`, or a tuple `(store, guard)` whose second element (a
+//!   `TempDir`, a database container handle...) is kept alive until the case ends.
+//! - Leading attributes are put on every generated test, for example
+//!   `metadata_store_tests!(#[ignore = "needs PostgreSQL"] pg_store().await);`.
 //! - The tests run on tokio's multi-threaded runtime, so the backend crate needs `tokio`
 //!   with the `macros` and `rt-multi-thread` features among its dev-dependencies, and
 //!   `storage-traits` with the `testsuite` feature.
@@ -47,33 +49,40 @@ use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
 
 use crate::{MetadataError, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession};
 
-/// What the expression given to [`metadata_store_tests!`](crate::metadata_store_tests)
-/// evaluates to: something that lends out the store under test.
-pub trait MetadataStoreFixture {
-    fn store(&self) -> &dyn MetadataStore;
+/// How a case gets the store out of whatever the macro's expression built (the same
+/// shape as [`AsBlobStore`](crate::testsuite::blob::AsBlobStore)).
+pub trait AsMetadataStore {
+    fn as_metadata_store(&self) -> &dyn MetadataStore;
 }
 
-impl<T: MetadataStore> MetadataStoreFixture for T {
-    fn store(&self) -> &dyn MetadataStore {
+impl<S: MetadataStore> AsMetadataStore for S {
+    fn as_metadata_store(&self) -> &dyn MetadataStore {
         self
     }
 }
 
-impl MetadataStoreFixture for Arc<dyn MetadataStore> {
-    fn store(&self) -> &dyn MetadataStore {
-        self.as_ref()
+impl AsMetadataStore for dyn MetadataStore {
+    fn as_metadata_store(&self) -> &dyn MetadataStore {
+        self
     }
 }
 
-/// A store plus a guard (a temporary directory, a container, ...) that must outlive it.
-impl<F: MetadataStoreFixture, G> MetadataStoreFixture for (F, G) {
-    fn store(&self) -> &dyn MetadataStore {
-        self.0.store()
+impl<S: AsMetadataStore + ?Sized> AsMetadataStore for Arc<S> {
+    fn as_metadata_store(&self) -> &dyn MetadataStore {
+        (**self).as_metadata_store()
+    }
+}
+
+/// A store together with something that must outlive it (a temporary directory, a
+/// database container).
+impl<S: AsMetadataStore, G> AsMetadataStore for (S, G) {
+    fn as_metadata_store(&self) -> &dyn MetadataStore {
+        self.0.as_metadata_store()
     }
 }
 
 /// Expands to one `#[tokio::test]` per case of [`testsuite::metadata`](crate::testsuite::metadata),
-/// each running the case against a fresh fixture made by the given expression.
+/// each running the case against a fresh store made by the given expression.
 ///
 /// ```ignore
 /// storage_traits::metadata_store_tests!(make_store().await);
@@ -82,45 +91,41 @@ impl<F: MetadataStoreFixture, G> MetadataStoreFixture for (F, G) {
 /// See the [module docs](crate::testsuite::metadata) for what the expression may be.
 #[macro_export]
 macro_rules! metadata_store_tests {
-    ($make:expr $(,)?) => {
-        $crate::__metadata_store_cases!(
-            $make;
-            repositories_appear_on_first_link_manifest_or_upload,
-            repositories_listed_in_lexical_order_with_pagination,
-            blob_links,
-            put_manifest_with_missing_blobs_stores_nothing,
-            put_manifest_with_missing_child_manifests_stores_nothing,
-            get_manifest_by_tag_and_digest_returns_exact_bytes,
-            put_same_digest_again_moves_tag,
-            tags_listed_in_lexical_order_with_pagination,
-            list_tags_of_unknown_repository_is_none,
-            delete_tag_keeps_manifest,
-            delete_manifest_removes_its_tags,
-            referrers_by_subject_and_artifact_type,
-            referrers_isolated_per_repository,
-            upload_session_lifecycle,
-            update_upload_is_compare_and_swap,
-            stale_uploads_by_last_write,
-            concurrent_put_manifest_same_tag,
-            concurrent_link_blob_same_digest,
-        );
+    ($(#[$attr:meta])* $make:expr $(,)?) => {
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) repositories_appear_on_first_link_manifest_or_upload);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) repositories_listed_in_lexical_order_with_pagination);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) blob_links);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) put_manifest_with_missing_blobs_stores_nothing);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) put_manifest_with_missing_child_manifests_stores_nothing);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) get_manifest_by_tag_and_digest_returns_exact_bytes);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) put_same_digest_again_moves_tag);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) tags_listed_in_lexical_order_with_pagination);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) list_tags_of_unknown_repository_is_none);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) delete_tag_keeps_manifest);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) delete_manifest_removes_its_tags);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) referrers_by_subject_and_artifact_type);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) referrers_isolated_per_repository);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) upload_session_lifecycle);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) update_upload_is_compare_and_swap);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) stale_uploads_by_last_write);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) concurrent_put_manifest_same_tag);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) concurrent_link_blob_same_digest);
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __metadata_store_cases {
-    ($make:expr; $($case:ident),+ $(,)?) => {
-        $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let fixture = $make;
-                $crate::testsuite::metadata::$case(
-                    $crate::testsuite::metadata::MetadataStoreFixture::store(&fixture),
-                )
-                .await;
-            }
-        )+
+macro_rules! __metadata_store_case {
+    ([$($attr:tt)*] ($make:expr) $case:ident) => {
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $($attr)*
+        async fn $case() {
+            let store = $make;
+            $crate::testsuite::metadata::$case(
+                $crate::testsuite::metadata::AsMetadataStore::as_metadata_store(&store),
+            )
+            .await;
+        }
     };
 }
 
