@@ -197,18 +197,33 @@ impl BlobStore for FsBlobStore {
     }
 }
 
-/// Sends every blob under `blobs/<algorithm>/<xx>/` to `tx`. Names that are not a digest
-/// filed in its own fan-out directory are not blobs this store wrote, and are skipped.
+/// Sends every blob under `blobs/<algorithm>/<xx>/` to `tx`. Algorithm directories are
+/// found, not assumed, so blobs of an algorithm added later are listed too. Names that are
+/// not a digest filed in its own fan-out directory are not blobs this store wrote, and
+/// are skipped.
 fn walk_blobs(layout: &Layout, tx: &mpsc::Sender<Result<Digest, StorageError>>) {
     let fail = |e: StorageError| {
         let _ = tx.blocking_send(Err(e));
     };
-    for algorithm in ALGORITHMS {
-        let dir = layout.algorithm_dir(algorithm);
-        let prefixes = match fs::read_dir(&dir) {
-            Ok(p) => p,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return fail(io_error("read_dir", &dir)(e)),
+    let blobs = layout.blobs_dir();
+    let algorithms = match fs::read_dir(&blobs) {
+        Ok(a) => a,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => return fail(io_error("read_dir", &blobs)(e)),
+    };
+    for algorithm in algorithms {
+        let algorithm = match algorithm {
+            Ok(a) => a,
+            Err(e) => return fail(io_error("read_dir", &blobs)(e)),
+        };
+        let Some(algorithm_name) = algorithm.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let dir = algorithm.path();
+        let prefixes = match read_dir_if_dir(&dir) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(e) => return fail(e),
         };
         for prefix in prefixes {
             let prefix = match prefix {
@@ -220,18 +235,10 @@ fn walk_blobs(layout: &Layout, tx: &mpsc::Sender<Result<Digest, StorageError>>) 
                 continue;
             };
             let prefix_path = prefix.path();
-            let entries = match fs::read_dir(&prefix_path) {
-                Ok(e) => e,
-                // Not a directory, or gone since we listed it.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => return fail(io_error("read_dir", &prefix_path)(e)),
+            let entries = match read_dir_if_dir(&prefix_path) {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(e) => return fail(e),
             };
             for entry in entries {
                 let entry = match entry {
@@ -242,7 +249,7 @@ fn walk_blobs(layout: &Layout, tx: &mpsc::Sender<Result<Digest, StorageError>>) 
                 let Some(hex) = name.to_str().filter(|h| h.starts_with(prefix_name)) else {
                     continue;
                 };
-                let Ok(digest) = format!("{algorithm}:{hex}").parse::<Digest>() else {
+                let Ok(digest) = format!("{algorithm_name}:{hex}").parse::<Digest>() else {
                     continue;
                 };
                 if !entry.file_type().is_ok_and(|t| t.is_file()) {
@@ -253,5 +260,22 @@ fn walk_blobs(layout: &Layout, tx: &mpsc::Sender<Result<Digest, StorageError>>) 
                 }
             }
         }
+    }
+}
+
+/// `read_dir`, or `None` for something that is not a directory or is gone since its
+/// parent was listed (a concurrent delete).
+fn read_dir_if_dir(dir: &Path) -> Result<Option<fs::ReadDir>, StorageError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(io_error("read_dir", dir)(e)),
     }
 }

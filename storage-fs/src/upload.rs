@@ -183,16 +183,15 @@ pub(crate) async fn finish(
                 "blob path has no parent",
             )));
         };
-        let created = match fs::create_dir(dir) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(io_error("mkdir", dir)(e)),
-        };
+        // Usually only the fan-out directory is new; its algorithm directory too only if
+        // someone removed it, or for an algorithm added after `open`.
+        let created: Vec<&Path> = dir.ancestors().take(2).filter(|d| !d.exists()).collect();
+        fs::create_dir_all(dir).map_err(io_error("mkdir", dir))?;
         fs::rename(&staging, &target).map_err(io_error("rename", &staging))?;
         sync_dir(dir)?;
-        if created {
-            // The new fan-out directory's own entry must be durable too.
-            if let Some(parent) = dir.parent() {
+        // A new directory's own entry must be durable too.
+        for new_dir in created {
+            if let Some(parent) = new_dir.parent() {
                 sync_dir(parent)?;
             }
         }

@@ -148,3 +148,21 @@ async fn reopen_keeps_blobs_and_sessions() {
     let store = FsBlobStore::open(dir.path()).unwrap();
     assert_eq!(store.get_bytes(&digest).await.unwrap(), data);
 }
+
+#[tokio::test]
+async fn missing_algorithm_directory_is_recreated() {
+    let (store, dir) = open();
+    std::fs::remove_dir_all(dir.path().join("blobs/sha512")).unwrap();
+    let digest = Digest::sha512_of(b"z");
+    store
+        .put_bytes(&upload_id(), &digest, Bytes::from_static(b"z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_bytes(&digest).await.unwrap(),
+        Bytes::from_static(b"z")
+    );
+    use futures::TryStreamExt;
+    let listed: Vec<Digest> = store.list().try_collect().await.unwrap();
+    assert_eq!(listed, vec![digest]);
+}

@@ -20,14 +20,15 @@
 //! }
 //! ```
 //!
-//! The macro's shape is `blob_store_tests!($(#[attr])* expr)`:
+//! The macro's shape is `blob_store_tests!(expr $(, #[attr])* $(,)?)`:
 //! - `expr` is evaluated once per case, inside that case's `async fn`, so it may `.await`
 //!   and every case gets a fresh store (or a handle to a shared one).
 //! - `expr` may evaluate to anything implementing [`AsBlobStore`]: a store `S: BlobStore`,
 //!   an `Arc<S>` or `Arc<dyn BlobStore>`, or a tuple `(store, guard)` whose second half
 //!   (a `TempDir`, a container handle...) is kept alive until the case ends.
-//! - Leading attributes are put on every generated test, for example
-//!   `blob_store_tests!(#[ignore = "needs S3"] s3_store().await);`.
+//! - Attributes after the expression are put on every generated test, for example
+//!   `blob_store_tests!(s3_store().await, #[ignore = "needs S3"]);`. (They come after it
+//!   because an expression may itself begin with `#[...]`.)
 //!
 //! It expands to one `#[tokio::test] async fn <case>()` per case, named as the case, so a
 //! failure names both the case and the backend. Invoke it once per module (wrap it in a
@@ -79,7 +80,7 @@ impl<S: AsBlobStore, G> AsBlobStore for (S, G) {
 /// docs](crate::testsuite::blob) for the syntax.
 #[macro_export]
 macro_rules! blob_store_tests {
-    ($(#[$attr:meta])* $make:expr $(,)?) => {
+    ($make:expr $(, #[$attr:meta])* $(,)?) => {
         $crate::__blob_store_case!([$(#[$attr])*] ($make) stat_missing_is_none);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) get_missing_is_not_found);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) put_then_stat_and_get);
