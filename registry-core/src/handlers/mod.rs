@@ -115,10 +115,7 @@ pub(crate) fn set_headers(map: &mut HeaderMap, headers: &[(&str, String)]) {
     }
 }
 
-pub(crate) fn header_str<'a>(
-    h: &'a HeaderMap,
-    name: impl http::header::AsHeaderName,
-) -> Option<&'a str> {
+pub(crate) fn header_str(h: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
