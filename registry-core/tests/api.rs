@@ -264,7 +264,7 @@ async fn index_and_referrers() {
         });
         let bytes = m.to_string();
         let d = Digest::sha256_of(bytes.as_bytes());
-        let res = r.put_manifest("r", &d.to_string(), bytes.as_bytes()).await;
+        let res = r.put_manifest("r", d.as_str(), bytes.as_bytes()).await;
         assert_eq!(res.status, StatusCode::CREATED);
         assert_eq!(res.header("OCI-Subject"), Some(img.as_str()));
         sigs.push(d);
