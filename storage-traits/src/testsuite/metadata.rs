@@ -34,8 +34,9 @@
 //! - It must evaluate to an [`AsMetadataStore`]: a store `S: MetadataStore`, an `Arc<S>`
 //!   or `Arc<dyn MetadataStore>`, or a tuple `(store, guard)` whose second element (a
 //!   `TempDir`, a database container handle...) is kept alive until the case ends.
-//! - Leading attributes are put on every generated test, for example
-//!   `metadata_store_tests!(#[ignore = "needs PostgreSQL"] pg_store().await);`.
+//! - Attributes after the expression are put on every generated test, for example
+//!   `metadata_store_tests!(pg_store().await, #[ignore = "needs PostgreSQL"]);` (after it,
+//!   not before: an expression may itself start with `#[...]`, which would be ambiguous).
 //! - The tests run on tokio's multi-threaded runtime, so the backend crate needs `tokio`
 //!   with the `macros` and `rt-multi-thread` features among its dev-dependencies, and
 //!   `storage-traits` with the `testsuite` feature.
@@ -91,7 +92,7 @@ impl<S: AsMetadataStore, G> AsMetadataStore for (S, G) {
 /// See the [module docs](crate::testsuite::metadata) for what the expression may be.
 #[macro_export]
 macro_rules! metadata_store_tests {
-    ($(#[$attr:meta])* $make:expr $(,)?) => {
+    ($make:expr $(, #[$attr:meta])* $(,)?) => {
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) repositories_appear_on_first_link_manifest_or_upload);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) repositories_listed_in_lexical_order_with_pagination);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) blob_links);
