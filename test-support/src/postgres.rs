@@ -1,0 +1,1 @@
+//! PostgreSQL fixture (being written).

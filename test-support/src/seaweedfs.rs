@@ -1,0 +1,1 @@
+//! SeaweedFS fixture (being written).
