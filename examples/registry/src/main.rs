@@ -1,2 +1,142 @@
-//! Work in progress.
-fn main() {}
+//! The `registry` binary: the OCI distribution API on one machine, blobs in a local folder
+//! and metadata in SQLite, no other process needed.
+//!
+//! Run it with `cargo run --release -p registry -- serve` (listens on 127.0.0.1:5000 and
+//! keeps its state in `./registry-data/`), then for example
+//! `skopeo copy --dest-tls-verify=false oci:DIR:tag docker://127.0.0.1:5000/repo:tag`.
+//! `registry serve --help` lists the settings; each is a flag, an environment variable
+//! (`REGISTRY_LISTEN`, `REGISTRY_STORAGE`, `REGISTRY_METADATA`, `REGISTRY_CONFIG`) or a key
+//! of a TOML file given with `--config`; a flag wins over the environment, which wins over
+//! the file. `RUST_LOG` sets the log filter (default `info`: one line per request).
+
+mod config;
+
+use std::error::Error;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use registry_core::{Registry, RegistryConfig};
+use storage_traits::{BlobStore, MetadataStore};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use config::{Cli, Command, MetadataUrl, Settings, StorageUrl};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(args) => match Settings::from_args(&args) {
+            Ok(settings) => serve(settings).await,
+            Err(e) => Err(e.into()),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut message = format!("error: {e}");
+            let mut source = e.source();
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
+}
+
+async fn serve(settings: Settings) -> Result<(), BoxError> {
+    let blobs = open_blobs(&settings.storage)?;
+    let metadata = open_metadata(&settings.metadata)?;
+    let registry = Registry::new(blobs, metadata, RegistryConfig::default());
+    let maintenance = registry.spawn_maintenance();
+
+    let app = registry.router().layer(
+        TraceLayer::new_for_http()
+            .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+            .on_response(DefaultOnResponse::new().level(Level::INFO)),
+    );
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    // Tests (and scripts using `--listen 127.0.0.1:0`) read the real port from this line.
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    maintenance.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn open_blobs(url: &StorageUrl) -> Result<Arc<dyn BlobStore>, BoxError> {
+    match url {
+        StorageUrl::Fs(root) => {
+            std::fs::create_dir_all(root)
+                .map_err(|e| format!("cannot create storage folder {}: {e}", root.display()))?;
+            let store = storage_fs::FsBlobStore::open(root)
+                .map_err(|e| format!("cannot open storage folder {}: {e}", root.display()))?;
+            tracing::info!(path = %root.display(), "blobs in a local folder");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+fn open_metadata(url: &MetadataUrl) -> Result<Arc<dyn MetadataStore>, BoxError> {
+    match url {
+        MetadataUrl::Sqlite(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    format!("cannot create metadata folder {}: {e}", parent.display())
+                })?;
+            }
+            let store = metadata_sqlite::SqliteMetadataStore::open(path)
+                .map_err(|e| format!("cannot open SQLite database {}: {e}", path.display()))?;
+            tracing::info!(path = %path.display(), "metadata in SQLite");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM; in-flight requests then finish before exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,379 @@
+//! Settings of `registry serve`: command-line flags, environment variables, an optional
+//! TOML file, and the URLs that pick the blob store and the metadata store.
+//!
+//! Precedence, per setting: flag > environment variable > config file > default. Clap
+//! handles the first two (a flag wins over its `env`), [`Settings::resolve`] the rest.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+pub const DEFAULT_STORAGE: &str = "./registry-data/blobs";
+pub const DEFAULT_METADATA: &str = "sqlite://./registry-data/registry.db";
+
+/// The storage schemes this build can open.
+pub const STORAGE_SCHEMES: &str = "fs:// (or a plain path)";
+/// The metadata schemes this build can open.
+pub const METADATA_SCHEMES: &str = "sqlite:// (or a plain path to a SQLite file)";
+
+#[derive(Debug, Parser)]
+#[command(name = "registry", version, about = "An OCI container registry.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the OCI distribution API.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the keys `listen`, `storage`, `metadata`.
+    #[arg(long, env = "REGISTRY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:5000]. Port 0 picks a free port.
+    #[arg(long, env = "REGISTRY_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Blob storage: `fs:///abs/path` or a plain path [default: ./registry-data/blobs].
+    #[arg(long, env = "REGISTRY_STORAGE", value_name = "URL")]
+    pub storage: Option<String>,
+    /// Metadata database: `sqlite://relative/path`, `sqlite:///abs/path` or a plain path
+    /// [default: sqlite://./registry-data/registry.db].
+    #[arg(long, env = "REGISTRY_METADATA", value_name = "URL")]
+    pub metadata: Option<String>,
+}
+
+/// The config file. Unknown keys are an error, so a typo does not pass silently.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub storage: Option<String>,
+    pub metadata: Option<String>,
+}
+
+impl FileConfig {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::File {
+            path: None,
+            message: e.to_string(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: Some(path.to_owned()),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::File { message, .. } => ConfigError::File {
+                path: Some(path.to_owned()),
+                message,
+            },
+            other => other,
+        })
+    }
+}
+
+/// Where blobs live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageUrl {
+    Fs(PathBuf),
+}
+
+/// Where metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetadataUrl {
+    Sqlite(PathBuf),
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub storage: StorageUrl,
+    pub metadata: MetadataUrl,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    File {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    Listen {
+        value: String,
+        message: String,
+    },
+    UnsupportedScheme {
+        setting: &'static str,
+        url: String,
+        scheme: String,
+        supported: &'static str,
+    },
+    EmptyPath {
+        setting: &'static str,
+        url: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::File {
+                path: Some(p),
+                message,
+            } => write!(f, "config file {}: {message}", p.display()),
+            ConfigError::File {
+                path: None,
+                message,
+            } => write!(f, "config file: {message}"),
+            ConfigError::Listen { value, message } => {
+                write!(f, "invalid listen address `{value}`: {message}")
+            }
+            ConfigError::UnsupportedScheme {
+                setting,
+                url,
+                scheme,
+                supported,
+            } => write!(
+                f,
+                "unsupported {setting} scheme `{scheme}://` in `{url}`: this build supports {supported}"
+            ),
+            ConfigError::EmptyPath { setting, url } => {
+                write!(f, "{setting} URL `{url}` has no path")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Settings {
+    /// Merges flags and environment (already merged by clap, in `args`) over the config
+    /// file over the defaults, and parses the result.
+    pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<Settings, ConfigError> {
+        let pick = |arg: &Option<String>, file: &Option<String>, default: &str| {
+            arg.clone()
+                .or_else(|| file.clone())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let listen = pick(&args.listen, &file.listen, DEFAULT_LISTEN);
+        let storage = pick(&args.storage, &file.storage, DEFAULT_STORAGE);
+        let metadata = pick(&args.metadata, &file.metadata, DEFAULT_METADATA);
+        Ok(Settings {
+            listen: parse_listen(&listen)?,
+            storage: parse_storage(&storage)?,
+            metadata: parse_metadata(&metadata)?,
+        })
+    }
+
+    /// Reads the config file named by `--config`/`REGISTRY_CONFIG`, if any, and resolves.
+    pub fn from_args(args: &ServeArgs) -> Result<Settings, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Settings::resolve(args, &file)
+    }
+}
+
+pub fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|e: std::net::AddrParseError| ConfigError::Listen {
+            value: value.to_string(),
+            message: format!("{e} (expected IP:PORT, e.g. 127.0.0.1:5000 or [::]:5000)"),
+        })
+}
+
+/// Splits `scheme://rest`; `None` for a plain path.
+fn split_scheme(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let is_scheme = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    is_scheme.then_some((scheme, rest))
+}
+
+fn non_empty(setting: &'static str, url: &str, path: &str) -> Result<PathBuf, ConfigError> {
+    if path.is_empty() {
+        return Err(ConfigError::EmptyPath {
+            setting,
+            url: url.to_string(),
+        });
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// `fs:///abs/path`, `fs://relative/path` or a plain path.
+pub fn parse_storage(url: &str) -> Result<StorageUrl, ConfigError> {
+    match split_scheme(url) {
+        None => non_empty("storage", url, url).map(StorageUrl::Fs),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("fs") => {
+            non_empty("storage", url, rest).map(StorageUrl::Fs)
+        }
+        Some((scheme, _)) => Err(ConfigError::UnsupportedScheme {
+            setting: "storage",
+            url: url.to_string(),
+            scheme: scheme.to_string(),
+            supported: STORAGE_SCHEMES,
+        }),
+    }
+}
+
+/// `sqlite://relative/path`, `sqlite:///abs/path` or a plain path.
+pub fn parse_metadata(url: &str) -> Result<MetadataUrl, ConfigError> {
+    match split_scheme(url) {
+        None => non_empty("metadata", url, url).map(MetadataUrl::Sqlite),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("sqlite") => {
+            non_empty("metadata", url, rest).map(MetadataUrl::Sqlite)
+        }
+        Some((scheme, _)) => Err(ConfigError::UnsupportedScheme {
+            setting: "metadata",
+            url: url.to_string(),
+            scheme: scheme.to_string(),
+            supported: METADATA_SCHEMES,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(listen: Option<&str>, storage: Option<&str>, metadata: Option<&str>) -> ServeArgs {
+        ServeArgs {
+            config: None,
+            listen: listen.map(String::from),
+            storage: storage.map(String::from),
+            metadata: metadata.map(String::from),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(
+            s.storage,
+            StorageUrl::Fs(PathBuf::from("./registry-data/blobs"))
+        );
+        assert_eq!(
+            s.metadata,
+            MetadataUrl::Sqlite(PathBuf::from("./registry-data/registry.db"))
+        );
+    }
+
+    #[test]
+    fn args_win_over_file_which_wins_over_defaults() {
+        let file = FileConfig::parse(
+            "listen = \"0.0.0.0:6000\"\nstorage = \"/file/blobs\"\nmetadata = \"sqlite:///file.db\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(&args(Some("127.0.0.1:7000"), None, None), &file).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(s.storage, StorageUrl::Fs(PathBuf::from("/file/blobs")));
+        assert_eq!(s.metadata, MetadataUrl::Sqlite(PathBuf::from("/file.db")));
+
+        let partial = FileConfig::parse("storage = \"fs:///only/storage\"").unwrap();
+        let s = Settings::resolve(&args(None, None, Some("x.db")), &partial).unwrap();
+        assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
+        assert_eq!(s.storage, StorageUrl::Fs(PathBuf::from("/only/storage")));
+        assert_eq!(s.metadata, MetadataUrl::Sqlite(PathBuf::from("x.db")));
+    }
+
+    #[test]
+    fn clap_reads_flags() {
+        let cli = Cli::try_parse_from([
+            "registry",
+            "serve",
+            "--listen",
+            "[::1]:5001",
+            "--storage",
+            "fs:///srv/blobs",
+            "--metadata",
+            "sqlite:///srv/registry.db",
+            "--config",
+            "/etc/registry.toml",
+        ])
+        .unwrap();
+        let Command::Serve(a) = cli.command;
+        assert_eq!(a.listen.as_deref(), Some("[::1]:5001"));
+        assert_eq!(a.storage.as_deref(), Some("fs:///srv/blobs"));
+        assert_eq!(a.metadata.as_deref(), Some("sqlite:///srv/registry.db"));
+        assert_eq!(a.config, Some(PathBuf::from("/etc/registry.toml")));
+    }
+
+    #[test]
+    fn file_rejects_unknown_keys_and_bad_toml() {
+        let e = FileConfig::parse("listn = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+        assert!(FileConfig::parse("listen = ").is_err());
+        assert_eq!(FileConfig::parse("").unwrap(), FileConfig::default());
+    }
+
+    #[test]
+    fn storage_urls() {
+        let fs = |p: &str| Ok(StorageUrl::Fs(PathBuf::from(p)));
+        assert_eq!(parse_storage("fs:///abs/path"), fs("/abs/path"));
+        assert_eq!(parse_storage("fs://rel/path"), fs("rel/path"));
+        assert_eq!(parse_storage("FS:///abs"), fs("/abs"));
+        assert_eq!(parse_storage("/plain/abs"), fs("/plain/abs"));
+        assert_eq!(parse_storage("./plain/rel"), fs("./plain/rel"));
+        assert!(matches!(
+            parse_storage("fs://"),
+            Err(ConfigError::EmptyPath { .. })
+        ));
+        assert!(matches!(
+            parse_storage(""),
+            Err(ConfigError::EmptyPath { .. })
+        ));
+    }
+
+    #[test]
+    fn metadata_urls() {
+        let sq = |p: &str| Ok(MetadataUrl::Sqlite(PathBuf::from(p)));
+        assert_eq!(parse_metadata("sqlite:///abs/r.db"), sq("/abs/r.db"));
+        assert_eq!(parse_metadata("sqlite://rel/r.db"), sq("rel/r.db"));
+        assert_eq!(
+            parse_metadata("sqlite://./registry-data/registry.db"),
+            sq("./registry-data/registry.db")
+        );
+        assert_eq!(parse_metadata("/plain/r.db"), sq("/plain/r.db"));
+        assert!(parse_metadata("sqlite://").is_err());
+    }
+
+    #[test]
+    fn unknown_schemes_name_the_supported_ones() {
+        let e = parse_storage("s3://bucket/prefix").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("s3://"), "{msg}");
+        assert!(msg.contains("fs://"), "{msg}");
+
+        let e = parse_metadata("postgres://user@host/db").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("postgres://"), "{msg}");
+        assert!(msg.contains("sqlite://"), "{msg}");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert!(parse_listen("0.0.0.0:5000").is_ok());
+        assert!(parse_listen("[::]:5000").is_ok());
+        assert!(parse_listen("127.0.0.1:0").is_ok());
+        let e = parse_listen("localhost").unwrap_err();
+        assert!(e.to_string().contains("localhost"), "{e}");
+    }
+}
