@@ -49,6 +49,29 @@ pub struct RegistryConfig {
     pub upload_expiry: Duration,
     /// Largest manifest accepted, in bytes (at most 4 MiB, the spec's recommendation).
     pub max_manifest_size: usize,
+    /// Answer blob `GET`s with a redirect to a presigned URL, when the blob store can
+    /// sign. Off by default.
+    pub redirect: Option<RedirectConfig>,
+}
+
+/// When to send clients straight to object storage for a blob download.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedirectConfig {
+    /// Blobs smaller than this are served by the registry itself: a redirect costs the
+    /// client a second round trip, which only pays off for large blobs.
+    pub min_size: u64,
+    /// How long a presigned URL stays valid.
+    pub expires_in: Duration,
+}
+
+impl RedirectConfig {
+    pub fn new(min_size: u64, expires_in: Duration) -> Self {
+        RedirectConfig {
+            min_size,
+            expires_in,
+        }
+    }
 }
 
 impl Default for RegistryConfig {
@@ -56,6 +79,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             upload_expiry: Duration::from_secs(24 * 3600),
             max_manifest_size: oci_spec_types::manifest::MAX_MANIFEST_SIZE,
+            redirect: None,
         }
     }
 }
@@ -63,6 +87,11 @@ impl Default for RegistryConfig {
 impl RegistryConfig {
     pub fn with_upload_expiry(mut self, expiry: Duration) -> Self {
         self.upload_expiry = expiry;
+        self
+    }
+
+    pub fn with_redirect(mut self, redirect: Option<RedirectConfig>) -> Self {
+        self.redirect = redirect;
         self
     }
 

@@ -56,6 +56,11 @@ pub(super) async fn get(
         common.push(("Content-Length", size.to_string()));
         return Ok(empty(StatusCode::OK, &common));
     }
+    if let Some(url) = presigned(inner, digest, size).await? {
+        common.push(("Location", url));
+        common.push(("Content-Length", "0".to_string()));
+        return Ok(empty(StatusCode::TEMPORARY_REDIRECT, &common));
+    }
     let ranged = range.is_some();
     let got = inner.blobs.get(digest, range).await?;
     let status = if ranged {
@@ -80,6 +85,18 @@ pub(super) async fn get(
     *res.status_mut() = status;
     set_headers(res.headers_mut(), &common);
     Ok(res)
+}
+
+/// A presigned URL for the blob when redirects are on, the store can sign, and the blob
+/// is large enough to be worth the client's extra round trip.
+async fn presigned(inner: &Inner, digest: &Digest, size: u64) -> Result<Option<String>> {
+    let (Some(cfg), Some(signer)) = (&inner.config.redirect, inner.blobs.signer()) else {
+        return Ok(None);
+    };
+    if size < cfg.min_size {
+        return Ok(None);
+    }
+    Ok(Some(signer.presigned_get(digest, cfg.expires_in).await?))
 }
 
 pub(super) async fn delete(
