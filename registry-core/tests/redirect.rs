@@ -2,6 +2,8 @@
 //! are answered with 307 to the signed URL; small ones, HEADs, and stores that cannot sign
 //! are served directly.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
