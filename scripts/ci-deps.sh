@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what building and testing the workspace needs on Debian or Ubuntu, skipping
+# whatever is already there: a C toolchain (bundled SQLite), skopeo (examples/registry's
+# skopeo test), and a Rust toolchain with rustfmt and clippy via rustup (Debian's rustc is
+# older than edition 2024 needs). Run as root, or with sudo available. Safe to re-run.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+missing=()
+need() { # need COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+}
+need cc build-essential
+need skopeo skopeo
+need tar tar
+need gzip gzip
+need timeout coreutils
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+    need curl curl
+    [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "ci-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "ci-deps: installing the stable Rust toolchain with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+        sh -s -- -y --profile minimal --component rustfmt,clippy
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if command -v rustup >/dev/null 2>&1; then
+    for component in rustfmt clippy; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+            rustup component add "$component"
+        fi
+    done
+fi
+cargo --version
+skopeo --version
