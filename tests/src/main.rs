@@ -8,6 +8,7 @@
 //! Prints `PASS <check>` or `FAIL <check>: <reason>` as checks finish, then
 //! `N passed, M failed`; exits 1 when a check failed, 2 on a usage error.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -45,8 +46,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = harness.run_with(|check| println!("{check}")).await;
-    println!("{}", report.summary());
+    // Write errors (a closed pipe, as with `| head`) must not abort the run.
+    let report = harness
+        .run_with(|check| {
+            let _ = writeln!(std::io::stdout(), "{check}");
+        })
+        .await;
+    let _ = writeln!(std::io::stdout(), "{}", report.summary());
     if report.is_success() {
         ExitCode::SUCCESS
     } else {
