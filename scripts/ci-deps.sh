@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing the workspace needs on Debian or Ubuntu, skipping
 # whatever is already there: a C toolchain (bundled SQLite), skopeo (examples/registry's
-# skopeo test), and a Rust toolchain with rustfmt and clippy via rustup (Debian's rustc is
+# skopeo test), docker-registry (CNCF distribution 2.8, the reference registry that
+# tests/tests/distribution.rs runs the conformance harness against; that test skips
+# without it), and a Rust toolchain with rustfmt and clippy via rustup (Debian's rustc is
 # older than edition 2024 needs). Run as root, or with sudo available. Safe to re-run.
 set -euo pipefail
 
@@ -16,6 +18,7 @@ need() { # need COMMAND PACKAGE
 }
 need cc build-essential
 need skopeo skopeo
+need docker-registry docker-registry
 need tar tar
 need gzip gzip
 need timeout coreutils
@@ -29,6 +32,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -q
     $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # The package starts a system service on port 5000; the tests start their own.
+    if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1 &&
+        systemctl is-active --quiet docker-registry 2>/dev/null; then
+        $SUDO systemctl disable --now docker-registry || true
+    fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
