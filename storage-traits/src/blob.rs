@@ -91,7 +91,11 @@ impl Debug for GetResult {
 pub trait BlobStore: Debug + Send + Sync + 'static {
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>, StorageError>;
 
-    async fn get(&self, digest: &Digest, range: Option<GetRange>) -> Result<GetResult, StorageError>;
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<GetRange>,
+    ) -> Result<GetResult, StorageError>;
 
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
 
@@ -100,7 +104,12 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
 
     async fn start_upload(&self, id: &str) -> Result<(), StorageError>;
 
-    async fn write_upload(&self, id: &str, offset: u64, data: ByteStream) -> Result<u64, StorageError>;
+    async fn write_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        data: ByteStream,
+    ) -> Result<u64, StorageError>;
 
     /// The bytes a session holds so far (used to re-hash when no hash state was kept).
     async fn read_upload(&self, id: &str) -> Result<ByteStream, StorageError>;
@@ -118,14 +127,23 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
 /// Optional ability: a URL a client can fetch a blob from directly, for a limited time.
 #[async_trait]
 pub trait BlobSigner: Send + Sync {
-    async fn presigned_get(&self, digest: &Digest, expires_in: Duration) -> Result<String, StorageError>;
+    async fn presigned_get(
+        &self,
+        digest: &Digest,
+        expires_in: Duration,
+    ) -> Result<String, StorageError>;
 }
 
 /// Conveniences built on [`BlobStore`]; backends never implement these.
 #[async_trait]
 pub trait BlobStoreExt: BlobStore {
     /// Stores `data` under `digest` through a one-shot upload session.
-    async fn put_bytes(&self, upload_id: &str, digest: &Digest, data: Bytes) -> Result<(), StorageError> {
+    async fn put_bytes(
+        &self,
+        upload_id: &str,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
         self.start_upload(upload_id).await?;
         let stream = futures::stream::once(async move { Ok(data) }).boxed();
         let result = async {

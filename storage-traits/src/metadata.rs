@@ -46,7 +46,12 @@ pub struct NewManifest {
 }
 
 impl NewManifest {
-    pub fn new(repository: RepositoryName, digest: Digest, media_type: String, content: Bytes) -> Self {
+    pub fn new(
+        repository: RepositoryName,
+        digest: Digest,
+        media_type: String,
+        content: Bytes,
+    ) -> Self {
         NewManifest {
             repository,
             digest,
@@ -188,13 +193,26 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool, MetadataError>;
 
     /// Records that `repo` may serve the blob `digest` of `size` bytes.
-    async fn link_blob(&self, repo: &RepositoryName, digest: &Digest, size: u64) -> Result<(), MetadataError>;
+    async fn link_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), MetadataError>;
 
     /// The blob's size if it is linked in `repo`.
-    async fn blob_link(&self, repo: &RepositoryName, digest: &Digest) -> Result<Option<u64>, MetadataError>;
+    async fn blob_link(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, MetadataError>;
 
     /// Removes the link; true if there was one.
-    async fn unlink_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool, MetadataError>;
+    async fn unlink_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool, MetadataError>;
 
     async fn put_manifest(&self, manifest: &NewManifest) -> Result<(), MetadataError>;
 
@@ -204,9 +222,17 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
         reference: &Reference,
     ) -> Result<Option<ManifestRecord>, MetadataError>;
 
-    async fn delete_manifest(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool, MetadataError>;
+    async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<bool, MetadataError>;
 
-    async fn list_tags(&self, repo: &RepositoryName, page: &Page) -> Result<Option<Vec<Tag>>, MetadataError>;
+    async fn list_tags(
+        &self,
+        repo: &RepositoryName,
+        page: &Page,
+    ) -> Result<Option<Vec<Tag>>, MetadataError>;
 
     /// Removes a tag (the manifest stays); true if it existed.
     async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool, MetadataError>;
@@ -237,5 +263,8 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     async fn delete_upload(&self, id: &str) -> Result<bool, MetadataError>;
 
     /// Sessions whose last write is older than `updated_before_ms`, for expiry.
-    async fn stale_uploads(&self, updated_before_ms: i64) -> Result<Vec<UploadSession>, MetadataError>;
+    async fn stale_uploads(
+        &self,
+        updated_before_ms: i64,
+    ) -> Result<Vec<UploadSession>, MetadataError>;
 }
