@@ -2,7 +2,7 @@
 # Installs what building and testing the workspace needs on Debian or Ubuntu, skipping
 # whatever is already there: a C toolchain (bundled SQLite), skopeo (examples/registry's
 # skopeo test), docker-registry (CNCF distribution 2.8, the reference registry that
-# tests/tests/distribution.rs runs the conformance harness against; that test skips
+# tests/tests/distribution.rs runs the conformance harness against; that test fails
 # without it), and a Rust toolchain with rustfmt and clippy via rustup (Debian's rustc is
 # older than edition 2024 needs). Run as root, or with sudo available. Safe to re-run.
 set -euo pipefail
