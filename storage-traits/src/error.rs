@@ -47,6 +47,10 @@ pub enum MetadataError {
         blobs: Vec<Digest>,
         manifests: Vec<Digest>,
     },
+    /// Garbage collection has decided to delete this blob and its bytes may not be gone
+    /// yet: link it again once they are (see [`crate::gc`]).
+    #[error("blob {0} is being garbage-collected")]
+    BlobBeingDeleted(Digest),
     /// A stored row could not be decoded (a bug or a hand-edited database).
     #[error("corrupt metadata: {0}")]
     Corrupt(String),

@@ -14,12 +14,14 @@
 
 pub mod blob;
 pub mod error;
+pub mod gc;
 pub mod metadata;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
 pub use blob::{BlobInfo, BlobSigner, BlobStore, BlobStoreExt, ByteStream, GetRange, GetResult};
 pub use error::{MetadataError, StorageError};
+pub use gc::{GcMetadata, GcOutcome, GcPolicy, GcReview, ReviewTarget};
 pub use metadata::{
     ManifestRecord, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
 };

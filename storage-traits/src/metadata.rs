@@ -267,4 +267,9 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
         &self,
         updated_before_ms: i64,
     ) -> Result<Vec<UploadSession>, MetadataError>;
+
+    /// The online garbage-collection ability, if this store has it.
+    fn gc(&self) -> Option<&dyn crate::GcMetadata> {
+        None
+    }
 }

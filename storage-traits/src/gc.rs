@@ -1,0 +1,135 @@
+//! Online garbage collection's view of the metadata: a review queue and the decision to
+//! delete, taken inside the store's own transactions.
+//!
+//! Things enter the review queue when they may have lost their last reference:
+//! - a repository's blob link, when the blob is linked (an upload whose manifest may never
+//!   come) and when a manifest referencing it is deleted;
+//! - a blob, when a repository link to it is removed or a manifest with its digest (a
+//!   manifest's bytes are a blob too) is deleted;
+//! - a manifest, when it loses a tag or an index referencing it is deleted.
+//!
+//! Each review has a due time (now plus the grace period). The collector takes due
+//! reviews and, for each, calls [`GcMetadata::apply_review`], which re-checks the
+//! references in the same transaction that deletes, so a push that re-links a blob before
+//! that commit wins. A blob whose row is deleted leaves a tombstone until its bytes are
+//! gone from the blob store; linking a tombstoned blob fails with
+//! [`MetadataError::BlobBeingDeleted`], and the registry retries once the bytes are gone
+//! and then writes them again, so bytes are never deleted under a new link.
+
+use async_trait::async_trait;
+use oci_spec_types::{Digest, RepositoryName};
+
+use crate::MetadataError;
+
+/// What a review looks at.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ReviewTarget {
+    /// The link of `digest` in a repository: garbage when no manifest of that repository
+    /// references it and it was not (re-)linked within the grace period.
+    Link(RepositoryName),
+    /// The blob itself: garbage when no repository links it, no manifest references it,
+    /// and no manifest has its digest.
+    Blob,
+    /// A manifest of a repository: garbage only under the untagged-manifest policy.
+    Manifest(RepositoryName),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcReview {
+    pub target: ReviewTarget,
+    pub digest: Digest,
+    /// Unix time in milliseconds after which the review may be applied.
+    pub due_at: i64,
+}
+
+impl GcReview {
+    pub fn new(target: ReviewTarget, digest: Digest, due_at: i64) -> Self {
+        GcReview {
+            target,
+            digest,
+            due_at,
+        }
+    }
+}
+
+/// The rules a collection pass applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcPolicy {
+    /// How long something unreferenced is kept before it may be deleted (milliseconds).
+    pub grace_ms: i64,
+    /// Delete manifests that have been untagged for longer than this (milliseconds) and
+    /// that no index references, that are no referrer's subject, and whose own subject is
+    /// gone. `None` keeps untagged manifests forever (the default).
+    pub untagged_manifest_ttl_ms: Option<i64>,
+}
+
+impl GcPolicy {
+    pub fn new(grace_ms: i64) -> Self {
+        GcPolicy {
+            grace_ms,
+            untagged_manifest_ttl_ms: None,
+        }
+    }
+
+    pub fn with_untagged_manifest_ttl(mut self, ttl_ms: Option<i64>) -> Self {
+        self.untagged_manifest_ttl_ms = ttl_ms;
+        self
+    }
+}
+
+/// What applying one review did (or, in a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GcOutcome {
+    /// Still referenced (or not yet old enough): nothing deleted, review dropped or
+    /// postponed.
+    Kept,
+    LinkDeleted {
+        repository: RepositoryName,
+        digest: Digest,
+    },
+    ManifestDeleted {
+        repository: RepositoryName,
+        digest: Digest,
+    },
+    /// The blob's row is gone and a tombstone is left: its bytes must now be deleted
+    /// from the blob store, then the tombstone cleared.
+    BlobDeleted { digest: Digest, size: u64 },
+}
+
+/// The garbage-collection ability of a metadata store, reached through
+/// [`MetadataStore::gc`](crate::MetadataStore::gc).
+///
+/// # Behavior
+/// - `apply_review` is one transaction: it re-checks the target's references as of that
+///   transaction, deletes it if it is garbage, queues reviews for what the deletion may
+///   have orphaned (due `now + grace`), removes the review, and reports what happened.
+///   With `dry_run` it reports the same but changes nothing.
+/// - `link_blob` and `put_manifest` on a digest with a tombstone fail with
+///   [`MetadataError::BlobBeingDeleted`]; re-linking a blob postpones its reviews.
+#[async_trait]
+pub trait GcMetadata: Send + Sync {
+    /// Reviews due at `now_ms`, oldest first, at most `limit`.
+    async fn due_reviews(&self, now_ms: i64, limit: usize) -> Result<Vec<GcReview>, MetadataError>;
+
+    async fn apply_review(
+        &self,
+        review: &GcReview,
+        policy: &GcPolicy,
+        now_ms: i64,
+        dry_run: bool,
+    ) -> Result<GcOutcome, MetadataError>;
+
+    /// Blobs whose rows were deleted but whose bytes may still be in the blob store (a
+    /// collector that stopped between the two steps leaves these).
+    async fn tombstones(&self) -> Result<Vec<Digest>, MetadataError>;
+
+    /// Called once the blob's bytes are gone from the blob store.
+    async fn clear_tombstone(&self, digest: &Digest) -> Result<(), MetadataError>;
+
+    /// Number of reviews queued, due or not (for metrics and `registry gc`).
+    async fn queue_length(&self) -> Result<u64, MetadataError>;
+}
