@@ -1,0 +1,586 @@
+//! The S3 requests this store makes: signed by `rusty-s3` (sans-IO, presigned-URL style
+//! SigV4 with `UNSIGNED-PAYLOAD`), sent by `reqwest`, retried by `backon`.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use reqwest::{Method, Response, StatusCode};
+use rusty_s3::actions::{
+    AbortMultipartUpload, CompleteMultipartUpload, CreateMultipartUpload, DeleteObject, GetObject,
+    HeadObject, ListObjectsV2, ListObjectsV2Response, PutObject, UploadPart,
+};
+use rusty_s3::{Bucket, S3Action, UrlStyle};
+use storage_traits::{ByteStream, StorageError};
+use url::Url;
+
+use crate::config::{Resolved, S3Config};
+use crate::error::{S3Error, config, protocol};
+
+/// How long the signature of a request the store sends itself is valid: requests are sent
+/// at once, this only has to cover clock skew and retries.
+const SIGN_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// SigV4's longest presigned URL.
+pub(crate) const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A request body that can be sent again on retry.
+pub(crate) enum Body {
+    Empty,
+    Bytes(Bytes),
+    /// `len` bytes produced by `make` (called once per attempt).
+    Stream {
+        len: u64,
+        make: Arc<dyn Fn() -> ByteStream + Send + Sync>,
+    },
+}
+
+impl Body {
+    fn to_reqwest(&self) -> (reqwest::Body, u64) {
+        match self {
+            Body::Empty => (reqwest::Body::from(Bytes::new()), 0),
+            Body::Bytes(b) => (reqwest::Body::from(b.clone()), b.len() as u64),
+            Body::Stream { len, make } => {
+                (reqwest::Body::wrap_stream(exact_len(make(), *len)), *len)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Client {
+    http: reqwest::Client,
+    bucket: Bucket,
+    credentials: rusty_s3::Credentials,
+    max_retries: usize,
+}
+
+impl Client {
+    pub(crate) fn new(cfg: &S3Config, resolved: Resolved) -> Result<Self, StorageError> {
+        let style = if cfg.path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket = Bucket::new(
+            resolved.endpoint,
+            style,
+            cfg.bucket.clone(),
+            resolved.region,
+        )
+        .map_err(|e| config(format!("bucket {:?}: {e}", cfg.bucket)))?;
+        let c = resolved.credentials;
+        let credentials = match c.session_token {
+            Some(token) => rusty_s3::Credentials::new_with_token(c.access_key, c.secret_key, token),
+            None => rusty_s3::Credentials::new(c.access_key, c.secret_key),
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.read_timeout)
+            .build()
+            .map_err(|e| config(format!("HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            bucket,
+            credentials,
+            max_retries: cfg.max_retries,
+        })
+    }
+
+    pub(crate) fn bucket_name(&self) -> &str {
+        self.bucket.name()
+    }
+
+    /// Sends the request `build` makes (signing afresh each attempt), retrying failed
+    /// connections and 5xx/429 answers. Other answers, errors included, are the caller's.
+    async fn send(
+        &self,
+        op: &'static str,
+        key: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Response, StorageError> {
+        let attempt = || async {
+            let response = build().send().await.map_err(|source| S3Error::Http {
+                op,
+                key: key.to_string(),
+                source,
+            })?;
+            let status = response.status();
+            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                return Err(status_error(op, key, response).await);
+            }
+            Ok(response)
+        };
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(self.max_retries)
+            .with_jitter();
+        attempt
+            .retry(backoff)
+            .sleep(tokio::time::sleep)
+            .when(|e| matches!(e, S3Error::Http { .. } | S3Error::Status { .. }))
+            .await
+            .map_err(StorageError::from)
+    }
+
+    fn signed<'a>(&self, action: &impl S3Action<'a>) -> Url {
+        action.sign(SIGN_FOR)
+    }
+
+    /// `HEAD`: the object's size, or `None` if it does not exist.
+    pub(crate) async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        let response = self
+            .send("HEAD", key, || {
+                let url = self.signed(&HeadObject::new(&self.bucket, Some(&self.credentials), key));
+                self.http.head(url)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => content_length("HEAD", key, &response).map(Some),
+            _ => Err(status_error("HEAD", key, response).await.into()),
+        }
+    }
+
+    /// `GET` of `range` (all of it if `None`): the body, or `None` if the object does not
+    /// exist. The stream yields exactly the bytes asked for, or an error.
+    pub(crate) async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<(u64, ByteStream)>, StorageError> {
+        let response = self
+            .send("GET", key, || {
+                let url = self.signed(&GetObject::new(&self.bucket, Some(&self.credentials), key));
+                let mut req = self.http.get(url);
+                if let Some(r) = &range {
+                    req = req.header("range", format!("bytes={}-{}", r.start, r.end - 1));
+                }
+                req
+            })
+            .await?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let expected_status = if range.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        if status != expected_status {
+            return Err(status_error("GET", key, response).await.into());
+        }
+        let len = content_length("GET", key, &response)?;
+        if let Some(r) = &range
+            && len != r.end - r.start
+        {
+            return Err(protocol(
+                "GET",
+                key,
+                format!("asked for bytes {r:?}, got {len} bytes"),
+            ));
+        }
+        let op_key = key.to_string();
+        let stream = response
+            .bytes_stream()
+            .map_err(move |source| {
+                StorageError::from(S3Error::Http {
+                    op: "GET",
+                    key: op_key.clone(),
+                    source,
+                })
+            })
+            .boxed();
+        Ok(Some((len, exact_len(stream, len))))
+    }
+
+    pub(crate) async fn put(&self, key: &str, body: &Body) -> Result<(), StorageError> {
+        let response = self
+            .send("PUT", key, || {
+                let url = self.signed(&PutObject::new(&self.bucket, Some(&self.credentials), key));
+                let (body, len) = body.to_reqwest();
+                self.http.put(url).header("content-length", len).body(body)
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error("PUT", key, response).await.into());
+        }
+        Ok(())
+    }
+
+    /// `DELETE`; a missing object is fine.
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let response = self
+            .send("DELETE", key, || {
+                let url = self.signed(&DeleteObject::new(
+                    &self.bucket,
+                    Some(&self.credentials),
+                    key,
+                ));
+                self.http.delete(url)
+            })
+            .await?;
+        if !response.status().is_success() && response.status() != StatusCode::NOT_FOUND {
+            return Err(status_error("DELETE", key, response).await.into());
+        }
+        Ok(())
+    }
+
+    /// One page of `ListObjectsV2` under `prefix`.
+    pub(crate) async fn list_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+    ) -> Result<ListObjectsV2Response, StorageError> {
+        let response = self
+            .send("LIST", prefix, || {
+                let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
+                action.with_prefix(prefix);
+                if let Some(t) = token {
+                    action.with_continuation_token(t);
+                }
+                self.http.get(self.signed(&action))
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error("LIST", prefix, response).await.into());
+        }
+        let body = text("LIST", prefix, response).await?;
+        ListObjectsV2::parse_response(&body)
+            .map_err(|e| protocol("LIST", prefix, format!("bad ListObjectsV2 XML: {e}")))
+    }
+
+    /// Every key under `prefix`, page by page.
+    pub(crate) fn list_keys(
+        self: &Arc<Self>,
+        prefix: String,
+    ) -> futures::stream::BoxStream<'static, Result<Vec<String>, StorageError>> {
+        let client = Arc::clone(self);
+        // State: the next page's token, or `None` once the last page was returned.
+        stream::try_unfold(Some(None::<String>), move |state| {
+            let client = Arc::clone(&client);
+            let prefix = prefix.clone();
+            async move {
+                let Some(token) = state else { return Ok(None) };
+                let page = client.list_page(&prefix, token.as_deref()).await?;
+                let keys = page.contents.into_iter().map(|c| c.key).collect();
+                Ok(Some((keys, page.next_continuation_token.map(Some))))
+            }
+        })
+        .boxed()
+    }
+
+    pub(crate) async fn create_multipart(&self, key: &str) -> Result<String, StorageError> {
+        let response = self
+            .send("CreateMultipartUpload", key, || {
+                let url = self.signed(&CreateMultipartUpload::new(
+                    &self.bucket,
+                    Some(&self.credentials),
+                    key,
+                ));
+                self.http.post(url)
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error("CreateMultipartUpload", key, response)
+                .await
+                .into());
+        }
+        let body = text("CreateMultipartUpload", key, response).await?;
+        let parsed = CreateMultipartUpload::parse_response(&body)
+            .map_err(|e| protocol("CreateMultipartUpload", key, format!("bad XML: {e}")))?;
+        Ok(parsed.upload_id().to_string())
+    }
+
+    /// `UploadPart`; returns the part's ETag.
+    pub(crate) async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: u16,
+        body: &Body,
+    ) -> Result<String, StorageError> {
+        let response = self
+            .send("UploadPart", key, || {
+                let url = self.signed(&UploadPart::new(
+                    &self.bucket,
+                    Some(&self.credentials),
+                    key,
+                    part,
+                    upload_id,
+                ));
+                let (body, len) = body.to_reqwest();
+                self.http.put(url).header("content-length", len).body(body)
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error("UploadPart", key, response).await.into());
+        }
+        response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| protocol("UploadPart", key, "no ETag in the answer"))
+    }
+
+    /// `UploadPartCopy` of `range` of `source` (a key in this bucket); returns the ETag.
+    pub(crate) async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: u16,
+        source: &str,
+        range: Range<u64>,
+    ) -> Result<String, StorageError> {
+        // Keys are restricted to URL-safe characters (see `Layout::new`), so the source
+        // needs no escaping.
+        let copy_source = format!("/{}/{source}", self.bucket.name());
+        let copy_range = format!("bytes={}-{}", range.start, range.end - 1);
+        let response = self
+            .send("UploadPartCopy", key, || {
+                let mut action =
+                    UploadPart::new(&self.bucket, Some(&self.credentials), key, part, upload_id);
+                // x-amz-* headers must be signed.
+                action
+                    .headers_mut()
+                    .insert("x-amz-copy-source", copy_source.clone());
+                action
+                    .headers_mut()
+                    .insert("x-amz-copy-source-range", copy_range.clone());
+                self.http
+                    .put(self.signed(&action))
+                    .header("x-amz-copy-source", &copy_source)
+                    .header("x-amz-copy-source-range", &copy_range)
+                    .header("content-length", 0)
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error("UploadPartCopy", key, response).await.into());
+        }
+        // A copy can fail after S3 sent `200 OK`: the error is then in the body.
+        let body = text("UploadPartCopy", key, response).await?;
+        if let Some(code) = xml_value(&body, "Code") {
+            let message = xml_value(&body, "Message").unwrap_or_default();
+            return Err(protocol(
+                "UploadPartCopy",
+                key,
+                format!("{code}: {message}"),
+            ));
+        }
+        xml_value(&body, "ETag")
+            .ok_or_else(|| protocol("UploadPartCopy", key, "no ETag in CopyPartResult"))
+    }
+
+    pub(crate) async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        etags: &[String],
+    ) -> Result<(), StorageError> {
+        let response = self
+            .send("CompleteMultipartUpload", key, || {
+                let action = CompleteMultipartUpload::new(
+                    &self.bucket,
+                    Some(&self.credentials),
+                    key,
+                    upload_id,
+                    etags.iter().map(String::as_str),
+                );
+                let url = self.signed(&action);
+                self.http.post(url).body(action.body())
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error("CompleteMultipartUpload", key, response)
+                .await
+                .into());
+        }
+        // Like a copy, completing can fail after `200 OK` has been sent.
+        let body = text("CompleteMultipartUpload", key, response).await?;
+        if let Some(code) = xml_value(&body, "Code") {
+            let message = xml_value(&body, "Message").unwrap_or_default();
+            return Err(protocol(
+                "CompleteMultipartUpload",
+                key,
+                format!("{code}: {message}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `AbortMultipartUpload`; an upload that is already gone is fine.
+    pub(crate) async fn abort_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StorageError> {
+        let response = self
+            .send("AbortMultipartUpload", key, || {
+                let url = self.signed(&AbortMultipartUpload::new(
+                    &self.bucket,
+                    Some(&self.credentials),
+                    key,
+                    upload_id,
+                ));
+                self.http.delete(url)
+            })
+            .await?;
+        if !response.status().is_success() && response.status() != StatusCode::NOT_FOUND {
+            return Err(status_error("AbortMultipartUpload", key, response)
+                .await
+                .into());
+        }
+        Ok(())
+    }
+
+    /// `ListMultipartUploads` under `prefix` (first 1,000): `(key, upload id)` pairs.
+    pub(crate) async fn list_multipart(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let response = self
+            .send("ListMultipartUploads", prefix, || {
+                let url = self.bucket.base_url().clone();
+                let url = rusty_s3::signing::sign(
+                    &jiff::Timestamp::now(),
+                    rusty_s3::Method::Get,
+                    url,
+                    self.credentials.key(),
+                    self.credentials.secret(),
+                    self.credentials.token(),
+                    self.bucket.region(),
+                    SIGN_FOR.as_secs(),
+                    [("prefix", prefix), ("uploads", "")].into_iter(),
+                    std::iter::empty(),
+                );
+                self.http.request(Method::GET, url)
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error("ListMultipartUploads", prefix, response)
+                .await
+                .into());
+        }
+        let body = text("ListMultipartUploads", prefix, response).await?;
+        Ok(body
+            .split("<Upload>")
+            .skip(1)
+            .filter_map(|u| Some((xml_value(u, "Key")?, xml_value(u, "UploadId")?)))
+            .collect())
+    }
+
+    pub(crate) fn presign_get(&self, key: &str, expires_in: Duration) -> Url {
+        GetObject::new(&self.bucket, Some(&self.credentials), key).sign(expires_in)
+    }
+}
+
+/// The error an unexpected answer stands for, with S3's code and message from the body.
+async fn status_error(op: &'static str, key: &str, response: Response) -> S3Error {
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    S3Error::Status {
+        op,
+        key: key.to_string(),
+        status,
+        code: xml_value(&body, "Code").unwrap_or_default(),
+        message: xml_value(&body, "Message").unwrap_or_default(),
+    }
+}
+
+async fn text(op: &'static str, key: &str, response: Response) -> Result<String, StorageError> {
+    response.text().await.map_err(|source| {
+        S3Error::Http {
+            op,
+            key: key.to_string(),
+            source,
+        }
+        .into()
+    })
+}
+
+fn content_length(op: &'static str, key: &str, response: &Response) -> Result<u64, StorageError> {
+    response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| protocol(op, key, "no Content-Length in the answer"))
+}
+
+/// The text of the first `<tag>...</tag>` in `xml`, entities decoded. S3's answers are
+/// flat enough that this is all the XML reading the store needs beyond what `rusty-s3`
+/// parses.
+pub(crate) fn xml_value(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml.get(start..)?.find(&close)?;
+    let raw = xml.get(start..start + len)?;
+    Some(
+        raw.replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// Passes `stream` through, failing if it yields more or fewer than `len` bytes (a cut
+/// connection must not look like a short blob).
+pub(crate) fn exact_len(stream: ByteStream, len: u64) -> ByteStream {
+    stream::try_unfold(
+        (stream, 0u64, false),
+        move |(mut s, seen, done)| async move {
+            if done {
+                return Ok(None);
+            }
+            match s.next().await {
+                Some(Ok(chunk)) => {
+                    let seen = seen + chunk.len() as u64;
+                    if seen > len {
+                        return Err(StorageError::backend(
+                            crate::error::BACKEND,
+                            format!("stream longer than the expected {len} bytes"),
+                        ));
+                    }
+                    Ok(Some((chunk, (s, seen, false))))
+                }
+                Some(Err(e)) => Err(e),
+                None if seen == len => Ok(None),
+                None => Err(StorageError::backend(
+                    crate::error::BACKEND,
+                    format!("stream ended after {seen} of {len} bytes"),
+                )),
+            }
+        },
+    )
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_values() {
+        let xml = "<CopyPartResult><LastModified>x</LastModified><ETag>&quot;abc&quot;</ETag></CopyPartResult>";
+        assert_eq!(xml_value(xml, "ETag").as_deref(), Some("\"abc\""));
+        assert_eq!(xml_value(xml, "Code"), None);
+        assert_eq!(xml_value("<Code>", "Code"), None);
+    }
+
+    #[tokio::test]
+    async fn exact_length() {
+        let two = || stream::iter([Ok(Bytes::from_static(b"ab"))]).boxed();
+        let ok: Vec<Bytes> = exact_len(two(), 2).try_collect().await.unwrap();
+        assert_eq!(ok.concat(), b"ab");
+        assert!(exact_len(two(), 3).try_collect::<Vec<_>>().await.is_err());
+        assert!(exact_len(two(), 1).try_collect::<Vec<_>>().await.is_err());
+    }
+}

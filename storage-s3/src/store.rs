@@ -1,0 +1,218 @@
+//! [`S3BlobStore`] and its [`BlobStore`] and [`BlobSigner`] implementations.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use oci_spec_types::Digest;
+use storage_traits::{
+    BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult, StorageError,
+};
+
+use crate::client::{Client, MAX_PRESIGN};
+use crate::config::S3Config;
+use crate::error::config;
+use crate::layout::{Layout, SessionKeys};
+use crate::upload::Session;
+
+/// A blob store in an S3 bucket. See the [crate docs](crate) for the layout, the upload
+/// scheme and the client.
+///
+/// Cheap to clone; clones share one HTTP connection pool. Nothing about upload sessions is
+/// kept in memory, so any number of stores (in any number of processes) can serve the
+/// same bucket and prefix and continue each other's sessions, as long as the requests of
+/// one session come one at a time (the registry's metadata store sees to that).
+#[derive(Debug, Clone)]
+pub struct S3BlobStore {
+    client: Arc<Client>,
+    layout: Layout,
+    part_size: usize,
+}
+
+impl S3BlobStore {
+    /// A store for `config`. Reads credentials (and the region, if not set) from the
+    /// environment and the shared AWS files; sends no request.
+    pub fn new(config: S3Config) -> Result<Self, StorageError> {
+        let layout = Layout::new(&config.prefix)?;
+        let resolved = config.resolve()?;
+        Ok(S3BlobStore {
+            client: Arc::new(Client::new(&config, resolved)?),
+            layout,
+            part_size: config.part_size,
+        })
+    }
+
+    /// [`S3Config::from_url`] then [`S3BlobStore::new`]:
+    /// `s3://BUCKET/PREFIX?endpoint=http://127.0.0.1:8333&region=us-east-1`.
+    pub fn from_url(url: &str) -> Result<Self, StorageError> {
+        Self::new(S3Config::from_url(url)?)
+    }
+
+    pub fn bucket(&self) -> &str {
+        self.client.bucket_name()
+    }
+
+    /// The key prefix everything of this store lives under (empty, or ending in `/`).
+    pub fn prefix(&self) -> &str {
+        self.layout.prefix()
+    }
+
+    /// The object key of the blob `digest`.
+    pub fn blob_key(&self, digest: &Digest) -> String {
+        self.layout.blob_key(digest)
+    }
+
+    /// Checks that the bucket is reachable with these credentials (for readiness probes
+    /// and start-up checks): lists at most one key under the prefix.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        self.client
+            .list_page(self.layout.prefix(), None)
+            .await
+            .map(drop)
+    }
+
+    /// Multipart uploads under this store's prefix that were neither completed nor
+    /// aborted, as `(key, upload id)` (first 1,000). A finish interrupted by a crash can
+    /// leave one; aborting its session removes it, and an S3 lifecycle rule
+    /// (`AbortIncompleteMultipartUpload`) is the backstop for sessions nobody aborts.
+    pub async fn incomplete_multipart_uploads(
+        &self,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        self.client.list_multipart(self.layout.prefix()).await
+    }
+
+    /// Every object key under the upload sessions' folder (for tests and operators).
+    pub async fn upload_keys(&self) -> Result<Vec<String>, StorageError> {
+        let pages: Vec<Vec<String>> = self
+            .client
+            .list_keys(self.layout.uploads_prefix())
+            .try_collect()
+            .await?;
+        Ok(pages.concat())
+    }
+
+    fn session<'a>(&'a self, id: &'a str) -> Result<Session<'a>, StorageError> {
+        Ok(Session {
+            client: &self.client,
+            keys: SessionKeys::new(&self.layout, id)?,
+            id,
+            part_size: self.part_size,
+        })
+    }
+}
+
+#[async_trait]
+impl BlobStore for S3BlobStore {
+    async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>, StorageError> {
+        let size = self.client.head(&self.layout.blob_key(digest)).await?;
+        Ok(size.map(BlobInfo::new))
+    }
+
+    async fn get(
+        &self,
+        digest: &Digest,
+        range: Option<GetRange>,
+    ) -> Result<GetResult, StorageError> {
+        let key = self.layout.blob_key(digest);
+        let not_found = || StorageError::NotFound(digest.clone());
+        let Some(range) = range else {
+            let (size, stream) = self.client.get(&key, None).await?.ok_or_else(not_found)?;
+            return Ok(GetResult {
+                size,
+                range: 0..size,
+                stream,
+            });
+        };
+        // The size first: the range is resolved here, exactly as `GetRange` says, rather
+        // than by each S3 implementation's reading of a Range header (empty objects,
+        // suffixes longer than the object).
+        let size = self.client.head(&key).await?.ok_or_else(not_found)?;
+        let range = range
+            .resolve(size)
+            .ok_or(StorageError::RangeNotSatisfiable { size })?;
+        // Deleted since the HEAD: as if it had been gone before.
+        let (_, stream) = self
+            .client
+            .get(&key, Some(range.clone()))
+            .await?
+            .ok_or_else(not_found)?;
+        Ok(GetResult {
+            size,
+            range,
+            stream,
+        })
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
+        self.client.delete(&self.layout.blob_key(digest)).await
+    }
+
+    fn list(&self) -> BoxStream<'static, Result<Digest, StorageError>> {
+        let layout = self.layout.clone();
+        self.client
+            .list_keys(self.layout.blobs_prefix())
+            .map_ok(move |keys| {
+                // Keys that are not a digest filed where this store files it are skipped.
+                let digests: Vec<Result<Digest, StorageError>> = keys
+                    .iter()
+                    .filter_map(|k| layout.parse_blob_key(k))
+                    .map(Ok)
+                    .collect();
+                stream::iter(digests)
+            })
+            .try_flatten()
+            .boxed()
+    }
+
+    async fn start_upload(&self, id: &str) -> Result<(), StorageError> {
+        self.session(id)?.start().await
+    }
+
+    async fn write_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        data: ByteStream,
+    ) -> Result<u64, StorageError> {
+        self.session(id)?.write(offset, data).await
+    }
+
+    async fn read_upload(&self, id: &str) -> Result<ByteStream, StorageError> {
+        self.session(id)?.read().await
+    }
+
+    async fn finish_upload(&self, id: &str, digest: &Digest) -> Result<(), StorageError> {
+        let session = self.session(id)?;
+        session.finish(&self.layout.blob_key(digest)).await
+    }
+
+    async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
+        self.session(id)?.abort().await
+    }
+
+    fn signer(&self) -> Option<&dyn BlobSigner> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl BlobSigner for S3BlobStore {
+    /// A presigned `GET` URL of the blob's object, valid for `expires_in` (at most seven
+    /// days, SigV4's limit). Signing is local: the blob's existence is not checked.
+    async fn presigned_get(
+        &self,
+        digest: &Digest,
+        expires_in: Duration,
+    ) -> Result<String, StorageError> {
+        if expires_in > MAX_PRESIGN || expires_in.as_secs() == 0 {
+            return Err(config(format!(
+                "presigned URL lifetime {expires_in:?} is outside 1 s..=7 days"
+            )));
+        }
+        let url = self
+            .client
+            .presign_get(&self.layout.blob_key(digest), expires_in);
+        Ok(url.into())
+    }
+}
