@@ -50,6 +50,7 @@
 //! # Feature flags
 //! None.
 
+mod gc;
 mod store;
 
 pub mod migrations;

@@ -14,7 +14,7 @@ use storage_traits::{
     ManifestRecord, MetadataError, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
 };
 
-use crate::migrations;
+use crate::{gc, migrations};
 
 pub(crate) const BACKEND: &str = "sqlite";
 
@@ -119,7 +119,17 @@ impl SqliteMetadataStore {
 
     /// Runs `f` inside one `BEGIN IMMEDIATE` transaction on the writer connection, on the
     /// blocking pool. The transaction commits if `f` returns `Ok` and rolls back otherwise.
-    async fn write<T, F>(&self, f: F) -> Result<T, MetadataError>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, MetadataError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        self.write_then(true, f).await
+    }
+
+    /// Like `write`, but commits only if `commit` is true: a dry run sees exactly what
+    /// the real transaction would, and leaves nothing behind.
+    pub(crate) async fn write_then<T, F>(&self, commit: bool, f: F) -> Result<T, MetadataError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
@@ -129,7 +139,11 @@ impl SqliteMetadataStore {
             let mut conn = lock(&inner.writer)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
-            tx.commit()?;
+            if commit {
+                tx.commit()?;
+            } else {
+                tx.rollback()?;
+            }
             Ok(out)
         })
         .await
@@ -137,7 +151,7 @@ impl SqliteMetadataStore {
 
     /// Runs `f` inside one read transaction (one consistent snapshot) on a reader
     /// connection, on the blocking pool.
-    async fn read<T, F>(&self, f: F) -> Result<T, MetadataError>
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, MetadataError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
@@ -222,7 +236,7 @@ where
 
 /// The error of a blocking closure: a `MetadataError`, reachable from `rusqlite::Error`
 /// with `?`.
-pub(crate) struct Fail(MetadataError);
+pub(crate) struct Fail(pub(crate) MetadataError);
 
 impl From<rusqlite::Error> for Fail {
     fn from(e: rusqlite::Error) -> Self {
@@ -240,18 +254,18 @@ fn sql(e: rusqlite::Error) -> MetadataError {
     MetadataError::backend(BACKEND, e)
 }
 
-fn corrupt(what: impl fmt::Display) -> Fail {
+pub(crate) fn corrupt(what: impl fmt::Display) -> Fail {
     Fail(MetadataError::Corrupt(what.to_string()))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// SQLite integers are signed 64-bit; sizes and offsets beyond that cannot be stored.
-fn to_sql_int(what: &str, n: u64) -> Result<i64, Fail> {
+pub(crate) fn to_sql_int(what: &str, n: u64) -> Result<i64, Fail> {
     i64::try_from(n).map_err(|_| {
         Fail(MetadataError::backend(
             BACKEND,
@@ -260,7 +274,7 @@ fn to_sql_int(what: &str, n: u64) -> Result<i64, Fail> {
     })
 }
 
-fn from_sql_int(what: &str, n: i64) -> Result<u64, Fail> {
+pub(crate) fn from_sql_int(what: &str, n: i64) -> Result<u64, Fail> {
     u64::try_from(n).map_err(|_| corrupt(format!("negative {what} {n}")))
 }
 
@@ -270,12 +284,12 @@ fn sql_limit(page: &Page) -> i64 {
         .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX))
 }
 
-fn parse_digest(s: &str) -> Result<Digest, Fail> {
+pub(crate) fn parse_digest(s: &str) -> Result<Digest, Fail> {
     s.parse()
         .map_err(|e| corrupt(format!("stored digest {s:?}: {e}")))
 }
 
-fn parse_repo(s: &str) -> Result<RepositoryName, Fail> {
+pub(crate) fn parse_repo(s: &str) -> Result<RepositoryName, Fail> {
     s.parse()
         .map_err(|e| corrupt(format!("stored repository name {s:?}: {e}")))
 }
@@ -285,7 +299,7 @@ fn parse_tag(s: &str) -> Result<Tag, Fail> {
         .map_err(|e| corrupt(format!("stored tag {s:?}: {e}")))
 }
 
-fn repo_id(conn: &Connection, name: &str) -> Result<Option<i64>, Fail> {
+pub(crate) fn repo_id(conn: &Connection, name: &str) -> Result<Option<i64>, Fail> {
     Ok(conn
         .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
         .query_row([name], |r| r.get(0))
@@ -322,6 +336,7 @@ where
 fn put_manifest_tx(conn: &Connection, m: &NewManifest, annotations: &str) -> Result<(), Fail> {
     let now = now_ms();
     let repo = m.repository.as_str();
+    gc::refuse_tombstoned(conn, m.digest.as_str())?;
     let existing_repo = repo_id(conn, repo)?;
 
     let missing_blobs = missing(&m.blob_refs, |d| {
@@ -373,6 +388,11 @@ fn put_manifest_tx(conn: &Connection, m: &NewManifest, annotations: &str) -> Res
         ])?;
     let manifest_id: i64 = if inserted == 1 {
         let id = conn.last_insert_rowid();
+        // The manifest's bytes are a blob too; the row lets the collector reclaim them.
+        conn.prepare_cached(
+            "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
+        )?
+        .execute(params![m.digest.as_str(), size])?;
         let mut blob_ref = conn.prepare_cached(
             "INSERT INTO manifest_blob_refs (manifest_id, digest) VALUES (?1, ?2)
              ON CONFLICT DO NOTHING",
@@ -394,13 +414,31 @@ fn put_manifest_tx(conn: &Connection, m: &NewManifest, annotations: &str) -> Res
             .query_row(params![repo_id, m.digest.as_str()], |r| r.get(0))?
     };
 
-    if let Some(tag) = &m.tag {
-        conn.prepare_cached(
-            "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (repo_id, name) DO UPDATE
-                 SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
-        )?
-        .execute(params![repo_id, tag.as_str(), manifest_id, now])?;
+    match &m.tag {
+        Some(tag) => {
+            let previous: Option<String> = conn
+                .prepare_cached(
+                    "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
+                     WHERE t.repo_id = ?1 AND t.name = ?2 AND t.manifest_id <> ?3",
+                )?
+                .query_row(params![repo_id, tag.as_str(), manifest_id], |r| r.get(0))
+                .optional()?;
+            conn.prepare_cached(
+                "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repo_id, name) DO UPDATE
+                     SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
+            )?
+            .execute(params![repo_id, tag.as_str(), manifest_id, now])?;
+            // Re-tagging leaves the previous manifest possibly untagged.
+            if let Some(previous) = previous {
+                gc::enqueue(conn, gc::Kind::Manifest, repo, &previous, now)?;
+            }
+        }
+        // Pushed by digest: untagged from the start.
+        None if inserted == 1 => {
+            gc::enqueue(conn, gc::Kind::Manifest, repo, m.digest.as_str(), now)?
+        }
+        None => {}
     }
     Ok(())
 }
@@ -476,6 +514,7 @@ impl MetadataStore for SqliteMetadataStore {
         self.write(move |conn| {
             let now = now_ms();
             let size = to_sql_int("blob size", size)?;
+            gc::refuse_tombstoned(conn, &digest)?;
             let id = ensure_repo(conn, &repo, now)?;
             conn.prepare_cached(
                 "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
@@ -486,6 +525,9 @@ impl MetadataStore for SqliteMetadataStore {
                  ON CONFLICT (repo_id, digest) DO NOTHING",
             )?
             .execute(params![id, digest, now])?;
+            // Until a manifest references it, the link is an upload that may never be used;
+            // (re-)linking restarts its grace period.
+            gc::enqueue(conn, gc::Kind::Link, &repo, &digest, now)?;
             Ok(())
         })
         .await
@@ -527,6 +569,9 @@ impl MetadataStore for SqliteMetadataStore {
                        AND digest = ?2",
                 )?
                 .execute(params![repo, digest])?;
+            if n > 0 {
+                gc::enqueue(conn, gc::Kind::Blob, "", &digest, now_ms())?;
+            }
             Ok(n > 0)
         })
         .await
@@ -581,6 +626,7 @@ impl MetadataStore for SqliteMetadataStore {
     ) -> Result<bool, MetadataError> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
         self.write(move |conn| {
+            gc::enqueue_orphans_of_manifest(conn, &repo, &digest, now_ms())?;
             // Tags and reference rows go with it (ON DELETE CASCADE).
             let n = conn
                 .prepare_cached(
@@ -622,14 +668,19 @@ impl MetadataStore for SqliteMetadataStore {
     async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool, MetadataError> {
         let (repo, tag) = (repo.to_string(), tag.to_string());
         self.write(move |conn| {
-            let n = conn
+            let untagged: Option<String> = conn
                 .prepare_cached(
                     "DELETE FROM tags
                      WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1)
-                       AND name = ?2",
+                       AND name = ?2
+                     RETURNING (SELECT digest FROM manifests WHERE id = manifest_id)",
                 )?
-                .execute(params![repo, tag])?;
-            Ok(n > 0)
+                .query_row(params![repo, tag], |r| r.get(0))
+                .optional()?;
+            if let Some(digest) = &untagged {
+                gc::enqueue(conn, gc::Kind::Manifest, &repo, digest, now_ms())?;
+            }
+            Ok(untagged.is_some())
         })
         .await
     }
@@ -764,5 +815,9 @@ impl MetadataStore for SqliteMetadataStore {
             rows.map(|r| to_upload(r?)).collect()
         })
         .await
+    }
+
+    fn gc(&self) -> Option<&dyn storage_traits::GcMetadata> {
+        Some(self)
     }
 }

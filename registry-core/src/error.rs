@@ -35,6 +35,16 @@ pub enum RegistryError {
     /// A chunk did not start at the session's offset: 416 with the current `Range`.
     #[error("upload chunk must start at offset {offset}")]
     UploadOffset { offset: u64, location: String },
+    /// Garbage collection cannot run now (unsupported store, or another pass running).
+    #[error("garbage collection unavailable: {0}")]
+    GcUnavailable(&'static str),
+    /// No credentials, or bad ones: 401 with the authenticator's `WWW-Authenticate`
+    /// challenge, which tells the client how to log in.
+    #[error("unauthorized: {message}")]
+    Unauthorized { challenge: String, message: String },
+    /// An authenticator or authorizer backend failed: a 500 with the cause logged.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -131,6 +141,12 @@ impl IntoResponse for RegistryError {
                 "method not allowed on this endpoint".into(),
                 None,
             ),
+            RegistryError::GcUnavailable(why) => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Unsupported,
+                format!("garbage collection unavailable: {why}"),
+                None,
+            ),
             RegistryError::InvalidParameter(message) => error_response(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::Unsupported,
@@ -168,6 +184,19 @@ impl IntoResponse for RegistryError {
                 }
                 res
             }
+            RegistryError::Unauthorized { challenge, message } => {
+                let mut res = error_response(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::Unauthorized,
+                    message,
+                    None,
+                );
+                if let Ok(v) = HeaderValue::from_str(&challenge) {
+                    res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                res
+            }
+            RegistryError::Auth(e) => internal(&e),
             RegistryError::Storage(e) => match e {
                 StorageError::NotFound(d) => error_response(
                     StatusCode::NOT_FOUND,
@@ -210,6 +239,16 @@ impl IntoResponse for RegistryError {
                         ),
                         Some(serde_json::json!({ "missing": missing })),
                     )
+                }
+                MetadataError::BlobBeingDeleted(d) => {
+                    let mut res = error_response(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        ErrorCode::TooManyRequests,
+                        format!("blob {d} is being garbage-collected; retry in a moment"),
+                        None,
+                    );
+                    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    res
                 }
                 other => internal(&other),
             },

@@ -26,9 +26,12 @@
 //! tag deletion; `tags/list` and `_catalog` with `n`/`last` and `Link`; the referrers API
 //! with `artifactType` filtering. Errors are the spec's codes ([`error`]).
 
+pub mod auth;
 pub mod error;
+pub mod gc;
 mod handlers;
 pub mod hashing;
+pub mod policy;
 pub mod route;
 mod sessions;
 pub mod upload_state;
@@ -40,6 +43,8 @@ use axum::routing::any;
 use storage_traits::{BlobStore, MetadataStore};
 
 pub use error::RegistryError;
+pub use policy::Policy;
+pub use gc::{GcConfig, GcReport};
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -52,6 +57,12 @@ pub struct RegistryConfig {
     /// Answer blob `GET`s with a redirect to a presigned URL, when the blob store can
     /// sign. Off by default.
     pub redirect: Option<RedirectConfig>,
+    /// Who is calling ([`auth::Anonymous`] by default: no authentication).
+    pub authenticator: Arc<dyn auth::Authenticator>,
+    /// What callers may do ([`auth::AllowAll`] by default).
+    pub authorizer: Arc<dyn auth::Authorizer>,
+    /// Read-only mode, immutable tags, blob size limit (none by default).
+    pub policy: Policy,
 }
 
 /// When to send clients straight to object storage for a blob download.
@@ -80,6 +91,9 @@ impl Default for RegistryConfig {
             upload_expiry: Duration::from_secs(24 * 3600),
             max_manifest_size: oci_spec_types::manifest::MAX_MANIFEST_SIZE,
             redirect: None,
+            authenticator: Arc::new(auth::Anonymous),
+            authorizer: Arc::new(auth::AllowAll),
+            policy: Policy::default(),
         }
     }
 }
@@ -92,6 +106,21 @@ impl RegistryConfig {
 
     pub fn with_redirect(mut self, redirect: Option<RedirectConfig>) -> Self {
         self.redirect = redirect;
+        self
+    }
+
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn auth::Authenticator>) -> Self {
+        self.authenticator = authenticator;
+        self
+    }
+
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn auth::Authorizer>) -> Self {
+        self.authorizer = authorizer;
+        self
+    }
+
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
         self
     }
 
@@ -139,6 +168,12 @@ impl Registry {
             .route("/v2", any(handlers::dispatch))
             .route("/v2/", any(handlers::dispatch))
             .route("/v2/{*path}", any(handlers::dispatch))
+            // Authentication, authorisation and request-level policies, before any
+            // handler runs (see `auth`).
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                auth::layer::middleware,
+            ))
             .with_state(self.inner.clone())
     }
 

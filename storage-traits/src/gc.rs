@@ -132,4 +132,18 @@ pub trait GcMetadata: Send + Sync {
 
     /// Number of reviews queued, due or not (for metrics and `registry gc`).
     async fn queue_length(&self) -> Result<u64, MetadataError>;
+
+    /// Takes (or, for the same `holder`, extends) the collector lease until
+    /// `now_ms + ttl_ms`; false if another holder's lease has not expired. Only one
+    /// collector may run at a time: two could each delete a tombstoned blob's bytes, one
+    /// of them after a new push had written them again.
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, MetadataError>;
+
+    /// Gives the lease up early (it also expires by itself).
+    async fn release_lease(&self, holder: &str) -> Result<(), MetadataError>;
 }

@@ -67,13 +67,21 @@ pub(super) async fn put(
         }
         Reference::Tag(t) => (Digest::sha256_of(&content), Some(t.clone())),
     };
-    // Manifests are blobs too: keeping their bytes in the blob store lets the metadata be
-    // rebuilt from the blob store alone.
-    let upload_id = uuid::Uuid::new_v4().simple().to_string();
-    inner
-        .blobs
-        .put_bytes(&upload_id, &digest, content.clone())
-        .await?;
+    // Checked before anything is written. Two racing first pushes of one tag can both
+    // pass; the policy guards against overwriting a published tag, not against that.
+    if let Some(t) = &tag
+        && inner.config.policy.tags_immutable(repo)
+        && let Some(existing) = inner.metadata.get_manifest(repo, reference).await?
+        && existing.digest != digest
+    {
+        return Err(RegistryError::oci(
+            ErrorCode::Denied,
+            format!(
+                "tag {t} of {repo} is immutable: it already points at {}",
+                existing.digest
+            ),
+        ));
+    }
     let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
     let manifest = NewManifest::new(
         repo.clone(),
@@ -87,7 +95,16 @@ pub(super) async fn put(
     .with_blob_refs(parsed.required_blobs())
     .with_manifest_refs(parsed.required_manifests())
     .with_tag(tag);
-    inner.metadata.put_manifest(&manifest).await?;
+    crate::gc::retry_while_being_deleted(|| inner.metadata.put_manifest(&manifest)).await?;
+    // Manifests are blobs too: keeping their bytes in the blob store lets the metadata be
+    // rebuilt from the blob store alone. Written after the metadata commit, for the same
+    // reason uploads link before publishing: the collector cannot decide to delete bytes
+    // that a committed manifest row names.
+    let upload_id = uuid::Uuid::new_v4().simple().to_string();
+    inner
+        .blobs
+        .put_bytes(&upload_id, &digest, manifest.content.clone())
+        .await?;
     let mut out = vec![
         ("Location", format!("/v2/{repo}/manifests/{digest}")),
         ("Docker-Content-Digest", digest.to_string()),

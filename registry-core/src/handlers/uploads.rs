@@ -18,6 +18,7 @@ use super::{Result, content_length, empty, header_str, now_ms, range_header};
 use crate::Inner;
 use crate::error::RegistryError;
 use crate::hashing::{SharedHasher, digest_of_upload};
+use crate::policy::{SizeLimited, blob_too_large};
 use crate::route::parse_digest;
 use crate::upload_state::{ChunkRange, Effect, Event, State, step};
 
@@ -71,8 +72,12 @@ pub(super) async fn start(
             && let Some(size) = inner.metadata.blob_link(&from, &mount).await?
             && inner.blobs.stat(&mount).await?.is_some()
         {
-            inner.metadata.link_blob(repo, &mount, size).await?;
-            return Ok(created(repo, &mount));
+            match inner.metadata.link_blob(repo, &mount, size).await {
+                Ok(()) => return Ok(created(repo, &mount)),
+                // Being garbage-collected: the client uploads it instead.
+                Err(storage_traits::MetadataError::BlobBeingDeleted(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         // Not mountable: the spec's fallback is an ordinary session.
     }
@@ -212,8 +217,12 @@ async fn finish(
             "unexpected upload state",
         ));
     };
+    // Link first, then publish the bytes: once the link is committed the collector's
+    // re-check sees it, so it cannot delete the bytes this upload is about to publish. A
+    // link whose publish then fails points at nothing; it 404s like an unknown blob and
+    // its own review removes it after the grace period.
+    crate::gc::retry_while_being_deleted(|| inner.metadata.link_blob(repo, &digest, size)).await?;
     inner.blobs.finish_upload(&session.id, &digest).await?;
-    inner.metadata.link_blob(repo, &digest, size).await?;
     inner.metadata.delete_upload(&session.id).await?;
     Ok(created(repo, &digest))
 }
@@ -231,16 +240,21 @@ async fn receive(
         // Bytes were acknowledged without a hash state: the digest is computed at commit.
         (None, _) => None,
     };
-    let data = body.into_data_stream();
+    let limit = inner.config.policy.max_blob_size;
+    let (data, too_large) = SizeLimited::new(body.into_data_stream(), session.offset, limit);
     let stream = match &hasher {
         Some(h) => h.tee(data),
-        None => Box::pin(data.map_err(|e| storage_traits::StorageError::Input(Box::new(e)))),
+        None => Box::pin(data.map_err(storage_traits::StorageError::Input)),
     };
-    let new_offset = inner
+    let written = inner
         .blobs
         .write_upload(&session.id, session.offset, stream)
-        .await?;
-    Ok((new_offset, hasher))
+        .await;
+    if too_large.get() {
+        discard(inner, &session.id).await;
+        return Err(blob_too_large(limit.unwrap_or(0)));
+    }
+    Ok((written?, hasher))
 }
 
 async fn load(inner: &Inner, repo: &RepositoryName, id: &str) -> Result<UploadSession> {
