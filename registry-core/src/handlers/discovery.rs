@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use axum::response::Response;
 use http::StatusCode;
 use oci_spec_types::{Descriptor, Digest, ErrorCode, RepositoryName, media_type};
+use storage_traits::Page;
 
 use super::{Result, json_response, page, set_headers};
 use crate::Inner;
+use crate::auth::{Action, Principal};
 use crate::error::RegistryError;
 
 /// Adds `Link: <…?n=N&last=LAST>; rel="next"` when a full page was returned, so clients
@@ -23,18 +25,16 @@ fn with_next_link(mut res: Response, base: &str, n: Option<usize>, items: &[Stri
     res
 }
 
-pub(super) async fn catalog(inner: &Inner, query: &HashMap<String, String>) -> Result<Response> {
+pub(super) async fn catalog(
+    inner: &Inner,
+    query: &HashMap<String, String>,
+    principal: Option<&Principal>,
+) -> Result<Response> {
     let page = page(query)?;
     let repos: Vec<String> = if page.limit == Some(0) {
         Vec::new()
     } else {
-        inner
-            .metadata
-            .list_repositories(&page)
-            .await?
-            .into_iter()
-            .map(|r| r.to_string())
-            .collect()
+        visible_repositories(inner, &page, principal).await?
     };
     let body = serde_json::json!({ "repositories": repos }).to_string();
     Ok(with_next_link(
@@ -43,6 +43,50 @@ pub(super) async fn catalog(inner: &Inner, query: &HashMap<String, String>) -> R
         page.limit,
         &repos,
     ))
+}
+
+/// The catalog lists only repositories the caller may pull, as the authorizer says (a
+/// token's `registry:catalog:*` grant lets it list, the authorizer decides what it sees;
+/// distribution does the same). Filtering happens after listing: the store is asked for
+/// pages of `n` names from `last` (all names when there is no `n`), the visible ones are
+/// kept, until `n` visible names are found or the store runs out. The `Link` header's
+/// `last` is then the last name returned, which is exactly where the next page starts, so
+/// pages neither skip nor repeat; the cost is that a caller who sees few of many
+/// repositories makes the registry scan further for one page. A request without a
+/// principal (the middleware always sets one) is treated as anonymous.
+async fn visible_repositories(
+    inner: &Inner,
+    page: &Page,
+    principal: Option<&Principal>,
+) -> Result<Vec<String>> {
+    let anonymous = Principal::anonymous();
+    let principal = principal.unwrap_or(&anonymous);
+    let authorizer = inner.config.authorizer.as_ref();
+    let mut visible = Vec::new();
+    let mut last = page.last.clone();
+    loop {
+        let batch = inner
+            .metadata
+            .list_repositories(&Page::new(last.clone(), page.limit))
+            .await?;
+        let exhausted = page.limit.is_none_or(|n| batch.len() < n);
+        for name in &batch {
+            if authorizer
+                .allowed(principal, name)
+                .await?
+                .contains(Action::Pull)
+            {
+                visible.push(name.to_string());
+                if Some(visible.len()) == page.limit {
+                    return Ok(visible);
+                }
+            }
+        }
+        match batch.last() {
+            Some(name) if !exhausted => last = Some(name.to_string()),
+            _ => return Ok(visible),
+        }
+    }
 }
 
 pub(super) async fn tags(

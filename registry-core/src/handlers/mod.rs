@@ -46,7 +46,10 @@ async fn handle(inner: &Inner, req: Request) -> Result<Response> {
         Route::Base if m == Method::GET || m == Method::HEAD => {
             Ok(json_response(StatusCode::OK, "{}".into()))
         }
-        Route::Catalog if m == Method::GET => discovery::catalog(inner, &query).await,
+        Route::Catalog if m == Method::GET => {
+            let principal = parts.extensions.get::<crate::auth::Principal>();
+            discovery::catalog(inner, &query, principal).await
+        }
         Route::Tags(repo) if m == Method::GET => discovery::tags(inner, &repo, &query).await,
         Route::Referrers(repo, digest) if m == Method::GET => {
             discovery::referrers(inner, &repo, &digest, &query).await

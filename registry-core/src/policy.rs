@@ -1,0 +1,224 @@
+//! Registry-wide policies: read-only mode, immutable tags, and size limits for blobs.
+//! (The manifest size limit is [`RegistryConfig::max_manifest_size`](crate::RegistryConfig).)
+//!
+//! They are checked after authentication, so an anonymous caller learns nothing about the
+//! registry's mode before logging in: in the middleware for what the request line and
+//! headers already tell (a write in read-only mode, a declared size over the limit), and in
+//! the handlers for what only the body or the stored state can tell (the running size of
+//! an upload, the digest a tag points at).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use http::{HeaderMap, Method, header};
+use oci_spec_types::{ErrorCode, RepositoryName};
+use serde::Deserialize;
+
+use crate::auth::NamePattern;
+use crate::error::RegistryError;
+use crate::route::Route;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Registry-wide rules, on top of what callers are allowed to do.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Policy {
+    /// Refuse every write (`405 UNSUPPORTED`), e.g. during a migration or while the
+    /// storage is being repaired. Reads, and upload status queries, still work.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Repositories whose tags, once pushed, always point at the same manifest: a push of
+    /// a different manifest over an existing tag is `403 DENIED` and the old one stays.
+    /// Re-pushing the same manifest is fine (clients retry), and tags can still be deleted
+    /// by whoever may delete.
+    #[serde(default)]
+    pub immutable_tags: Vec<NamePattern>,
+    /// Largest blob accepted, in bytes: larger uploads are `400 SIZE_INVALID` and their
+    /// session is discarded.
+    #[serde(default)]
+    pub max_blob_size: Option<u64>,
+}
+
+impl Policy {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[must_use]
+    pub fn with_read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    #[must_use]
+    pub fn with_immutable_tags(mut self, repositories: NamePattern) -> Self {
+        self.immutable_tags.push(repositories);
+        self
+    }
+
+    #[must_use]
+    pub fn with_max_blob_size(mut self, bytes: Option<u64>) -> Self {
+        self.max_blob_size = bytes;
+        self
+    }
+
+    pub fn tags_immutable(&self, repository: &RepositoryName) -> bool {
+        self.immutable_tags
+            .iter()
+            .any(|p| p.matches(repository.as_str()))
+    }
+
+    /// What can be decided from the request line and headers alone.
+    pub(crate) fn check_request(
+        &self,
+        route: &Route,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<(), RegistryError> {
+        let write = !(method == Method::GET || method == Method::HEAD);
+        let on_repository = !matches!(route, Route::Base | Route::Catalog);
+        if self.read_only && write && on_repository {
+            return Err(RegistryError::oci(
+                ErrorCode::Unsupported,
+                "registry is in read-only mode",
+            ));
+        }
+        if let Some(limit) = self.max_blob_size
+            && matches!(route, Route::UploadStart(_) | Route::Upload(..))
+            && write
+        {
+            let declared = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            // A chunk's Content-Range end says how large the blob is at least.
+            let range_end = headers
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().rsplit_once('-'))
+                .and_then(|(_, end)| end.trim().parse::<u64>().ok())
+                .map(|end| end.saturating_add(1));
+            if declared.max(range_end).is_some_and(|n| n > limit) {
+                return Err(blob_too_large(limit));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn blob_too_large(limit: u64) -> RegistryError {
+    RegistryError::oci(
+        ErrorCode::SizeInvalid,
+        format!("blob is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// Set when a [`SizeLimited`] stream stopped because the upload grew past the limit.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tripped(Arc<AtomicBool>);
+
+impl Tripped {
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The limit exceeded while streaming, as the error the store sees.
+#[derive(Debug, thiserror::Error)]
+#[error("blob exceeds the size limit")]
+struct TooLarge;
+
+/// A body stream that fails once the upload (bytes already stored plus bytes passed)
+/// would exceed the limit, so an oversized upload is cut off instead of filling the disk.
+/// The flag, not the error, tells the handler what happened: a backend may wrap or
+/// replace the stream's error.
+pub(crate) struct SizeLimited<S> {
+    inner: S,
+    remaining: Option<u64>,
+    tripped: Tripped,
+}
+
+impl<S> SizeLimited<S> {
+    /// `stored`: bytes the session already holds; `limit`: `None` for no limit.
+    pub(crate) fn new(inner: S, stored: u64, limit: Option<u64>) -> (Self, Tripped) {
+        let tripped = Tripped::default();
+        let s = SizeLimited {
+            inner,
+            remaining: limit.map(|l| l.saturating_sub(stored)),
+            tripped: tripped.clone(),
+        };
+        (s, tripped)
+    }
+}
+
+impl<S, E> Stream for SizeLimited<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<BoxError>,
+{
+    type Item = Result<Bytes, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.tripped.get() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let len = chunk.len() as u64;
+                match self.remaining {
+                    Some(left) if len > left => {
+                        self.tripped.0.store(true, Ordering::Relaxed);
+                        Poll::Ready(Some(Err(Box::new(TooLarge))))
+                    }
+                    Some(left) => {
+                        self.remaining = Some(left - len);
+                        Poll::Ready(Some(Ok(chunk)))
+                    }
+                    None => Poll::Ready(Some(Ok(chunk))),
+                }
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn size_limited_trips_past_the_limit() {
+        let chunks = || {
+            futures::stream::iter(vec![
+                Ok::<_, std::io::Error>(Bytes::from_static(b"abcd")),
+                Ok(Bytes::from_static(b"efgh")),
+            ])
+        };
+        let (s, tripped) = SizeLimited::new(chunks(), 0, Some(8));
+        let out: Vec<_> = s.collect().await;
+        assert!(out.iter().all(Result::is_ok) && !tripped.get());
+        let (s, tripped) = SizeLimited::new(chunks(), 1, Some(8));
+        let out: Vec<_> = s.collect().await;
+        assert!(out[1].is_err() && tripped.get());
+    }
+
+    #[test]
+    fn read_only_refuses_writes_only() {
+        let p = Policy::new().with_read_only(true);
+        let repo: RepositoryName = "a".parse().unwrap();
+        let tags = Route::Tags(repo.clone());
+        let h = HeaderMap::new();
+        assert!(p.check_request(&tags, &Method::GET, &h).is_ok());
+        assert!(p.check_request(&Route::UploadStart(repo), &Method::POST, &h).is_err());
+    }
+}
