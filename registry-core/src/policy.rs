@@ -219,6 +219,9 @@ mod tests {
         let tags = Route::Tags(repo.clone());
         let h = HeaderMap::new();
         assert!(p.check_request(&tags, &Method::GET, &h).is_ok());
-        assert!(p.check_request(&Route::UploadStart(repo), &Method::POST, &h).is_err());
+        assert!(
+            p.check_request(&Route::UploadStart(repo), &Method::POST, &h)
+                .is_err()
+        );
     }
 }

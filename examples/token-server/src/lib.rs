@@ -197,8 +197,8 @@ impl TokenServer {
                 .find(|g| g.kind == "repository" && g.name == name.as_str())
             {
                 Some(g) => {
-                    let merged = Actions::parse_list(g.actions.iter().map(String::as_str))
-                        .union(granted);
+                    let merged =
+                        Actions::parse_list(g.actions.iter().map(String::as_str)).union(granted);
                     *g = Grant::repository(name.as_str(), merged);
                 }
                 None => grants.push(Grant::repository(name.as_str(), granted)),
@@ -275,7 +275,7 @@ async fn token(
     let grants = server.grants(&principal, &scopes);
     tracing::info!(user = ?principal.name, ?scopes, ?grants, "token issued");
     match server.sign(&principal, grants) {
-        Ok(body) => (StatusCode::OK, axum::Json(body)).into_response(),
+        Ok(body) => json(StatusCode::OK, &body),
         Err(e) => {
             tracing::error!(error = %e, "cannot sign token");
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
@@ -285,7 +285,13 @@ async fn token(
 
 fn error(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "errors": [{ "code": "UNAUTHORIZED", "message": message }] });
-    (status, axum::Json(body)).into_response()
+    json(status, &body)
+}
+
+fn json(status: StatusCode, body: &impl Serialize) -> Response {
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".into());
+    let content_type = [(header::CONTENT_TYPE, "application/json")];
+    (status, content_type, text).into_response()
 }
 
 /// Formats Unix seconds as RFC 3339 UTC (`2024-05-01T12:00:00Z`), without a date crate:

@@ -260,7 +260,8 @@ mod tests {
     use super::*;
 
     fn pat(s: &str) -> NamePattern {
-        s.parse().unwrap_or_else(|_| NamePattern("<invalid>".into()))
+        s.parse()
+            .unwrap_or_else(|_| NamePattern("<invalid>".into()))
     }
 
     #[test]

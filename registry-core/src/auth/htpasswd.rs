@@ -167,7 +167,9 @@ fn dummy_hash() -> &'static str {
 }
 
 /// The user and password of a `Basic` `Authorization` header. `Ok(None)`: no header.
-pub(crate) fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, AuthError> {
+pub(crate) fn basic_credentials(
+    headers: &HeaderMap,
+) -> Result<Option<(String, String)>, AuthError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
@@ -219,8 +221,11 @@ mod tests {
 
     #[tokio::test]
     async fn verifies_and_caches_only_the_right_password() {
-        let hash = bcrypt::hash("s3cret", 4).unwrap_or_default().replacen("$2b$", "$2y$", 1);
-        let ht = Htpasswd::parse(&format!("# users\nalice:{hash}\n")).unwrap_or_else(|e| panic!("{e}"));
+        let hash = bcrypt::hash("s3cret", 4)
+            .unwrap_or_default()
+            .replacen("$2b$", "$2y$", 1);
+        let ht =
+            Htpasswd::parse(&format!("# users\nalice:{hash}\n")).unwrap_or_else(|e| panic!("{e}"));
         let ok = ht.authenticate(&basic("alice", "s3cret")).await;
         assert_eq!(ok.ok(), Some(Principal::user("alice")));
         // Cached now; a wrong password must still fail, every time.

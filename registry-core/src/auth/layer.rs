@@ -143,7 +143,8 @@ fn without_mount(uri: &Uri) -> Result<Uri, RegistryError> {
     let refused = |_| RegistryError::InvalidParameter("malformed upload query".into());
     let mut parts = uri.clone().into_parts();
     parts.path_and_query = Some(pq.parse().map_err(refused)?);
-    Uri::from_parts(parts).map_err(|_| RegistryError::InvalidParameter("malformed upload query".into()))
+    Uri::from_parts(parts)
+        .map_err(|_| RegistryError::InvalidParameter("malformed upload query".into()))
 }
 
 #[cfg(test)]
@@ -159,7 +160,12 @@ mod tests {
             without_mount(&uri).unwrap().to_string(),
             "/v2/a/blobs/uploads/?digest=sha256:y"
         );
-        let uri: Uri = "/v2/a/blobs/uploads/?mount=sha256:x&from=b".parse().unwrap();
-        assert_eq!(without_mount(&uri).unwrap().to_string(), "/v2/a/blobs/uploads/");
+        let uri: Uri = "/v2/a/blobs/uploads/?mount=sha256:x&from=b"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            without_mount(&uri).unwrap().to_string(),
+            "/v2/a/blobs/uploads/"
+        );
     }
 }

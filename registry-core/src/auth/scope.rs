@@ -135,12 +135,18 @@ mod tests {
             ["repository:a:pull,push"]
         );
         assert_eq!(
-            scopes(Method::POST, &format!("/v2/a/blobs/uploads/?mount={d}&from=b/c")),
+            scopes(
+                Method::POST,
+                &format!("/v2/a/blobs/uploads/?mount={d}&from=b/c")
+            ),
             ["repository:a:pull,push", "repository:b/c:pull"]
         );
         // An invalid `from` is no mount at all (the handler ignores it too).
         assert_eq!(
-            scopes(Method::POST, &format!("/v2/a/blobs/uploads/?mount={d}&from=B")),
+            scopes(
+                Method::POST,
+                &format!("/v2/a/blobs/uploads/?mount={d}&from=B")
+            ),
             ["repository:a:pull,push"]
         );
     }
