@@ -23,6 +23,8 @@ use crate::handlers::now_ms;
 #[non_exhaustive]
 pub struct GcConfig {
     /// How long something unreferenced is kept (default 24 h; zero is allowed, for tests).
+    /// A review postponed under one grace period keeps its due time if the setting is
+    /// later lowered.
     pub grace: Duration,
     /// Delete untagged, unreferenced manifests older than this. `None` (the default)
     /// keeps them.
