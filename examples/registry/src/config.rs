@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
@@ -16,9 +17,10 @@ pub const DEFAULT_STORAGE: &str = "./registry-data/blobs";
 pub const DEFAULT_METADATA: &str = "sqlite://./registry-data/registry.db";
 
 /// The storage schemes this build can open.
-pub const STORAGE_SCHEMES: &str = "fs:// (or a plain path)";
+pub const STORAGE_SCHEMES: &str = "fs:// (or a plain path) and s3://";
 /// The metadata schemes this build can open.
-pub const METADATA_SCHEMES: &str = "sqlite:// (or a plain path to a SQLite file)";
+pub const METADATA_SCHEMES: &str =
+    "sqlite:// (or a plain path to a SQLite file) and postgres:// (or postgresql://)";
 
 #[derive(Debug, Parser)]
 #[command(name = "registry", version, about = "An OCI container registry.")]
@@ -31,6 +33,18 @@ pub struct Cli {
 pub enum Command {
     /// Serve the OCI distribution API.
     Serve(ServeArgs),
+    /// Run one garbage-collection pass against the stores, then exit. Safe while a
+    /// server runs on the same stores (passes take turns).
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub common: ServeArgs,
+    /// Print what would be deleted, and how many bytes, without deleting anything.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -45,9 +59,23 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRY_STORAGE", value_name = "URL")]
     pub storage: Option<String>,
     /// Metadata database: `sqlite://relative/path`, `sqlite:///abs/path` or a plain path
-    /// [default: sqlite://./registry-data/registry.db].
+    /// [default: sqlite://./registry-data/registry.db], or `postgres://user@host:port/db`.
     #[arg(long, env = "REGISTRY_METADATA", value_name = "URL")]
     pub metadata: Option<String>,
+    /// Keep unreferenced blobs and links this long before garbage collection deletes them
+    /// [default: 24h]. `0s` is allowed.
+    #[arg(long, env = "REGISTRY_GC_GRACE", value_name = "DURATION")]
+    pub gc_grace: Option<String>,
+    /// How often the background garbage collector runs [default: 10m]; `off` disables it.
+    #[arg(long, env = "REGISTRY_GC_INTERVAL", value_name = "DURATION")]
+    pub gc_interval: Option<String>,
+    /// Also delete untagged, unreferenced manifests older than this [default: keep them].
+    #[arg(long, env = "REGISTRY_GC_UNTAGGED_TTL", value_name = "DURATION")]
+    pub gc_untagged_ttl: Option<String>,
+    /// Redirect blob downloads of at least this many bytes to presigned URLs, when the
+    /// blob store can sign them (S3) [default: off].
+    #[arg(long, env = "REGISTRY_REDIRECT_MIN_SIZE", value_name = "BYTES")]
+    pub redirect_min_size: Option<u64>,
 }
 
 /// The config file. Unknown keys are an error, so a typo does not pass silently.
@@ -57,6 +85,10 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub storage: Option<String>,
     pub metadata: Option<String>,
+    pub gc_grace: Option<String>,
+    pub gc_interval: Option<String>,
+    pub gc_untagged_ttl: Option<String>,
+    pub redirect_min_size: Option<u64>,
 }
 
 impl FileConfig {
@@ -87,6 +119,8 @@ impl FileConfig {
 #[non_exhaustive]
 pub enum StorageUrl {
     Fs(PathBuf),
+    /// `s3://BUCKET/PREFIX?endpoint=..&region=..`, parsed by `storage-s3`.
+    S3(String),
 }
 
 /// Where metadata lives.
@@ -94,6 +128,17 @@ pub enum StorageUrl {
 #[non_exhaustive]
 pub enum MetadataUrl {
     Sqlite(PathBuf),
+    /// A libpq-style URL, parsed by `metadata-postgres`.
+    Postgres(String),
+}
+
+/// Garbage-collection settings of `serve` and `gc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcSettings {
+    pub grace: Duration,
+    /// `None`: no background collector.
+    pub interval: Option<Duration>,
+    pub untagged_ttl: Option<Duration>,
 }
 
 /// Everything `serve` needs, validated.
@@ -102,6 +147,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub storage: StorageUrl,
     pub metadata: MetadataUrl,
+    pub gc: GcSettings,
+    pub redirect_min_size: Option<u64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -123,6 +170,11 @@ pub enum ConfigError {
     EmptyPath {
         setting: &'static str,
         url: String,
+    },
+    Duration {
+        setting: &'static str,
+        value: String,
+        message: String,
     },
 }
 
@@ -152,6 +204,14 @@ impl fmt::Display for ConfigError {
             ConfigError::EmptyPath { setting, url } => {
                 write!(f, "{setting} URL `{url}` has no path")
             }
+            ConfigError::Duration {
+                setting,
+                value,
+                message,
+            } => write!(
+                f,
+                "invalid {setting} `{value}`: {message} (examples: 0s, 90s, 15m, 24h, 7days)"
+            ),
         }
     }
 }
@@ -170,10 +230,27 @@ impl Settings {
         let listen = pick(&args.listen, &file.listen, DEFAULT_LISTEN);
         let storage = pick(&args.storage, &file.storage, DEFAULT_STORAGE);
         let metadata = pick(&args.metadata, &file.metadata, DEFAULT_METADATA);
+        let grace = pick(&args.gc_grace, &file.gc_grace, "24h");
+        let interval = pick(&args.gc_interval, &file.gc_interval, "10m");
+        let untagged = args
+            .gc_untagged_ttl
+            .clone()
+            .or_else(|| file.gc_untagged_ttl.clone());
         Ok(Settings {
             listen: parse_listen(&listen)?,
             storage: parse_storage(&storage)?,
             metadata: parse_metadata(&metadata)?,
+            gc: GcSettings {
+                grace: parse_duration("gc-grace", &grace)?,
+                interval: match interval.trim() {
+                    "off" => None,
+                    other => Some(parse_duration("gc-interval", other)?),
+                },
+                untagged_ttl: untagged
+                    .map(|u| parse_duration("gc-untagged-ttl", &u))
+                    .transpose()?,
+            },
+            redirect_min_size: args.redirect_min_size.or(file.redirect_min_size),
         })
     }
 
@@ -195,6 +272,14 @@ pub fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
             value: value.to_string(),
             message: format!("{e} (expected IP:PORT, e.g. 127.0.0.1:5000 or [::]:5000)"),
         })
+}
+
+pub fn parse_duration(setting: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|e| ConfigError::Duration {
+        setting,
+        value: value.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// Splits `scheme://rest`; `None` for a plain path.
@@ -224,6 +309,9 @@ pub fn parse_storage(url: &str) -> Result<StorageUrl, ConfigError> {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("fs") => {
             non_empty("storage", url, rest).map(StorageUrl::Fs)
         }
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("s3") => {
+            Ok(StorageUrl::S3(url.to_string()))
+        }
         Some((scheme, _)) => Err(ConfigError::UnsupportedScheme {
             setting: "storage",
             url: url.to_string(),
@@ -239,6 +327,12 @@ pub fn parse_metadata(url: &str) -> Result<MetadataUrl, ConfigError> {
         None => non_empty("metadata", url, url).map(MetadataUrl::Sqlite),
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("sqlite") => {
             non_empty("metadata", url, rest).map(MetadataUrl::Sqlite)
+        }
+        Some((scheme, _))
+            if scheme.eq_ignore_ascii_case("postgres")
+                || scheme.eq_ignore_ascii_case("postgresql") =>
+        {
+            Ok(MetadataUrl::Postgres(url.to_string()))
         }
         Some((scheme, _)) => Err(ConfigError::UnsupportedScheme {
             setting: "metadata",
@@ -259,6 +353,7 @@ mod tests {
             listen: listen.map(String::from),
             storage: storage.map(String::from),
             metadata: metadata.map(String::from),
+            ..ServeArgs::default()
         }
     }
 
@@ -309,7 +404,9 @@ mod tests {
             "/etc/registry.toml",
         ])
         .unwrap();
-        let Command::Serve(a) = cli.command;
+        let Command::Serve(a) = cli.command else {
+            panic!("expected serve");
+        };
         assert_eq!(a.listen.as_deref(), Some("[::1]:5001"));
         assert_eq!(a.storage.as_deref(), Some("fs:///srv/blobs"));
         assert_eq!(a.metadata.as_deref(), Some("sqlite:///srv/registry.db"));
@@ -357,15 +454,45 @@ mod tests {
 
     #[test]
     fn unknown_schemes_name_the_supported_ones() {
-        let e = parse_storage("s3://bucket/prefix").unwrap_err();
+        let e = parse_storage("gs://bucket/prefix").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("s3://"), "{msg}");
-        assert!(msg.contains("fs://"), "{msg}");
+        assert!(msg.contains("gs://"), "{msg}");
+        assert!(msg.contains("fs://") && msg.contains("s3://"), "{msg}");
+        assert_eq!(
+            parse_storage("s3://b/p?region=x"),
+            Ok(StorageUrl::S3("s3://b/p?region=x".into()))
+        );
 
-        let e = parse_metadata("postgres://user@host/db").unwrap_err();
+        let e = parse_metadata("mysql://user@host/db").unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("postgres://"), "{msg}");
-        assert!(msg.contains("sqlite://"), "{msg}");
+        assert!(msg.contains("mysql://"), "{msg}");
+        assert!(
+            msg.contains("sqlite://") && msg.contains("postgres://"),
+            "{msg}"
+        );
+        assert_eq!(
+            parse_metadata("postgres://u@h:5432/db"),
+            Ok(MetadataUrl::Postgres("postgres://u@h:5432/db".into()))
+        );
+    }
+
+    #[test]
+    fn gc_settings() {
+        let s = Settings::resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        assert_eq!(s.gc.grace, Duration::from_secs(24 * 3600));
+        assert_eq!(s.gc.interval, Some(Duration::from_secs(600)));
+        assert_eq!(s.gc.untagged_ttl, None);
+        let file = FileConfig::parse(
+            "gc_grace = \"0s\"\ngc_interval = \"off\"\ngc_untagged_ttl = \"7days\"",
+        )
+        .unwrap();
+        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        assert_eq!(s.gc.grace, Duration::ZERO);
+        assert_eq!(s.gc.interval, None);
+        assert_eq!(s.gc.untagged_ttl, Some(Duration::from_secs(7 * 86400)));
+        let bad = FileConfig::parse("gc_grace = \"soon\"").unwrap();
+        let e = Settings::resolve(&ServeArgs::default(), &bad).unwrap_err();
+        assert!(e.to_string().contains("soon"), "{e}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use registry_core::{Registry, RegistryConfig};
+use registry_core::{GcConfig, RedirectConfig, Registry, RegistryConfig};
 use storage_traits::{BlobStore, MetadataStore};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -33,6 +33,10 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => match Settings::from_args(&args) {
             Ok(settings) => serve(settings).await,
+            Err(e) => Err(e.into()),
+        },
+        Command::Gc(args) => match Settings::from_args(&args.common) {
+            Ok(settings) => gc(settings, args.dry_run).await,
             Err(e) => Err(e.into()),
         },
     };
@@ -60,11 +64,63 @@ fn init_tracing() {
         .init();
 }
 
-async fn serve(settings: Settings) -> Result<(), BoxError> {
+fn gc_config(settings: &Settings) -> GcConfig {
+    let mut config = GcConfig::default()
+        .with_grace(settings.gc.grace)
+        .with_untagged_manifest_ttl(settings.gc.untagged_ttl);
+    if let Some(interval) = settings.gc.interval {
+        config = config.with_interval(interval);
+    }
+    config
+}
+
+async fn open_registry(settings: &Settings) -> Result<Registry, BoxError> {
     let blobs = open_blobs(&settings.storage)?;
-    let metadata = open_metadata(&settings.metadata)?;
-    let registry = Registry::new(blobs, metadata, RegistryConfig::default());
+    let metadata = open_metadata(&settings.metadata).await?;
+    let redirect = settings
+        .redirect_min_size
+        .map(|min| RedirectConfig::new(min, std::time::Duration::from_secs(600)));
+    if redirect.is_some() && blobs.signer().is_none() {
+        tracing::warn!("redirects requested, but this blob store cannot presign URLs");
+    }
+    let config = RegistryConfig::default().with_redirect(redirect);
+    Ok(Registry::new(blobs, metadata, config))
+}
+
+/// `registry gc`: one pass, then a summary (and with `--dry-run`, the would-be deletions).
+async fn gc(settings: Settings, dry_run: bool) -> Result<(), BoxError> {
+    let registry = open_registry(&settings).await?;
+    let report = registry
+        .collect_garbage(&gc_config(&settings), dry_run)
+        .await?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for (repo, digest) in &report.manifests {
+        println!("{verb} manifest {repo}@{digest}");
+    }
+    for (repo, digest) in &report.links {
+        println!("{verb} link {repo} -> {digest}");
+    }
+    for (digest, size) in &report.blobs {
+        println!("{verb} blob {digest} ({size} bytes)");
+    }
+    println!(
+        "{verb} {} manifests, {} links, {} blobs, {} bytes; {} reviews still queued",
+        report.manifests.len(),
+        report.links.len(),
+        report.blobs.len(),
+        report.bytes_freed,
+        report.queued
+    );
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> Result<(), BoxError> {
+    let registry = open_registry(&settings).await?;
     let maintenance = registry.spawn_maintenance();
+    let collector = settings
+        .gc
+        .interval
+        .map(|_| registry.spawn_gc(gc_config(&settings)));
 
     let app = registry.router().layer(
         TraceLayer::new_for_http()
@@ -80,6 +136,9 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     maintenance.abort();
+    if let Some(c) = collector {
+        c.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -94,10 +153,16 @@ fn open_blobs(url: &StorageUrl) -> Result<Arc<dyn BlobStore>, BoxError> {
             tracing::info!(path = %root.display(), "blobs in a local folder");
             Ok(Arc::new(store))
         }
+        StorageUrl::S3(url) => {
+            let store = storage_s3::S3BlobStore::from_url(url)
+                .map_err(|e| format!("cannot use S3 storage {url}: {e}"))?;
+            tracing::info!(url = %url, "blobs in S3");
+            Ok(Arc::new(store))
+        }
     }
 }
 
-fn open_metadata(url: &MetadataUrl) -> Result<Arc<dyn MetadataStore>, BoxError> {
+async fn open_metadata(url: &MetadataUrl) -> Result<Arc<dyn MetadataStore>, BoxError> {
     match url {
         MetadataUrl::Sqlite(path) => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -108,6 +173,13 @@ fn open_metadata(url: &MetadataUrl) -> Result<Arc<dyn MetadataStore>, BoxError> 
             let store = metadata_sqlite::SqliteMetadataStore::open(path)
                 .map_err(|e| format!("cannot open SQLite database {}: {e}", path.display()))?;
             tracing::info!(path = %path.display(), "metadata in SQLite");
+            Ok(Arc::new(store))
+        }
+        MetadataUrl::Postgres(url) => {
+            let store = metadata_postgres::PostgresMetadataStore::connect(url)
+                .await
+                .map_err(|e| format!("cannot use PostgreSQL: {e}"))?;
+            tracing::info!("metadata in PostgreSQL");
             Ok(Arc::new(store))
         }
     }

@@ -129,10 +129,10 @@ fn file_beats_defaults() {
 fn unsupported_schemes_fail_clearly() {
     let dir = tempdir();
     let mut cmd = serve(dir.path());
-    cmd.args(["--listen", "127.0.0.1:0", "--storage", "s3://x"]);
+    cmd.args(["--listen", "127.0.0.1:0", "--storage", "gs://x"]);
     let (code, stderr) = failure(cmd);
     assert_ne!(code, 0);
-    assert!(stderr.contains("s3://"), "{stderr}");
+    assert!(stderr.contains("gs://"), "{stderr}");
     assert!(
         stderr.contains("fs://"),
         "names the supported scheme: {stderr}"
@@ -140,9 +140,9 @@ fn unsupported_schemes_fail_clearly() {
 
     let mut cmd = serve(dir.path());
     cmd.args(["--listen", "127.0.0.1:0"])
-        .env("REGISTRY_METADATA", "postgres://user@localhost/registry");
+        .env("REGISTRY_METADATA", "mysql://user@localhost/registry");
     let (_, stderr) = failure(cmd);
-    assert!(stderr.contains("postgres://"), "{stderr}");
+    assert!(stderr.contains("mysql://"), "{stderr}");
     assert!(
         stderr.contains("sqlite://"),
         "names the supported scheme: {stderr}"
