@@ -56,6 +56,7 @@ pub(crate) struct Client {
     bucket: Bucket,
     credentials: rusty_s3::Credentials,
     max_retries: usize,
+    list_page_size: usize,
 }
 
 impl Client {
@@ -87,6 +88,7 @@ impl Client {
             bucket,
             credentials,
             max_retries: cfg.max_retries,
+            list_page_size: cfg.list_page_size,
         })
     }
 
@@ -241,6 +243,7 @@ impl Client {
             .send("LIST", prefix, || {
                 let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
                 action.with_prefix(prefix);
+                action.with_max_keys(self.list_page_size);
                 if let Some(t) = token {
                     action.with_continuation_token(t);
                 }

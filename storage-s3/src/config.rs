@@ -46,11 +46,14 @@ pub struct S3Config {
     pub part_size: usize,
     pub connect_timeout: Duration,
     /// Longest wait for any single read from a connection (a stalled server is an error,
-    /// never a hang).
+    /// never a hang). It also bounds the pause between two reads of a download stream by
+    /// its consumer: a download whose reader stalls longer than this fails.
     pub read_timeout: Duration,
     /// Retries of a request that failed to connect or got a 5xx/429 answer, with
     /// exponential backoff and jitter.
     pub max_retries: usize,
+    /// Keys per `ListObjectsV2` page (S3's maximum, 1,000, by default).
+    pub list_page_size: usize,
 }
 
 impl S3Config {
@@ -67,6 +70,7 @@ impl S3Config {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(60),
             max_retries: 3,
+            list_page_size: 1000,
         }
     }
 
@@ -104,7 +108,9 @@ impl S3Config {
                         "true" | "1" => true,
                         "false" | "0" => false,
                         _ => {
-                            return Err(config(format!("path_style={v:?}: expected true or false")));
+                            return Err(config(format!(
+                                "path_style={v:?}: expected true or false"
+                            )));
                         }
                     }
                 }
@@ -166,6 +172,11 @@ impl S3Config {
         self
     }
 
+    pub fn with_list_page_size(mut self, keys: usize) -> Self {
+        self.list_page_size = keys;
+        self
+    }
+
     /// Fills in what the environment provides and checks the rest.
     pub(crate) fn resolve(&self) -> Result<Resolved, StorageError> {
         self.resolve_with(&ProcessEnv)
@@ -176,6 +187,12 @@ impl S3Config {
             return Err(config(format!(
                 "part_size {} is outside {MIN_PART_SIZE}..={MAX_BUFFERED_PART_SIZE}",
                 self.part_size
+            )));
+        }
+        if !(1..=1000).contains(&self.list_page_size) {
+            return Err(config(format!(
+                "list_page_size {} is outside 1..=1000",
+                self.list_page_size
             )));
         }
         let profile = self.profile.as_deref();
