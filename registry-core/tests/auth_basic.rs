@@ -29,7 +29,10 @@ fn config() -> RegistryConfig {
         .with_group("team-a", ["alice"])
         .with_rule(
             AccessRule::new(
-                ["conformance/*".parse().unwrap(), "team-a/*".parse().unwrap()],
+                [
+                    "conformance/*".parse().unwrap(),
+                    "team-a/*".parse().unwrap(),
+                ],
                 Action::ALL,
             )
             .with_groups(["team-a"]),
@@ -107,7 +110,14 @@ async fn push_image_as(reg: &TestRegistry, who: (&str, &str), repo: &str, tag: &
 }
 
 async fn catalog_as(reg: &TestRegistry, who: (&str, &str), query: &str) -> Reply {
-    as_user(reg, who, Method::GET, &format!("/v2/_catalog{query}"), vec![]).await
+    as_user(
+        reg,
+        who,
+        Method::GET,
+        &format!("/v2/_catalog{query}"),
+        vec![],
+    )
+    .await
 }
 
 fn repos(r: &Reply) -> Vec<String> {
@@ -139,7 +149,10 @@ async fn missing_or_wrong_credentials_are_401_with_a_challenge() {
     let r = reg.get("/v2/").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.code(), "UNAUTHORIZED");
-    assert_eq!(r.header("WWW-Authenticate"), Some("Basic realm=\"registry\""));
+    assert_eq!(
+        r.header("WWW-Authenticate"),
+        Some("Basic realm=\"registry\"")
+    );
     assert_eq!(
         r.header("Docker-Distribution-API-Version"),
         Some("registry/2.0")
@@ -184,7 +197,14 @@ async fn authenticated_but_not_allowed_is_403_and_leaves_nothing() {
     push_image_as(&reg, ALICE, "team-a/app", "v1").await;
 
     // bob may not read team-a, nor write there.
-    let r = as_user(&reg, BOB, Method::GET, "/v2/team-a/app/manifests/v1", vec![]).await;
+    let r = as_user(
+        &reg,
+        BOB,
+        Method::GET,
+        "/v2/team-a/app/manifests/v1",
+        vec![],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.code(), "DENIED");
     let r = push_blob_as(&reg, BOB, "team-a/app", b"bob was here").await;

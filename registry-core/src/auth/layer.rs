@@ -82,6 +82,15 @@ async fn check(inner: &Inner, req: &mut Request) -> Result<(), RegistryError> {
         .policy
         .check_request(&route, req.method(), req.headers())?;
     if let Decision::AllowWithoutMount = decision {
+        if authn.challenge_when_denied() {
+            // Token clients ask for the source scope when challenged for it, and fall
+            // back to an ordinary upload if the token server refuses (as with
+            // distribution, which requires the source scope).
+            return Err(RegistryError::Unauthorized {
+                challenge: authn.challenge(&access, Some(&AuthError::InsufficientScope)),
+                message: "mounting needs pull access to the source repository".into(),
+            });
+        }
         *req.uri_mut() = without_mount(req.uri())?;
     }
     req.extensions_mut().insert(principal);

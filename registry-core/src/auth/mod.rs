@@ -23,9 +23,12 @@
 //!   learn to ask the token server for a wider token.
 //! - With token auth, the token's grants are authoritative, and are intersected with the
 //!   authorizer's answer (which is [`AllowAll`] unless a policy is configured).
-//! - A cross-repository mount needs pull on the source. Without it the mount is silently
-//!   dropped and the request is an ordinary upload start, as the spec allows when a mount
-//!   cannot be done; this reveals nothing about the source repository.
+//! - A cross-repository mount needs pull on the source. Without it, with Basic (or any
+//!   authenticator that answers 403), the mount is dropped and the request is an ordinary
+//!   upload start, as the spec allows when a mount cannot be done: nothing about the source
+//!   is revealed and the client just uploads. With token auth the answer is `401` with a
+//!   challenge naming both scopes, as distribution does: clients then fetch a token that
+//!   covers the source, or fall back to uploading when the token server refuses it.
 
 mod access;
 mod htpasswd;
