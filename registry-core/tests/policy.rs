@@ -87,7 +87,7 @@ async fn immutable_tags_keep_their_manifest() {
     assert_eq!(r.status, StatusCode::CREATED);
     let d = Digest::sha256_of(&other_bytes);
     let r = reg
-        .put_manifest("release/app", &d.to_string(), &other_bytes)
+        .put_manifest("release/app", d.as_ref(), &other_bytes)
         .await;
     assert_eq!(r.status, StatusCode::CREATED);
 
