@@ -321,6 +321,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("token-server.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.service, "registry");
+        assert!(config.private_key.ends_with("token.key"));
+        let alice = Principal::user("alice");
+        assert_eq!(
+            config.policy.actions_for(&alice, "team-a/app"),
+            Actions::ALL
+        );
+        assert!(config.policy.is_public("library/alpine"));
+    }
+
+    #[test]
     fn dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
