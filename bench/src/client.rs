@@ -144,6 +144,20 @@ impl Registry {
         }
     }
 
+    /// One request that must answer 200; the body, if any, is read and dropped.
+    pub async fn request_ok(&self, method: Method, url: Url, accept: &str) -> Result<()> {
+        let what = format!("{method} {url}");
+        let res = self
+            .send(
+                self.http.request(method, url).header("accept", accept),
+                &what,
+            )
+            .await?;
+        let res = expect(res.status(), StatusCode::OK, &what, res).await?;
+        res.bytes().await.with_context(|| format!("{what}: body"))?;
+        Ok(())
+    }
+
     /// `HEAD /v2/<repo>/blobs/<digest>`: does the repository see the blob?
     pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
         let what = format!("HEAD blob {digest} in {repo}");

@@ -155,6 +155,21 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         duration: u64,
     },
+    /// Time-bounded GET or HEAD load from our own client (for HEAD, which wrk cannot do).
+    Load {
+        #[arg(long, default_value = "manifest_head")]
+        scenario: String,
+        #[arg(long, default_value = "/v2/bench/wrk/manifests/latest")]
+        path: String,
+        #[arg(long, default_value = "HEAD")]
+        method: String,
+        #[arg(long, default_value = content::OCI_MANIFEST)]
+        accept: String,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
     /// Whole-process CPU time and VmHWM of --server-pid.
     Proc,
     /// Renders JSON-lines files of a comparison run as Markdown tables.
@@ -299,6 +314,25 @@ async fn main() -> Result<()> {
             requests,
             concurrency,
         } => scenarios::tags_list(&ctx, &scenario, &repo, tags, requests, concurrency).await?,
+        Cmd::Load {
+            scenario,
+            path,
+            method,
+            accept,
+            concurrency,
+            duration,
+        } => {
+            scenarios::load(
+                &ctx,
+                &scenario,
+                &method,
+                &path,
+                &accept,
+                concurrency,
+                std::time::Duration::from_secs(duration),
+            )
+            .await?
+        }
         Cmd::Wrk {
             scenario,
             path,

@@ -407,3 +407,52 @@ pub async fn setup_manifest(registry: &Registry, repo: &str, tag: &str) -> Resul
         .put_manifest(repo, tag, image.manifest(&format!("{repo}:{tag}")))
         .await
 }
+
+/// Time-bounded load of one request (`GET` or `HEAD` of `path` with `accept`) from
+/// `concurrency` tasks of our own client. For HEAD, which wrk cannot drive (its HTTP parser
+/// waits for a body after `Content-Length`, wg/wrk#198).
+pub async fn load(
+    ctx: &Ctx,
+    scenario: &str,
+    method: &str,
+    path: &str,
+    accept: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<ScenarioResult> {
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .with_context(|| format!("invalid method {method}"))?;
+    let url = ctx.registry.url(path)?;
+    // Warm the connection pool so connects are not timed.
+    ctx.registry
+        .request_ok(method.clone(), url.clone(), accept)
+        .await?;
+    let deadline = Instant::now() + duration;
+    let timer = Timer::start(ctx.proc)?;
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let registry = ctx.registry.clone();
+        let (method, url, accept) = (method.clone(), url.clone(), accept.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                registry
+                    .request_ok(method.clone(), url.clone(), &accept)
+                    .await?;
+                latencies.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.context("load task panicked")??);
+    }
+    let mut r = timer.finish(ctx, scenario, &latencies, 0)?;
+    r.extra.insert("concurrency".into(), concurrency.into());
+    r.extra.insert("method".into(), method.as_str().into());
+    r.extra
+        .insert("driver".into(), "registry-bench (reqwest)".into());
+    Ok(r)
+}

@@ -88,6 +88,9 @@ pub fn run(ctx: &Ctx, scenario: &str, args: &WrkArgs) -> Result<ScenarioResult> 
         );
     }
     let s = parse_summary(&stdout)?;
+    if s.requests == 0.0 {
+        bail!("wrk completed no request in {}s", args.duration_secs);
+    }
     let secs = Duration::from_micros(s.duration_us as u64).as_secs_f64();
     let mut r = ScenarioResult {
         scenario: scenario.to_owned(),
