@@ -247,7 +247,8 @@ impl IntoResponse for RegistryError {
                         format!("blob {d} is being garbage-collected; retry in a moment"),
                         None,
                     );
-                    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    res.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                     res
                 }
                 other => internal(&other),

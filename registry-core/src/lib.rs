@@ -31,6 +31,7 @@ pub mod error;
 pub mod gc;
 mod handlers;
 pub mod hashing;
+pub mod import;
 pub mod policy;
 pub mod route;
 mod sessions;
@@ -43,8 +44,8 @@ use axum::routing::any;
 use storage_traits::{BlobStore, MetadataStore};
 
 pub use error::RegistryError;
-pub use policy::Policy;
 pub use gc::{GcConfig, GcReport};
+pub use policy::Policy;
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]

@@ -1,0 +1,422 @@
+//! Import from CNCF distribution's storage layout: fills the metadata database (and the
+//! blob store) from a registry that kept everything in files, so an operator can move to
+//! this registry without re-pushing anything.
+//!
+//! Distribution's layout under its root (`docker/registry/v2/`):
+//!
+//! ```text
+//! blobs/sha256/<2 hex>/<hex>/data                              every blob and manifest
+//! repositories/<name>/_layers/sha256/<hex>/link                blobs the repository may serve
+//! repositories/<name>/_manifests/revisions/sha256/<hex>/link   manifests of the repository
+//! repositories/<name>/_manifests/tags/<tag>/current/link       what each tag points at
+//! ```
+//!
+//! Every step is idempotent (a blob already in the store is not copied again, links and
+//! manifests are upserts), so re-running an import, or resuming one that stopped, is safe.
+//! Blob bytes are hashed while copied, so a corrupt source file is reported, not imported.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use oci_spec_types::{Digest, ParsedManifest, RepositoryName, Tag};
+use storage_traits::{BlobStoreExt, ByteStream, MetadataError, NewManifest, StorageError};
+
+use crate::Registry;
+use crate::error::RegistryError;
+use crate::hashing::SharedHasher;
+
+/// Where an import reads from: a read-only view of a distribution storage root.
+#[async_trait]
+pub trait ImportSource: Debug + Send + Sync {
+    /// Names directly inside `dir` (a `/`-separated path below the root); empty if the
+    /// folder does not exist.
+    async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError>;
+    /// A small file's content (links, manifests), `None` if missing.
+    async fn read(&self, path: &str) -> Result<Option<Bytes>, StorageError>;
+    /// A blob's bytes, streamed.
+    async fn open(&self, path: &str) -> Result<ByteStream, StorageError>;
+}
+
+/// A distribution root on a local filesystem (its `rootdirectory` setting).
+#[derive(Debug, Clone)]
+pub struct FsSource {
+    root: PathBuf,
+}
+
+impl FsSource {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FsSource { root: root.into() }
+    }
+}
+
+fn io(e: std::io::Error) -> StorageError {
+    StorageError::backend("import-fs", e)
+}
+
+#[async_trait]
+impl ImportSource for FsSource {
+    async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        let mut rd = match tokio::fs::read_dir(self.root.join(dir)).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(io(e)),
+        };
+        while let Some(entry) = rd.next_entry().await.map_err(io)? {
+            if let Some(name) = entry.file_name().to_str() {
+                out.push(name.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
+        match tokio::fs::read(self.root.join(path)).await {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    async fn open(&self, path: &str) -> Result<ByteStream, StorageError> {
+        let file = tokio::fs::File::open(self.root.join(path))
+            .await
+            .map_err(io)?;
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
+        Ok(stream.map(|r| r.map_err(io)).boxed())
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportReport {
+    pub repositories: usize,
+    /// Blobs copied into the blob store (already present ones are not counted).
+    pub blobs_copied: usize,
+    pub bytes_copied: u64,
+    pub links: usize,
+    pub manifests: usize,
+    pub tags: usize,
+    /// Things that could not be imported, with the reason (the import goes on).
+    pub skipped: Vec<String>,
+}
+
+const V2: &str = "docker/registry/v2";
+
+fn blob_path(d: &Digest) -> String {
+    let hex = d.hex();
+    format!(
+        "{V2}/blobs/{}/{}/{hex}/data",
+        d.algorithm(),
+        hex.get(..2).unwrap_or(hex)
+    )
+}
+
+impl Registry {
+    /// Imports every repository, blob link, manifest and tag of a distribution root.
+    pub async fn import(&self, source: &dyn ImportSource) -> Result<ImportReport, RegistryError> {
+        let mut report = ImportReport::default();
+        let mut repos = Vec::new();
+        find_repositories(source, "", &mut repos).await?;
+        for name in repos {
+            let Ok(repo) = name.parse::<RepositoryName>() else {
+                report
+                    .skipped
+                    .push(format!("repository {name:?}: not a valid name"));
+                continue;
+            };
+            report.repositories += 1;
+            self.import_repository(source, &repo, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn import_repository(
+        &self,
+        source: &dyn ImportSource,
+        repo: &RepositoryName,
+        report: &mut ImportReport,
+    ) -> Result<(), RegistryError> {
+        let base = format!("{V2}/repositories/{repo}");
+        for digest in link_dir(source, &format!("{base}/_layers"), report).await? {
+            if let Some(size) = self.copy_blob(source, &digest, report).await? {
+                self.link(repo, &digest, size).await?;
+                report.links += 1;
+            }
+        }
+        // Manifests, children before the indexes that reference them: retry the ones that
+        // miss a child until a round makes no progress.
+        let mut pending = Vec::new();
+        for digest in link_dir(source, &format!("{base}/_manifests/revisions"), report).await? {
+            match source.read(&blob_path(&digest)).await? {
+                Some(bytes) if digest.matches(&bytes) => pending.push((digest, bytes)),
+                Some(_) => report.skipped.push(format!(
+                    "{repo}@{digest}: content does not match its digest"
+                )),
+                None => report
+                    .skipped
+                    .push(format!("{repo}@{digest}: manifest bytes missing")),
+            }
+        }
+        let mut stored = BTreeSet::new();
+        loop {
+            let before = pending.len();
+            let mut still = Vec::new();
+            for (digest, bytes) in pending {
+                match self
+                    .import_manifest(source, repo, &digest, &bytes, None, report)
+                    .await?
+                {
+                    true => {
+                        stored.insert(digest.clone());
+                        report.manifests += 1;
+                    }
+                    false => still.push((digest, bytes)),
+                }
+            }
+            pending = still;
+            if pending.is_empty() || pending.len() == before {
+                break;
+            }
+        }
+        for (digest, _) in &pending {
+            report.skipped.push(format!(
+                "{repo}@{digest}: references content that is not in the source"
+            ));
+        }
+        for tag in source.list(&format!("{base}/_manifests/tags")).await? {
+            let Ok(t) = tag.parse::<Tag>() else {
+                report
+                    .skipped
+                    .push(format!("{repo}:{tag}: not a valid tag"));
+                continue;
+            };
+            let link = source
+                .read(&format!("{base}/_manifests/tags/{tag}/current/link"))
+                .await?;
+            let Some(digest) = link.as_deref().and_then(parse_link) else {
+                report
+                    .skipped
+                    .push(format!("{repo}:{tag}: no readable current link"));
+                continue;
+            };
+            if !stored.contains(&digest) {
+                report.skipped.push(format!(
+                    "{repo}:{tag}: points at {digest}, which was not imported"
+                ));
+                continue;
+            }
+            let Some(bytes) = source.read(&blob_path(&digest)).await? else {
+                continue;
+            };
+            if self
+                .import_manifest(source, repo, &digest, &bytes, Some(t), report)
+                .await?
+            {
+                report.tags += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores one manifest (and links any blob it needs that the source has); false if it
+    /// references a manifest not imported yet.
+    async fn import_manifest(
+        &self,
+        source: &dyn ImportSource,
+        repo: &RepositoryName,
+        digest: &Digest,
+        bytes: &Bytes,
+        tag: Option<Tag>,
+        report: &mut ImportReport,
+    ) -> Result<bool, RegistryError> {
+        let parsed = match ParsedManifest::parse(None, bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                report.skipped.push(format!("{repo}@{digest}: {e}"));
+                return Ok(true);
+            }
+        };
+        // Distribution does not always keep a `_layers` link for every blob a manifest
+        // uses (configs pushed by old clients, say): link what the source has.
+        for blob in parsed.required_blobs() {
+            if self.inner.metadata.blob_link(repo, &blob).await?.is_none()
+                && let Some(size) = self.copy_blob(source, &blob, report).await?
+            {
+                self.link(repo, &blob, size).await?;
+                report.links += 1;
+            }
+        }
+        let manifest = NewManifest::new(
+            repo.clone(),
+            digest.clone(),
+            parsed.media_type.clone(),
+            bytes.clone(),
+        )
+        .with_artifact_type(parsed.effective_artifact_type())
+        .with_subject(parsed.subject.as_ref().map(|s| s.digest.clone()))
+        .with_annotations(parsed.annotations.clone())
+        .with_blob_refs(parsed.required_blobs())
+        .with_manifest_refs(parsed.required_manifests())
+        .with_tag(tag);
+        match crate::gc::retry_while_being_deleted(|| self.inner.metadata.put_manifest(&manifest))
+            .await
+        {
+            Ok(()) => {}
+            Err(MetadataError::MissingReferences { manifests, .. }) if !manifests.is_empty() => {
+                return Ok(false);
+            }
+            Err(MetadataError::MissingReferences { blobs, .. }) => {
+                report.skipped.push(format!(
+                    "{repo}@{digest}: blobs missing from the source: {blobs:?}"
+                ));
+                return Ok(true);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if self.inner.blobs.stat(digest).await?.is_none() {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            self.inner
+                .blobs
+                .put_bytes(&id, digest, bytes.clone())
+                .await?;
+        }
+        Ok(true)
+    }
+
+    async fn link(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), RegistryError> {
+        crate::gc::retry_while_being_deleted(|| self.inner.metadata.link_blob(repo, digest, size))
+            .await?;
+        Ok(())
+    }
+
+    /// Copies a blob from the source unless the store has it; its size, or `None` (and a
+    /// note in the report) if the source lacks it or its bytes do not match the digest.
+    async fn copy_blob(
+        &self,
+        source: &dyn ImportSource,
+        digest: &Digest,
+        report: &mut ImportReport,
+    ) -> Result<Option<u64>, RegistryError> {
+        if let Some(info) = self.inner.blobs.stat(digest).await? {
+            return Ok(Some(info.size));
+        }
+        let stream = match source.open(&blob_path(digest)).await {
+            Ok(s) => s,
+            Err(_) => {
+                report
+                    .skipped
+                    .push(format!("blob {digest}: not in the source"));
+                return Ok(None);
+            }
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let blobs = &self.inner.blobs;
+        blobs.start_upload(&id).await?;
+        let hasher = SharedHasher::resume(None);
+        let result = async {
+            let stream = match &hasher {
+                Some(h) => h.tee(stream),
+                None => stream,
+            };
+            let size = blobs.write_upload(&id, 0, stream).await?;
+            let computed = match hasher.as_ref().and_then(SharedHasher::digest) {
+                Some(d) if digest.algorithm() == oci_spec_types::Algorithm::Sha256 => d,
+                _ => {
+                    crate::hashing::digest_of_upload(blobs.as_ref(), &id, digest.algorithm())
+                        .await?
+                }
+            };
+            if computed != *digest {
+                return Ok(None);
+            }
+            blobs.finish_upload(&id, digest).await?;
+            Ok::<_, StorageError>(Some(size))
+        }
+        .await;
+        match result {
+            Ok(Some(size)) => {
+                report.blobs_copied += 1;
+                report.bytes_copied += size;
+                Ok(Some(size))
+            }
+            Ok(None) => {
+                let _ = blobs.abort_upload(&id).await;
+                report.skipped.push(format!(
+                    "blob {digest}: source bytes do not match the digest"
+                ));
+                Ok(None)
+            }
+            Err(e) => {
+                let _ = blobs.abort_upload(&id).await;
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// `sha256:<hex>` from a link file.
+fn parse_link(bytes: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+/// The digests of a `<dir>/sha256/<hex>/link` tree (layers or manifest revisions).
+async fn link_dir(
+    source: &dyn ImportSource,
+    dir: &str,
+    report: &mut ImportReport,
+) -> Result<Vec<Digest>, StorageError> {
+    let mut out = Vec::new();
+    for alg in source.list(dir).await? {
+        for hex in source.list(&format!("{dir}/{alg}")).await? {
+            let link = source.read(&format!("{dir}/{alg}/{hex}/link")).await?;
+            match link.as_deref().and_then(parse_link) {
+                Some(d) => out.push(d),
+                None => report
+                    .skipped
+                    .push(format!("{dir}/{alg}/{hex}: unreadable link")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Repository names: folders below `repositories/` that hold `_manifests` or `_layers`.
+async fn find_repositories(
+    source: &dyn ImportSource,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> Result<(), StorageError> {
+    let mut stack = vec![prefix.to_string()];
+    while let Some(rel) = stack.pop() {
+        let dir = if rel.is_empty() {
+            format!("{V2}/repositories")
+        } else {
+            format!("{V2}/repositories/{rel}")
+        };
+        let entries = source.list(&dir).await?;
+        if entries.iter().any(|e| e == "_manifests" || e == "_layers") && !rel.is_empty() {
+            out.push(rel.clone());
+        }
+        for e in entries.into_iter().filter(|e| !e.starts_with('_')) {
+            stack.push(if rel.is_empty() {
+                e
+            } else {
+                format!("{rel}/{e}")
+            });
+        }
+    }
+    out.sort();
+    Ok(())
+}
