@@ -51,6 +51,7 @@
 //! None.
 
 mod gc;
+mod insights;
 mod store;
 
 pub mod migrations;

@@ -820,4 +820,8 @@ impl MetadataStore for SqliteMetadataStore {
     fn gc(&self) -> Option<&dyn storage_traits::GcMetadata> {
         Some(self)
     }
+
+    fn insights(&self) -> Option<&dyn storage_traits::InsightsMetadata> {
+        Some(self)
+    }
 }

@@ -82,7 +82,7 @@ impl Policy {
         headers: &HeaderMap,
     ) -> Result<(), RegistryError> {
         let write = !(method == Method::GET || method == Method::HEAD);
-        let on_repository = !matches!(route, Route::Base | Route::Catalog);
+        let on_repository = !matches!(route, Route::Base | Route::Catalog | Route::Extension(_));
         if self.read_only && write && on_repository {
             return Err(RegistryError::oci(
                 ErrorCode::Unsupported,

@@ -23,6 +23,9 @@ pub enum Route {
     /// `/v2/<name>/blobs/uploads/<id>`
     Upload(RepositoryName, String),
     Referrers(RepositoryName, Digest),
+    /// `/v2/_ext/<rest>`: this registry's own API beyond the spec (insights, sorted and
+    /// filtered listings). `_` cannot start a repository name, so it never collides.
+    Extension(String),
 }
 
 impl Route {
@@ -39,6 +42,9 @@ impl Route {
         };
         if rest == "_catalog" {
             return Ok(Some(Route::Catalog));
+        }
+        if let Some(ext) = rest.strip_prefix("_ext/") {
+            return Ok(Some(Route::Extension(ext.to_string())));
         }
         let segs: Vec<&str> = rest.split('/').collect();
         let n = segs.len();

@@ -15,6 +15,7 @@
 pub mod blob;
 pub mod error;
 pub mod gc;
+pub mod insights;
 pub mod metadata;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
@@ -22,6 +23,7 @@ pub mod testsuite;
 pub use blob::{BlobInfo, BlobSigner, BlobStore, BlobStoreExt, ByteStream, GetRange, GetResult};
 pub use error::{MetadataError, StorageError};
 pub use gc::{GcMetadata, GcOutcome, GcPolicy, GcReview, ReviewTarget};
+pub use insights::InsightsMetadata;
 pub use metadata::{
     ManifestRecord, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
 };

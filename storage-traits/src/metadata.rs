@@ -272,4 +272,9 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
     fn gc(&self) -> Option<&dyn crate::GcMetadata> {
         None
     }
+
+    /// The insight queries, if this store has them.
+    fn insights(&self) -> Option<&dyn crate::InsightsMetadata> {
+        None
+    }
 }

@@ -46,7 +46,8 @@ impl Access {
         };
         match route {
             Route::Base => Access::Base,
-            Route::Catalog => Access::Catalog,
+            // Insights reveal every repository's name and size: catalog-level access.
+            Route::Catalog | Route::Extension(_) => Access::Catalog,
             Route::Tags(n) | Route::Manifest(n, _) | Route::Blob(n, _) | Route::Referrers(n, _) => {
                 repo(n, by_method)
             }

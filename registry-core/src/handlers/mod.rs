@@ -4,6 +4,7 @@
 
 mod blobs;
 mod discovery;
+mod insights;
 mod manifests;
 mod uploads;
 
@@ -51,6 +52,7 @@ async fn handle(inner: &Inner, req: Request) -> Result<Response> {
             discovery::catalog(inner, &query, principal).await
         }
         Route::Tags(repo) if m == Method::GET => discovery::tags(inner, &repo, &query).await,
+        Route::Extension(path) if m == Method::GET => insights::get(inner, &path, &query).await,
         Route::Referrers(repo, digest) if m == Method::GET => {
             discovery::referrers(inner, &repo, &digest, &query).await
         }
