@@ -32,7 +32,10 @@ async fn distribution_2_8_fails_exactly_the_known_checks() {
         ),
     };
     // The expected failures are those of 2.8; another version is a different baseline.
-    assert!(version.contains(" 2.8."), "expected docker-registry 2.8, found {version:?}");
+    assert!(
+        version.contains(" 2.8."),
+        "expected docker-registry 2.8, found {version:?}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
