@@ -3,4 +3,5 @@
 //! crate, so a failure names both the case and the backend.
 
 pub mod blob;
+pub mod gc;
 pub mod metadata;
