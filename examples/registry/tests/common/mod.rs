@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod oci_layout;
+pub mod services;
+pub mod skopeo_flow;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
