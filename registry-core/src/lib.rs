@@ -32,6 +32,7 @@ pub mod gc;
 mod handlers;
 pub mod hashing;
 pub mod import;
+pub mod ops;
 pub mod policy;
 pub mod route;
 mod sessions;
@@ -175,6 +176,7 @@ impl Registry {
                 self.inner.clone(),
                 auth::layer::middleware,
             ))
+            .layer(axum::middleware::from_fn(ops::middleware::track))
             .with_state(self.inner.clone())
     }
 

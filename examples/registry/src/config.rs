@@ -76,6 +76,27 @@ pub struct ServeArgs {
     /// blob store can sign them (S3) [default: off].
     #[arg(long, env = "REGISTRY_REDIRECT_MIN_SIZE", value_name = "BYTES")]
     pub redirect_min_size: Option<u64>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key) [default: plain HTTP].
+    #[arg(long, env = "REGISTRY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "REGISTRY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Log format: `text` or `json` (one JSON object per line) [default: text].
+    #[arg(long, env = "REGISTRY_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Send push and delete notifications to this URL (repeatable; in the environment,
+    /// comma-separated) [default: none].
+    #[arg(
+        long = "webhook-url",
+        env = "REGISTRY_WEBHOOK_URL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub webhook_url: Vec<String>,
+    /// Time limit of one webhook delivery attempt [default: 5s].
+    #[arg(long, env = "REGISTRY_WEBHOOK_TIMEOUT", value_name = "DURATION")]
+    pub webhook_timeout: Option<String>,
 }
 
 /// The config file. Unknown keys are an error, so a typo does not pass silently.
@@ -89,6 +110,29 @@ pub struct FileConfig {
     pub gc_interval: Option<String>,
     pub gc_untagged_ttl: Option<String>,
     pub redirect_min_size: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub log_format: Option<String>,
+    /// One URL or a list of them.
+    pub webhook_url: Option<OneOrMany>,
+    pub webhook_timeout: Option<String>,
+}
+
+/// A TOML value that may be a single string or an array of strings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
 }
 
 impl FileConfig {
@@ -141,6 +185,28 @@ pub struct GcSettings {
     pub untagged_ttl: Option<Duration>,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The certificate chain and key of HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where push and delete notifications go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    pub urls: Vec<url::Url>,
+    pub timeout: Duration,
+}
+
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -149,6 +215,10 @@ pub struct Settings {
     pub metadata: MetadataUrl,
     pub gc: GcSettings,
     pub redirect_min_size: Option<u64>,
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    pub log_format: LogFormat,
+    pub webhooks: WebhookSettings,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -173,6 +243,17 @@ pub enum ConfigError {
     },
     Duration {
         setting: &'static str,
+        value: String,
+        message: String,
+    },
+    /// Only one of the certificate and the key was given.
+    TlsIncomplete {
+        missing: &'static str,
+    },
+    LogFormat {
+        value: String,
+    },
+    WebhookUrl {
         value: String,
         message: String,
     },
@@ -211,6 +292,17 @@ impl fmt::Display for ConfigError {
             } => write!(
                 f,
                 "invalid {setting} `{value}`: {message} (examples: 0s, 90s, 15m, 24h, 7days)"
+            ),
+            ConfigError::TlsIncomplete { missing } => write!(
+                f,
+                "TLS needs both a certificate and a key: {missing} is missing"
+            ),
+            ConfigError::LogFormat { value } => {
+                write!(f, "invalid log format `{value}`: expected `text` or `json`")
+            }
+            ConfigError::WebhookUrl { value, message } => write!(
+                f,
+                "invalid webhook URL `{value}`: {message} (expected http:// or https://)"
             ),
         }
     }
@@ -251,6 +343,29 @@ impl Settings {
                     .transpose()?,
             },
             redirect_min_size: args.redirect_min_size.or(file.redirect_min_size),
+            tls: parse_tls(
+                args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
+                args.tls_key.clone().or_else(|| file.tls_key.clone()),
+            )?,
+            log_format: parse_log_format(&pick(&args.log_format, &file.log_format, "text"))?,
+            webhooks: WebhookSettings {
+                urls: if args.webhook_url.is_empty() {
+                    file.webhook_url
+                        .clone()
+                        .map(OneOrMany::into_vec)
+                        .unwrap_or_default()
+                } else {
+                    args.webhook_url.clone()
+                }
+                .iter()
+                .filter(|u| !u.trim().is_empty())
+                .map(|u| parse_webhook_url(u))
+                .collect::<Result<_, _>>()?,
+                timeout: parse_duration(
+                    "webhook-timeout",
+                    &pick(&args.webhook_timeout, &file.webhook_timeout, "5s"),
+                )?,
+            },
         })
     }
 
@@ -272,6 +387,41 @@ pub fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
             value: value.to_string(),
             message: format!("{e} (expected IP:PORT, e.g. 127.0.0.1:5000 or [::]:5000)"),
         })
+}
+
+fn parse_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::TlsIncomplete { missing: "tls-key" }),
+        (None, Some(_)) => Err(ConfigError::TlsIncomplete {
+            missing: "tls-cert",
+        }),
+    }
+}
+
+pub fn parse_log_format(value: &str) -> Result<LogFormat, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "text" | "" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(ConfigError::LogFormat {
+            value: value.to_string(),
+        }),
+    }
+}
+
+pub fn parse_webhook_url(value: &str) -> Result<url::Url, ConfigError> {
+    let url = url::Url::parse(value.trim()).map_err(|e| ConfigError::WebhookUrl {
+        value: value.to_string(),
+        message: e.to_string(),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::WebhookUrl {
+            value: value.to_string(),
+            message: format!("unsupported scheme `{}`", url.scheme()),
+        });
+    }
+    Ok(url)
 }
 
 pub fn parse_duration(setting: &'static str, value: &str) -> Result<Duration, ConfigError> {

@@ -8,8 +8,15 @@
 //! (`REGISTRY_LISTEN`, `REGISTRY_STORAGE`, `REGISTRY_METADATA`, `REGISTRY_CONFIG`) or a key
 //! of a TOML file given with `--config`; a flag wins over the environment, which wins over
 //! the file. `RUST_LOG` sets the log filter (default `info`: one line per request).
+//!
+//! Operations: `--tls-cert FILE --tls-key FILE` serve HTTPS (plain HTTP otherwise);
+//! `/healthz`, `/readyz` and `/metrics` (Prometheus) are served next to `/v2/`;
+//! `--log-format json` writes one JSON object per line, and pushes, pulls and deletes are
+//! logged at target `registry::events`; `--webhook-url URL` (repeatable) sends push and
+//! delete notifications in CNCF distribution's envelope.
 
 mod config;
+mod tls;
 
 use std::error::Error;
 use std::io::IsTerminal;
@@ -17,28 +24,32 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use registry_core::ops::webhook::{self, Notifier, WebhookConfig};
 use registry_core::{GcConfig, RedirectConfig, Registry, RegistryConfig};
 use storage_traits::{BlobStore, MetadataStore};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use config::{Cli, Command, MetadataUrl, Settings, StorageUrl};
+use config::{Cli, Command, LogFormat, MetadataUrl, Settings, StorageUrl};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
-    let result = match cli.command {
-        Command::Serve(args) => match Settings::from_args(&args) {
-            Ok(settings) => serve(settings).await,
-            Err(e) => Err(e.into()),
-        },
-        Command::Gc(args) => match Settings::from_args(&args.common) {
-            Ok(settings) => gc(settings, args.dry_run).await,
-            Err(e) => Err(e.into()),
-        },
+    let (args, dry_run) = match &cli.command {
+        Command::Serve(args) => (args, None),
+        Command::Gc(args) => (&args.common, Some(args.dry_run)),
+    };
+    let result = match Settings::from_args(args) {
+        Ok(settings) => {
+            init_tracing(settings.log_format);
+            match dry_run {
+                None => serve(settings).await,
+                Some(dry_run) => gc(settings, dry_run).await,
+            }
+        }
+        Err(e) => Err(e.into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,13 +66,21 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+        // Event fields at the top level, next to `timestamp`, `level`, `target` and
+        // `message`; the request's span (method, uri) under `span`.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn gc_config(settings: &Settings) -> GcConfig {
@@ -122,19 +141,62 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         .interval
         .map(|_| registry.spawn_gc(gc_config(&settings)));
 
-    let app = registry.router().layer(
-        TraceLayer::new_for_http()
-            .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-            .on_response(DefaultOnResponse::new().level(Level::INFO)),
-    );
+    let mut api = registry.router();
+    let mut webhook_sender = None;
+    if !settings.webhooks.urls.is_empty() {
+        let config = WebhookConfig::new(settings.webhooks.urls.clone())
+            .with_timeout(settings.webhooks.timeout);
+        let (notifier, sender) =
+            Notifier::spawn(config).map_err(|e| format!("cannot start webhooks: {e}"))?;
+        tracing::info!(
+            count = settings.webhooks.urls.len(),
+            "push and delete notifications go to webhooks"
+        );
+        api = api.layer(axum::middleware::from_fn_with_state(
+            notifier,
+            webhook::middleware,
+        ));
+        webhook_sender = Some(sender);
+    }
+    let app = api
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        // Probes and scrapes: not traced, not behind authentication.
+        .merge(registry.ops_router());
+    // A TLS configuration that cannot load fails before the port is taken.
+    let tls = match &settings.tls {
+        Some(files) => Some(tls::server_config(&files.cert, &files.key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let local = listener.local_addr()?;
+    let shutdown = shutdown_signal();
     // Tests (and scripts using `--listen 127.0.0.1:0`) read the real port from this line.
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    match tls {
+        Some(config) => {
+            tracing::info!("listening on https://{local}");
+            let listener = tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?;
+        }
+        None => {
+            tracing::info!("listening on http://{local}");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?;
+        }
+    }
+    if let Some(sender) = webhook_sender {
+        // The router (and with it every notifier) is gone: the sender drains the queue
+        // and stops, or is cut short after a few seconds.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sender).await;
+    }
     maintenance.abort();
     if let Some(c) = collector {
         c.abort();

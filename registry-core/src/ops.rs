@@ -1,0 +1,201 @@
+//! Operations: liveness and readiness probes, Prometheus metrics, push/pull events as
+//! structured log lines, and webhook notifications.
+//!
+//! - [`Registry::ops_router`] serves `GET /healthz` (the process answers: always `200`),
+//!   `GET /readyz` (the stores answer: `200`, or `503` with a JSON reason) and
+//!   `GET /metrics` (Prometheus text format). It is a separate router, outside
+//!   authentication, so that a load balancer or Prometheus can reach it without
+//!   credentials; merge it next to [`Registry::router`] or serve it on another port.
+//! - [`Registry::router`] measures every request with a middleware of this module:
+//!   counts by route kind and status, latency, bytes in and out, 5xx answers. The route
+//!   kind is derived from [`crate::route::Route::parse`], never the raw path, so label
+//!   cardinality stays bounded whatever clients send.
+//! - The same middleware turns completed exchanges into [`RegistryEvent`]s (manifest
+//!   `PUT` 201 is a push, manifest or blob `GET` is a pull, `DELETE` 202 is a delete),
+//!   logs each at target `registry::events`, and attaches pushes and deletes to the
+//!   response's extensions, where an outer layer such as [`webhook::middleware`] finds
+//!   them.
+//!
+//! Metrics go through the [`metrics`](https://docs.rs/metrics) facade: a library records,
+//! the application chooses the recorder. [`metrics::install_prometheus`] (called by
+//! `ops_router`) installs a Prometheus recorder process-wide if the application has not
+//! installed one of its own; with its own recorder, the registry's metrics land there and
+//! `/metrics` answers `404`. The gauges read from the stores (upload sessions, GC queue)
+//! are refreshed at scrape time by `/metrics`, or by [`Registry::refresh_store_gauges`].
+//!
+//! ```no_run
+//! # async fn demo(registry: registry_core::Registry) {
+//! let app = registry.router().merge(registry.ops_router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await.unwrap();
+//! axum::serve(listener, app).await.unwrap();
+//! # }
+//! ```
+
+pub mod events;
+pub mod metrics;
+pub(crate) mod middleware;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, StatusCode, header};
+use oci_spec_types::Digest;
+use storage_traits::Page;
+
+pub use events::{Action, RegistryEvent};
+
+use crate::Registry;
+
+/// How long one readiness check may take before the store counts as unavailable.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The answer of the readiness checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Readiness {
+    /// Each check by name (`metadata`, `blobs`): `Ok(())` or why it failed.
+    pub checks: BTreeMap<&'static str, Result<(), String>>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.checks.values().all(Result::is_ok)
+    }
+
+    /// `{"status":"ready"|"unavailable","checks":{"metadata":"ok",...},"reason":"..."}`
+    pub fn to_json(&self) -> serde_json::Value {
+        let checks: serde_json::Map<String, serde_json::Value> = self
+            .checks
+            .iter()
+            .map(|(name, r)| {
+                let v = match r {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e.clone(),
+                };
+                ((*name).to_string(), serde_json::Value::String(v))
+            })
+            .collect();
+        let mut body = serde_json::json!({
+            "status": if self.is_ready() { "ready" } else { "unavailable" },
+            "checks": checks,
+        });
+        let failed: Vec<String> = self
+            .checks
+            .iter()
+            .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
+            .collect();
+        if !failed.is_empty() {
+            body["reason"] = serde_json::Value::String(failed.join("; "));
+        }
+        body
+    }
+}
+
+impl Registry {
+    /// `/healthz`, `/readyz` and `/metrics` (see the [module docs](self)). Not behind
+    /// authentication: merge it into the public router only if that is what you want,
+    /// or serve it on an internal port.
+    pub fn ops_router(&self) -> axum::Router {
+        metrics::install_prometheus();
+        axum::Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_endpoint))
+            .with_state(self.clone())
+    }
+
+    /// Checks that both stores answer: a one-row repository listing of the metadata
+    /// store and a `stat` of a fixed digest in the blob store (whether it exists does not
+    /// matter). Each check has a time limit of 5 s.
+    pub async fn readiness(&self) -> Readiness {
+        let metadata = async {
+            let page = Page::new(None, Some(1));
+            match tokio::time::timeout(CHECK_TIMEOUT, self.inner.metadata.list_repositories(&page))
+                .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+            }
+        };
+        let blobs = async {
+            let probe = Digest::sha256_of(b"");
+            match tokio::time::timeout(CHECK_TIMEOUT, self.inner.blobs.stat(&probe)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+            }
+        };
+        let (metadata, blobs) = tokio::join!(metadata, blobs);
+        let checks = BTreeMap::from([("metadata", metadata), ("blobs", blobs)]);
+        for (name, result) in &checks {
+            if let Err(e) = result {
+                tracing::warn!(check = name, error = %e, "readiness check failed");
+            }
+        }
+        Readiness { checks }
+    }
+
+    /// Sets the gauges that come from the stores: open upload sessions
+    /// (`registry_uploads_open`) and the GC review queue (`registry_gc_queue_length`).
+    /// `/metrics` calls this before each scrape; call it yourself if you export the
+    /// metrics another way. A store that fails leaves the gauge at its last value.
+    pub async fn refresh_store_gauges(&self) {
+        match self.inner.metadata.stale_uploads(i64::MAX).await {
+            Ok(sessions) => {
+                ::metrics::gauge!(metrics::UPLOADS_OPEN).set(sessions.len() as f64);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count upload sessions for metrics"),
+        }
+        if let Some(gc) = self.inner.metadata.gc() {
+            match gc.queue_length().await {
+                Ok(n) => ::metrics::gauge!(metrics::GC_QUEUE_LENGTH).set(n as f64),
+                Err(e) => tracing::warn!(error = %e, "cannot read the gc queue length"),
+            }
+        }
+    }
+}
+
+async fn healthz() -> Response {
+    json(StatusCode::OK, serde_json::json!({ "status": "alive" }))
+}
+
+async fn readyz(State(registry): State<Registry>) -> Response {
+    let readiness = registry.readiness().await;
+    let status = if readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, readiness.to_json())
+}
+
+async fn metrics_endpoint(State(registry): State<Registry>) -> Response {
+    let Some(handle) = metrics::install_prometheus() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics go to the application's own recorder\n",
+        )
+            .into_response();
+    };
+    registry.refresh_store_gauges().await;
+    let mut res = handle.render().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut res = (status, body.to_string()).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}

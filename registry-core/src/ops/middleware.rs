@@ -1,0 +1,164 @@
+//! The request-side middleware of [`crate::Registry::router`]: metrics and events.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{Method, header};
+use http_body::{Frame, SizeHint};
+
+use super::events::{Action, RegistryEvent, Target, from_exchange};
+use super::metrics::{
+    HTTP_DURATION, HTTP_REQUEST_BYTES, HTTP_REQUESTS, HTTP_RESPONSE_BYTES, STORE_ERRORS,
+    method_label, route_label,
+};
+use crate::route::Route;
+
+/// Measures a request, logs the event it amounts to, and attaches pushes and deletes to
+/// the response's extensions.
+pub(crate) async fn track(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let parsed = Route::parse(req.uri().path());
+    let route = route_label(&parsed);
+    let method = method_label(req.method());
+    let request_method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+
+    let received = Arc::new(AtomicU64::new(0));
+    let (parts, body) = req.into_parts();
+    let body = Body::new(Counted {
+        inner: body,
+        bytes: received.clone(),
+        counter: ::metrics::counter!(HTTP_REQUEST_BYTES, "route" => route),
+        finish: None,
+    });
+    let mut res = next.run(Request::from_parts(parts, body)).await;
+
+    let status = res.status();
+    let elapsed = start.elapsed();
+    ::metrics::counter!(
+        HTTP_REQUESTS,
+        "route" => route,
+        "method" => method,
+        "status" => status.as_str().to_owned()
+    )
+    .increment(1);
+    ::metrics::histogram!(HTTP_DURATION, "route" => route, "method" => method)
+        .record(elapsed.as_secs_f64());
+    if status.is_server_error() {
+        ::metrics::counter!(STORE_ERRORS, "route" => route).increment(1);
+    }
+
+    let event = match &parsed {
+        Ok(Some(r)) => from_exchange(
+            r,
+            &request_method,
+            content_type.as_deref(),
+            received.load(Ordering::Relaxed),
+            status,
+            res.headers(),
+        ),
+        _ => None,
+    };
+    // A blob download's event waits for its last byte: its size and duration are those
+    // of the transfer, and an aborted download still reports what it sent.
+    let mut finish = None;
+    if let Some(mut event) = event {
+        event.duration = elapsed;
+        let streamed = event.action == Action::Pull
+            && event.target == Target::Blob
+            && request_method == Method::GET
+            && status.is_success();
+        if streamed {
+            finish = Some(PendingPull { event, start });
+        } else {
+            event.log();
+            if event.action != Action::Pull {
+                res.extensions_mut().insert(event);
+            }
+        }
+    }
+    let (parts, body) = res.into_parts();
+    let body = Body::new(Counted {
+        inner: body,
+        bytes: Arc::new(AtomicU64::new(0)),
+        counter: ::metrics::counter!(HTTP_RESPONSE_BYTES, "route" => route),
+        finish,
+    });
+    Response::from_parts(parts, body)
+}
+
+struct PendingPull {
+    event: RegistryEvent,
+    start: Instant,
+}
+
+/// A body that counts its bytes as they pass, and logs a pending pull when it is done
+/// (or dropped half way).
+struct Counted {
+    inner: Body,
+    bytes: Arc<AtomicU64>,
+    counter: ::metrics::Counter,
+    finish: Option<PendingPull>,
+}
+
+impl Counted {
+    fn done(&mut self) {
+        if let Some(PendingPull { mut event, start }) = self.finish.take() {
+            event.size = Some(self.bytes.load(Ordering::Relaxed));
+            event.duration = start.elapsed();
+            event.log();
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        // Every field is `Unpin` (`Body` boxes its inner body).
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    this.bytes.fetch_add(n, Ordering::Relaxed);
+                    this.counter.increment(n);
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.done(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
