@@ -646,6 +646,73 @@ mod tests {
     }
 
     #[test]
+    fn ops_settings() {
+        let s = Settings::resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        assert_eq!(s.tls, None);
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert!(s.webhooks.urls.is_empty());
+        assert_eq!(s.webhooks.timeout, Duration::from_secs(5));
+
+        let file = FileConfig::parse(
+            "tls_cert = \"/etc/r/cert.pem\"\ntls_key = \"/etc/r/key.pem\"\n\
+             log_format = \"json\"\nwebhook_url = \"http://hooks/a\"\nwebhook_timeout = \"2s\"",
+        )
+        .unwrap();
+        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        assert_eq!(
+            s.tls,
+            Some(TlsFiles {
+                cert: "/etc/r/cert.pem".into(),
+                key: "/etc/r/key.pem".into()
+            })
+        );
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.webhooks.urls.len(), 1);
+        assert_eq!(s.webhooks.timeout, Duration::from_secs(2));
+
+        // Flags win over the file, the list form works, and one of cert/key is an error.
+        let list = FileConfig::parse("webhook_url = [\"http://a/\", \"https://b/x\"]").unwrap();
+        assert_eq!(
+            Settings::resolve(&ServeArgs::default(), &list)
+                .unwrap()
+                .webhooks
+                .urls
+                .len(),
+            2
+        );
+        let cli = Cli::try_parse_from([
+            "registry",
+            "serve",
+            "--webhook-url",
+            "http://one/",
+            "--webhook-url",
+            "http://two/",
+            "--log-format",
+            "TEXT",
+            "--tls-cert",
+            "c.pem",
+        ])
+        .unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(a.webhook_url.len(), 2);
+        let e = Settings::resolve(&a, &file).map(|s| s.tls);
+        assert_eq!(
+            e,
+            Ok(Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "/etc/r/key.pem".into()
+            }))
+        );
+        let e = Settings::resolve(&a, &FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("tls-key"), "{e}");
+        assert!(parse_log_format("xml").is_err());
+        assert!(parse_webhook_url("file:///etc/passwd").is_err());
+        assert!(parse_webhook_url("not a url").is_err());
+    }
+
+    #[test]
     fn listen_addresses() {
         assert!(parse_listen("0.0.0.0:5000").is_ok());
         assert!(parse_listen("[::]:5000").is_ok());
