@@ -26,14 +26,21 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "gc",
+        sql: include_str!("../migrations/0002_gc.sql"),
+    },
+];
 
 /// The newest schema version this build knows (the number of the last migration).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock key that serialises migrations within one database (the ASCII bytes
 /// of `"ocimeta1"`; advisory locks are per database, so other databases are unaffected).

@@ -18,7 +18,7 @@ use storage_traits::{
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 
-use crate::migrations;
+use crate::{gc, migrations};
 
 pub(crate) const BACKEND: &str = "postgres";
 
@@ -135,7 +135,7 @@ impl PostgresMetadataStore {
         Ok(store)
     }
 
-    async fn client(&self) -> Result<Object, Fail> {
+    pub(crate) async fn client(&self) -> Result<Object, Fail> {
         self.pool.get().await.map_err(|e| match e {
             PoolError::Backend(e) => Fail::Db(e),
             other => Fail::Meta(MetadataError::backend(BACKEND, other)),
@@ -145,7 +145,7 @@ impl PostgresMetadataStore {
     /// Runs `op` (one whole transaction or statement, connection included) until it
     /// succeeds, fails for a reason other than a serialization failure or deadlock, or
     /// has been tried [`MAX_ATTEMPTS`] times.
-    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, MetadataError>
+    pub(crate) async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, MetadataError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Fail>>,
@@ -209,11 +209,11 @@ impl From<MetadataError> for Fail {
     }
 }
 
-fn corrupt(what: impl fmt::Display) -> Fail {
+pub(crate) fn corrupt(what: impl fmt::Display) -> Fail {
     Fail::Meta(MetadataError::Corrupt(what.to_string()))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -229,7 +229,7 @@ fn to_sql_int(what: &str, n: u64) -> Result<i64, Fail> {
     })
 }
 
-fn from_sql_int(what: &str, n: i64) -> Result<u64, Fail> {
+pub(crate) fn from_sql_int(what: &str, n: i64) -> Result<u64, Fail> {
     u64::try_from(n).map_err(|_| corrupt(format!("negative {what} {n}")))
 }
 
@@ -238,12 +238,12 @@ fn sql_limit(page: &Page) -> Option<i64> {
     page.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX))
 }
 
-fn parse_digest(s: &str) -> Result<Digest, Fail> {
+pub(crate) fn parse_digest(s: &str) -> Result<Digest, Fail> {
     s.parse()
         .map_err(|e| corrupt(format!("stored digest {s:?}: {e}")))
 }
 
-fn parse_repo(s: &str) -> Result<RepositoryName, Fail> {
+pub(crate) fn parse_repo(s: &str) -> Result<RepositoryName, Fail> {
     s.parse()
         .map_err(|e| corrupt(format!("stored repository name {s:?}: {e}")))
 }
@@ -262,7 +262,7 @@ fn dedup(refs: &[Digest]) -> Vec<&str> {
         .collect()
 }
 
-async fn repo_id(c: &impl GenericClient, name: &str) -> Result<Option<i64>, Fail> {
+pub(crate) async fn repo_id(c: &impl GenericClient, name: &str) -> Result<Option<i64>, Fail> {
     let stmt = c
         .prepare_cached("SELECT id FROM repositories WHERE name = $1")
         .await?;
@@ -339,6 +339,10 @@ async fn put_manifest_tx(
 ) -> Result<(), Fail> {
     let now = now_ms();
     let repo = m.repository.as_str();
+    let size = to_sql_int("manifest size", m.content.len() as u64)?;
+    // The manifest's bytes are a blob too: hold its row (and refuse a digest being
+    // garbage-collected) before anything else, as link_blob does.
+    gc::hold_blob(tx, m.digest.as_str(), size).await?;
     let existing_repo = repo_id(tx, repo).await?;
     let blob_refs = dedup(&m.blob_refs);
     let manifest_refs = dedup(&m.manifest_refs);
@@ -373,21 +377,77 @@ async fn put_manifest_tx(
         Some(id) => id,
         None => ensure_repo(tx, repo, now).await?,
     };
-    let manifest_id =
+    let (manifest_id, inserted) =
         manifest_row(tx, repo_id, m, annotations, now, &blob_refs, &manifest_refs).await?;
 
-    if let Some(tag) = &m.tag {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (repo_id, name) DO UPDATE
-                     SET manifest_id = EXCLUDED.manifest_id, updated_at = EXCLUDED.updated_at",
-            )
-            .await?;
-        tx.execute(&stmt, &[&repo_id, &tag.as_str(), &manifest_id, &now])
-            .await?;
+    match &m.tag {
+        Some(tag) => {
+            let previous = point_tag(tx, repo_id, tag.as_str(), manifest_id, now).await?;
+            // Re-tagging leaves the previous manifest possibly untagged.
+            if let Some(previous) = previous {
+                gc::enqueue(tx, gc::Kind::Manifest, repo, &previous, now).await?;
+            }
+        }
+        // Pushed by digest: untagged from the start.
+        None if inserted => {
+            gc::enqueue(tx, gc::Kind::Manifest, repo, m.digest.as_str(), now).await?;
+        }
+        None => {}
     }
     Ok(())
+}
+
+/// Points the tag at `manifest_id` and returns the digest of the manifest it pointed at
+/// before, if another. The tag row is locked (or inserted) before it is read, so of two
+/// puts moving one tag the second sees the first's manifest as the previous one, and
+/// every manifest a tag leaves is queued for review.
+async fn point_tag(
+    tx: &Transaction<'_>,
+    repo_id: i64,
+    tag: &str,
+    manifest_id: i64,
+    now: i64,
+) -> Result<Option<String>, Fail> {
+    let lock = tx
+        .prepare_cached(
+            "SELECT t.manifest_id, m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
+             WHERE t.repo_id = $1 AND t.name = $2 FOR UPDATE OF t",
+        )
+        .await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (repo_id, name) DO NOTHING RETURNING 1",
+        )
+        .await?;
+    let update = tx
+        .prepare_cached(
+            "UPDATE tags SET manifest_id = $3, updated_at = $4 WHERE repo_id = $1 AND name = $2",
+        )
+        .await?;
+    // Each round finds the tag or inserts it, unless a concurrent put inserts it between
+    // the two statements and a delete removes it again.
+    for _ in 0..3 {
+        if let Some(row) = tx.query_opt(&lock, &[&repo_id, &tag]).await? {
+            let current: i64 = row.try_get(0)?;
+            tx.execute(&update, &[&repo_id, &tag, &manifest_id, &now])
+                .await?;
+            return Ok((current != manifest_id)
+                .then(|| row.try_get(1))
+                .transpose()?);
+        }
+        if tx
+            .query_opt(&insert, &[&repo_id, &tag, &manifest_id, &now])
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
+    }
+    Err(Fail::Meta(MetadataError::backend(
+        BACKEND,
+        format!("tag {tag} kept appearing and disappearing under concurrent writes"),
+    )))
 }
 
 /// The id of the manifest row, inserted with its reference rows if absent, and in either
@@ -401,7 +461,7 @@ async fn manifest_row(
     now: i64,
     blob_refs: &[&str],
     manifest_refs: &[&str],
-) -> Result<i64, Fail> {
+) -> Result<(i64, bool), Fail> {
     let digest = m.digest.as_str();
     let find = tx
         .prepare_cached("SELECT id FROM manifests WHERE repo_id = $1 AND digest = $2 FOR SHARE")
@@ -425,7 +485,7 @@ async fn manifest_row(
         if let Some(row) = tx.query_opt(&find, &[&repo_id, &digest]).await? {
             // Already stored: the same digest is the same bytes and references, so only
             // the tag may change.
-            return Ok(row.try_get(0)?);
+            return Ok((row.try_get(0)?, false));
         }
         let inserted = tx
             .query_opt(
@@ -463,7 +523,7 @@ async fn manifest_row(
                     .await?;
                 tx.execute(&stmt, &[&id, &manifest_refs]).await?;
             }
-            return Ok(id);
+            return Ok((id, true));
         }
     }
     Err(Fail::Meta(MetadataError::backend(
@@ -541,20 +601,11 @@ impl MetadataStore for PostgresMetadataStore {
             let tx = c.transaction().await?;
             let now = now_ms();
             let id = ensure_repo(&tx, repo, now).await?;
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO blobs (digest, size) VALUES ($1, $2)
-                     ON CONFLICT (digest) DO NOTHING",
-                )
-                .await?;
-            tx.execute(&stmt, &[&digest, &size]).await?;
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3)
-                     ON CONFLICT (repo_id, digest) DO NOTHING",
-                )
-                .await?;
-            tx.execute(&stmt, &[&id, &digest, &now]).await?;
+            gc::hold_blob(&tx, digest, size).await?;
+            gc::hold_link(&tx, id, digest, now).await?;
+            // Until a manifest references it, the link is an upload that may never be
+            // used; (re-)linking restarts its grace period.
+            gc::enqueue(&tx, gc::Kind::Link, repo, digest, now).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -593,16 +644,22 @@ impl MetadataStore for PostgresMetadataStore {
     ) -> Result<bool, MetadataError> {
         let (repo, digest) = (repo.as_str(), digest.as_str());
         self.retry(move || async move {
-            let c = self.client().await?;
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
             // Waits for any put_manifest holding this link FOR SHARE.
-            let stmt = c
+            let stmt = tx
                 .prepare_cached(
                     "DELETE FROM repository_blobs
                      WHERE repo_id = (SELECT id FROM repositories WHERE name = $1)
                        AND digest = $2",
                 )
                 .await?;
-            Ok(c.execute(&stmt, &[&repo, &digest]).await? > 0)
+            let removed = tx.execute(&stmt, &[&repo, &digest]).await? > 0;
+            if removed {
+                gc::enqueue(&tx, gc::Kind::Blob, "", digest, now_ms()).await?;
+            }
+            tx.commit().await?;
+            Ok(removed)
         })
         .await
     }
@@ -662,17 +719,30 @@ impl MetadataStore for PostgresMetadataStore {
     ) -> Result<bool, MetadataError> {
         let (repo, digest) = (repo.as_str(), digest.as_str());
         self.retry(move || async move {
-            let c = self.client().await?;
-            // One statement: the row lock it takes waits for puts that hold the manifest
-            // FOR SHARE; its tags and reference rows go with it (ON DELETE CASCADE).
-            let stmt = c
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            let Some(rid) = repo_id(&tx, repo).await? else {
+                return Ok(false);
+            };
+            // The row lock waits for puts that hold the manifest FOR SHARE, and keeps its
+            // reference rows as they are while they are queued for review.
+            let stmt = tx
                 .prepare_cached(
-                    "DELETE FROM manifests
-                     WHERE repo_id = (SELECT id FROM repositories WHERE name = $1)
-                       AND digest = $2",
+                    "SELECT id FROM manifests WHERE repo_id = $1 AND digest = $2 FOR UPDATE",
                 )
                 .await?;
-            Ok(c.execute(&stmt, &[&repo, &digest]).await? > 0)
+            let Some(row) = tx.query_opt(&stmt, &[&rid, &digest]).await? else {
+                return Ok(false);
+            };
+            let id: i64 = row.try_get(0)?;
+            gc::enqueue_orphans_of_manifest(&tx, repo, rid, id, digest, now_ms()).await?;
+            // Its tags and reference rows go with it (ON DELETE CASCADE).
+            let stmt = tx
+                .prepare_cached("DELETE FROM manifests WHERE id = $1")
+                .await?;
+            tx.execute(&stmt, &[&id]).await?;
+            tx.commit().await?;
+            Ok(true)
         })
         .await
     }
@@ -721,15 +791,24 @@ impl MetadataStore for PostgresMetadataStore {
     async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool, MetadataError> {
         let (repo, tag) = (repo.as_str(), tag.as_str());
         self.retry(move || async move {
-            let c = self.client().await?;
-            let stmt = c
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            let stmt = tx
                 .prepare_cached(
-                    "DELETE FROM tags
-                     WHERE repo_id = (SELECT id FROM repositories WHERE name = $1)
-                       AND name = $2",
+                    "DELETE FROM tags t
+                     USING repositories r, manifests m
+                     WHERE r.name = $1 AND t.repo_id = r.id AND t.name = $2
+                       AND m.id = t.manifest_id
+                     RETURNING m.digest",
                 )
                 .await?;
-            Ok(c.execute(&stmt, &[&repo, &tag]).await? > 0)
+            let Some(row) = tx.query_opt(&stmt, &[&repo, &tag]).await? else {
+                return Ok(false);
+            };
+            let untagged: String = row.try_get(0)?;
+            gc::enqueue(&tx, gc::Kind::Manifest, repo, &untagged, now_ms()).await?;
+            tx.commit().await?;
+            Ok(true)
         })
         .await
     }
@@ -882,5 +961,9 @@ impl MetadataStore for PostgresMetadataStore {
                 .collect()
         })
         .await
+    }
+
+    fn gc(&self) -> Option<&dyn storage_traits::GcMetadata> {
+        Some(self)
     }
 }
