@@ -110,6 +110,11 @@ pub enum GcOutcome {
 ///   With `dry_run` it reports the same but changes nothing.
 /// - `link_blob` and `put_manifest` on a digest with a tombstone fail with
 ///   [`MetadataError::BlobBeingDeleted`]; re-linking a blob postpones its reviews.
+/// - Reviews are unique per (target, digest): queueing one again restarts it. The grace
+///   period is counted from the store's own record of when the review was (re)queued,
+///   read inside the deciding transaction, never from the `due_at` the caller passes.
+/// - `apply_review` of a review that is no longer queued (another pass took it) is
+///   [`GcOutcome::Kept`] and changes nothing.
 #[async_trait]
 pub trait GcMetadata: Send + Sync {
     /// Reviews due at `now_ms`, oldest first, at most `limit`.

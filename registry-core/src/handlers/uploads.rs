@@ -70,10 +70,16 @@ pub(super) async fn start(
             .get("from")
             .and_then(|f| f.parse::<RepositoryName>().ok())
             && let Some(size) = inner.metadata.blob_link(&from, &mount).await?
-            && inner.blobs.stat(&mount).await?.is_some()
         {
+            // Link, then check the bytes: once the link is committed the collector keeps
+            // them, so bytes seen after it stay. (Checking first would leave a window in
+            // which a whole collection could delete them under the new link.) A link to
+            // bytes that are gone 404s and is collected like an unused upload.
             match inner.metadata.link_blob(repo, &mount, size).await {
-                Ok(()) => return Ok(created(repo, &mount)),
+                Ok(()) if inner.blobs.stat(&mount).await?.is_some() => {
+                    return Ok(created(repo, &mount));
+                }
+                Ok(()) => {}
                 // Being garbage-collected: the client uploads it instead.
                 Err(storage_traits::MetadataError::BlobBeingDeleted(_)) => {}
                 Err(e) => return Err(e.into()),
