@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use registry_core::auth::NamePattern;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
@@ -36,6 +37,32 @@ pub enum Command {
     /// Run one garbage-collection pass against the stores, then exit. Safe while a
     /// server runs on the same stores (passes take turns).
     Gc(GcArgs),
+    /// Import a CNCF distribution storage root (its `rootdirectory`, the folder that
+    /// contains `docker/registry/v2`) into the stores, then exit. Safe to re-run.
+    Import(ImportArgs),
+    /// Print storage statistics from the metadata store (no server needed).
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub common: ServeArgs,
+    /// The distribution storage root: the folder that contains `docker/registry/v2`.
+    #[arg(long, value_name = "PATH")]
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub common: ServeArgs,
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// How many repositories and blobs each top list shows.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -97,6 +124,53 @@ pub struct ServeArgs {
     /// Time limit of one webhook delivery attempt [default: 5s].
     #[arg(long, env = "REGISTRY_WEBHOOK_TIMEOUT", value_name = "DURATION")]
     pub webhook_timeout: Option<String>,
+    /// HTTP Basic authentication against this htpasswd file of bcrypt entries
+    /// (`htpasswd -B`). Not together with token authentication.
+    #[arg(long, env = "REGISTRY_HTPASSWD", value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+    /// Token authentication: the token server's URL, sent to clients in challenges
+    /// (needs --token-service, --token-issuer and --token-key too).
+    #[arg(long, env = "REGISTRY_TOKEN_REALM", value_name = "URL")]
+    pub token_realm: Option<String>,
+    /// Token authentication: this registry's service name (the tokens' audience).
+    #[arg(long, env = "REGISTRY_TOKEN_SERVICE", value_name = "NAME")]
+    pub token_service: Option<String>,
+    /// Token authentication: the token server's issuer name (the tokens' `iss`).
+    #[arg(long, env = "REGISTRY_TOKEN_ISSUER", value_name = "NAME")]
+    pub token_issuer: Option<String>,
+    /// Token authentication: the token server's public key (PEM: Ed25519, EC or RSA).
+    #[arg(long, env = "REGISTRY_TOKEN_KEY", value_name = "PEMFILE")]
+    pub token_key: Option<PathBuf>,
+    /// Per-repository access rules (TOML, `registry_core::auth::AccessPolicy`)
+    /// [default: with --htpasswd, authenticated users may do everything and anonymous
+    /// callers nothing; with token auth, the tokens' grants decide].
+    #[arg(long, env = "REGISTRY_ACCESS_POLICY", value_name = "FILE")]
+    pub access_policy: Option<PathBuf>,
+    /// Refuse every write with 405 UNSUPPORTED; reads still work [default: false].
+    /// `--read-only` alone means true.
+    #[arg(
+        long,
+        env = "REGISTRY_READ_ONLY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub read_only: Option<bool>,
+    /// Tags of repositories matching this pattern (`*` matches anything, `/` included,
+    /// e.g. `prod/*`) cannot be moved once pushed (repeatable; in the environment,
+    /// comma-separated) [default: none].
+    #[arg(
+        long = "immutable-tags",
+        env = "REGISTRY_IMMUTABLE_TAGS",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
+    pub immutable_tags: Vec<String>,
+    /// Refuse blobs larger than this many bytes (400 SIZE_INVALID) [default: no limit].
+    #[arg(long, env = "REGISTRY_MAX_BLOB_SIZE", value_name = "BYTES")]
+    pub max_blob_size: Option<u64>,
 }
 
 /// The config file. Unknown keys are an error, so a typo does not pass silently.
@@ -116,6 +190,16 @@ pub struct FileConfig {
     /// One URL or a list of them.
     pub webhook_url: Option<OneOrMany>,
     pub webhook_timeout: Option<String>,
+    pub htpasswd: Option<PathBuf>,
+    pub token_realm: Option<String>,
+    pub token_service: Option<String>,
+    pub token_issuer: Option<String>,
+    pub token_key: Option<PathBuf>,
+    pub access_policy: Option<PathBuf>,
+    pub read_only: Option<bool>,
+    /// One pattern or a list of them.
+    pub immutable_tags: Option<OneOrMany>,
+    pub max_blob_size: Option<u64>,
 }
 
 /// A TOML value that may be a single string or an array of strings.
@@ -207,6 +291,35 @@ pub struct WebhookSettings {
     pub timeout: Duration,
 }
 
+/// Who may call: how callers authenticate, and the rules of what they may do. Files are
+/// only named here; `serve` reads them at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessSettings {
+    pub auth: AuthMode,
+    /// `None`: the default rules of the mode (see [`ServeArgs::access_policy`]).
+    pub access_policy: Option<PathBuf>,
+}
+
+/// How callers authenticate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Everyone is anonymous.
+    #[default]
+    None,
+    Htpasswd(PathBuf),
+    Token(TokenSettings),
+}
+
+/// Docker token authentication: where clients get tokens, and how to check them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    pub realm: url::Url,
+    pub service: String,
+    pub issuer: String,
+    /// The token server's public key, PEM.
+    pub key: PathBuf,
+}
+
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -219,6 +332,16 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     pub log_format: LogFormat,
     pub webhooks: WebhookSettings,
+    pub access: AccessSettings,
+    pub policy: PolicySettings,
+}
+
+/// Registry-wide rules: read-only mode, immutable tags, blob size limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicySettings {
+    pub read_only: bool,
+    pub immutable_tags: Vec<NamePattern>,
+    pub max_blob_size: Option<u64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -254,6 +377,20 @@ pub enum ConfigError {
         value: String,
     },
     WebhookUrl {
+        value: String,
+        message: String,
+    },
+    /// Both an htpasswd file and token settings.
+    AuthConflict,
+    /// Some but not all of the token settings.
+    TokenIncomplete {
+        missing: Vec<&'static str>,
+    },
+    TokenRealm {
+        value: String,
+        message: String,
+    },
+    Pattern {
         value: String,
         message: String,
     },
@@ -304,6 +441,25 @@ impl fmt::Display for ConfigError {
                 f,
                 "invalid webhook URL `{value}`: {message} (expected http:// or https://)"
             ),
+            ConfigError::AuthConflict => write!(
+                f,
+                "htpasswd and token authentication are mutually exclusive: \
+                 give either --htpasswd or the --token-* settings, not both"
+            ),
+            ConfigError::TokenIncomplete { missing } => write!(
+                f,
+                "token authentication needs --token-realm, --token-service, --token-issuer \
+                 and --token-key: missing {}",
+                missing.join(", ")
+            ),
+            ConfigError::TokenRealm { value, message } => write!(
+                f,
+                "invalid token realm `{value}`: {message} (expected the token server's \
+                 http:// or https:// URL)"
+            ),
+            ConfigError::Pattern { value, message } => {
+                write!(f, "invalid immutable-tags pattern `{value}`: {message}")
+            }
         }
     }
 }
@@ -366,6 +522,30 @@ impl Settings {
                     &pick(&args.webhook_timeout, &file.webhook_timeout, "5s"),
                 )?,
             },
+            access: AccessSettings {
+                auth: parse_auth(args, file)?,
+                access_policy: args
+                    .access_policy
+                    .clone()
+                    .or_else(|| file.access_policy.clone()),
+            },
+            policy: PolicySettings {
+                read_only: args.read_only.or(file.read_only).unwrap_or(false),
+                immutable_tags: if args.immutable_tags.is_empty() {
+                    file.immutable_tags
+                        .clone()
+                        .map(OneOrMany::into_vec)
+                        .unwrap_or_default()
+                } else {
+                    args.immutable_tags.clone()
+                }
+                .iter()
+                .map(|p| p.trim())
+                .filter(|p| !p.is_empty())
+                .map(parse_pattern)
+                .collect::<Result<_, _>>()?,
+                max_blob_size: args.max_blob_size.or(file.max_blob_size),
+            },
         })
     }
 
@@ -398,6 +578,72 @@ fn parse_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFi
             missing: "tls-cert",
         }),
     }
+}
+
+/// Htpasswd, token, or nothing; both is an error, and so is half of the token settings.
+fn parse_auth(args: &ServeArgs, file: &FileConfig) -> Result<AuthMode, ConfigError> {
+    let htpasswd = args.htpasswd.clone().or_else(|| file.htpasswd.clone());
+    let realm = args
+        .token_realm
+        .clone()
+        .or_else(|| file.token_realm.clone());
+    let service = args
+        .token_service
+        .clone()
+        .or_else(|| file.token_service.clone());
+    let issuer = args
+        .token_issuer
+        .clone()
+        .or_else(|| file.token_issuer.clone());
+    let key = args.token_key.clone().or_else(|| file.token_key.clone());
+    let any_token = realm.is_some() || service.is_some() || issuer.is_some() || key.is_some();
+    if htpasswd.is_some() && any_token {
+        return Err(ConfigError::AuthConflict);
+    }
+    if let Some(path) = htpasswd {
+        return Ok(AuthMode::Htpasswd(path));
+    }
+    match (realm, service, issuer, key) {
+        (None, None, None, None) => Ok(AuthMode::None),
+        (Some(realm), Some(service), Some(issuer), Some(key)) => {
+            Ok(AuthMode::Token(TokenSettings {
+                realm: parse_token_realm(&realm)?,
+                service,
+                issuer,
+                key,
+            }))
+        }
+        (realm, service, issuer, key) => Err(ConfigError::TokenIncomplete {
+            missing: [
+                ("token-realm", realm.is_none()),
+                ("token-service", service.is_none()),
+                ("token-issuer", issuer.is_none()),
+                ("token-key", key.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, missing)| missing.then_some(name))
+            .collect(),
+        }),
+    }
+}
+
+pub fn parse_pattern(value: &str) -> Result<NamePattern, ConfigError> {
+    value.parse().map_err(|e| ConfigError::Pattern {
+        value: value.to_string(),
+        message: format!("{e}"),
+    })
+}
+
+fn parse_token_realm(value: &str) -> Result<url::Url, ConfigError> {
+    let err = |message: String| ConfigError::TokenRealm {
+        value: value.to_string(),
+        message,
+    };
+    let url = url::Url::parse(value.trim()).map_err(|e| err(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(err(format!("unsupported scheme `{}`", url.scheme())));
+    }
+    Ok(url)
 }
 
 pub fn parse_log_format(value: &str) -> Result<LogFormat, ConfigError> {
@@ -710,6 +956,194 @@ mod tests {
         assert!(parse_log_format("xml").is_err());
         assert!(parse_webhook_url("file:///etc/passwd").is_err());
         assert!(parse_webhook_url("not a url").is_err());
+    }
+
+    #[test]
+    fn access_settings() {
+        let s = Settings::resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        assert_eq!(s.access, AccessSettings::default());
+        assert_eq!(s.access.auth, AuthMode::None);
+        assert_eq!(s.policy, PolicySettings::default());
+
+        // From the file.
+        let file = FileConfig::parse(
+            "htpasswd = \"/etc/r/htpasswd\"\naccess_policy = \"/etc/r/policy.toml\"",
+        )
+        .unwrap();
+        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        assert_eq!(s.access.auth, AuthMode::Htpasswd("/etc/r/htpasswd".into()));
+        assert_eq!(s.access.access_policy, Some("/etc/r/policy.toml".into()));
+
+        let token = FileConfig::parse(
+            "token_realm = \"https://auth.example/token\"\ntoken_service = \"registry\"\n\
+             token_issuer = \"issuer\"\ntoken_key = \"/etc/r/token.pub\"",
+        )
+        .unwrap();
+        let s = Settings::resolve(&ServeArgs::default(), &token).unwrap();
+        assert_eq!(
+            s.access.auth,
+            AuthMode::Token(TokenSettings {
+                realm: "https://auth.example/token".parse().unwrap(),
+                service: "registry".into(),
+                issuer: "issuer".into(),
+                key: "/etc/r/token.pub".into(),
+            })
+        );
+
+        // Flags win over the file; a flag's token setting overrides the file's.
+        let cli = Cli::try_parse_from([
+            "registry",
+            "serve",
+            "--token-service",
+            "other",
+            "--access-policy",
+            "p.toml",
+        ])
+        .unwrap();
+        let Command::Serve(a) = cli.command else {
+            panic!("expected serve");
+        };
+        let s = Settings::resolve(&a, &token).unwrap();
+        let AuthMode::Token(t) = s.access.auth else {
+            panic!("expected token auth");
+        };
+        assert_eq!(t.service, "other");
+        assert_eq!(s.access.access_policy, Some("p.toml".into()));
+
+        // Both kinds: a clear error, whichever side each comes from.
+        let a = ServeArgs {
+            htpasswd: Some("h".into()),
+            ..ServeArgs::default()
+        };
+        let e = Settings::resolve(&a, &token).unwrap_err();
+        assert_eq!(e, ConfigError::AuthConflict);
+        assert!(e.to_string().contains("mutually exclusive"), "{e}");
+
+        // Half of the token settings: names what is missing.
+        let a = ServeArgs {
+            token_realm: Some("http://t/token".into()),
+            token_key: Some("k.pem".into()),
+            ..ServeArgs::default()
+        };
+        let e = Settings::resolve(&a, &FileConfig::default()).unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::TokenIncomplete {
+                missing: vec!["token-service", "token-issuer"]
+            }
+        );
+        assert!(e.to_string().contains("token-service, token-issuer"), "{e}");
+        let bad_realm = ServeArgs {
+            token_realm: Some("ftp://t/token".into()),
+            token_service: Some("s".into()),
+            token_issuer: Some("i".into()),
+            token_key: Some("k.pem".into()),
+            ..ServeArgs::default()
+        };
+        let e = Settings::resolve(&bad_realm, &FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("ftp"), "{e}");
+    }
+
+    #[test]
+    fn policy_settings() {
+        let file = FileConfig::parse(
+            "read_only = true\nimmutable_tags = [\"prod/*\", \"release\"]\nmax_blob_size = 1024",
+        )
+        .unwrap();
+        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        assert!(s.policy.read_only);
+        assert_eq!(
+            s.policy.immutable_tags,
+            vec![
+                parse_pattern("prod/*").unwrap(),
+                parse_pattern("release").unwrap()
+            ]
+        );
+        assert_eq!(s.policy.max_blob_size, Some(1024));
+        let one = FileConfig::parse("immutable_tags = \"prod/*\"").unwrap();
+        assert_eq!(
+            Settings::resolve(&ServeArgs::default(), &one)
+                .unwrap()
+                .policy
+                .immutable_tags
+                .len(),
+            1
+        );
+
+        // `--read-only` alone is true, `--read-only=false` overrides the file's true.
+        let parse = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(["registry", "serve"].iter().chain(extra)).unwrap();
+            let Command::Serve(a) = cli.command else {
+                panic!("expected serve");
+            };
+            a
+        };
+        let a = parse(&["--read-only"]);
+        assert_eq!(a.read_only, Some(true));
+        assert!(
+            Settings::resolve(&a, &FileConfig::default())
+                .unwrap()
+                .policy
+                .read_only
+        );
+        let a = parse(&["--read-only=false"]);
+        assert!(!Settings::resolve(&a, &file).unwrap().policy.read_only);
+        assert_eq!(parse(&["--read-only=yes"]).read_only, Some(true));
+
+        let a = parse(&[
+            "--immutable-tags",
+            "a/*",
+            "--immutable-tags",
+            "b",
+            "--max-blob-size",
+            "7",
+        ]);
+        let s = Settings::resolve(&a, &file).unwrap();
+        assert_eq!(
+            s.policy.immutable_tags,
+            vec![parse_pattern("a/*").unwrap(), parse_pattern("b").unwrap()]
+        );
+        assert_eq!(s.policy.max_blob_size, Some(7));
+        assert!(s.policy.read_only, "the file's read_only still applies");
+
+        let bad = parse(&["--immutable-tags", "Prod/*"]);
+        let e = Settings::resolve(&bad, &FileConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("Prod/*"), "{e}");
+        assert!(FileConfig::parse("read_only = \"maybe\"").is_err());
+    }
+
+    #[test]
+    fn import_and_stats_take_the_store_settings() {
+        let cli = Cli::try_parse_from([
+            "registry",
+            "import",
+            "--from",
+            "/srv/dist",
+            "--storage",
+            "/srv/blobs",
+        ])
+        .unwrap();
+        let Command::Import(a) = cli.command else {
+            panic!("expected import");
+        };
+        assert_eq!(a.from, "/srv/dist");
+        assert_eq!(a.common.storage.as_deref(), Some("/srv/blobs"));
+        assert!(Cli::try_parse_from(["registry", "import"]).is_err());
+
+        let cli =
+            Cli::try_parse_from(["registry", "stats", "--json", "--metadata", "x.db"]).unwrap();
+        let Command::Stats(a) = cli.command else {
+            panic!("expected stats");
+        };
+        assert!(a.json);
+        assert_eq!(a.top, 10);
+        assert_eq!(a.common.metadata.as_deref(), Some("x.db"));
+        let cli = Cli::try_parse_from(["registry", "stats", "--top", "3"]).unwrap();
+        let Command::Stats(a) = cli.command else {
+            panic!("expected stats");
+        };
+        assert!(!a.json);
+        assert_eq!(a.top, 3);
     }
 
     #[test]

@@ -14,8 +14,19 @@
 //! `--log-format json` writes one JSON object per line, and pushes, pulls and deletes are
 //! logged at target `registry::events`; `--webhook-url URL` (repeatable) sends push and
 //! delete notifications in CNCF distribution's envelope.
+//!
+//! Access: `--htpasswd FILE` (Basic, bcrypt) or `--token-realm URL --token-service NAME
+//! --token-issuer NAME --token-key PEMFILE` (Docker token auth), `--access-policy FILE`,
+//! `--read-only`, `--immutable-tags PATTERN`, `--max-blob-size BYTES`.
+//!
+//! Other commands, on the same store settings: `registry gc [--dry-run]` (one collection
+//! pass), `registry import --from ROOT` (a CNCF distribution storage root) and
+//! `registry stats [--json] [--top N]` (from the metadata store alone).
 
+mod access;
 mod config;
+mod import;
+mod stats;
 mod tls;
 
 use std::error::Error;
@@ -29,6 +40,7 @@ use registry_core::{GcConfig, RedirectConfig, Registry, RegistryConfig};
 use storage_traits::{BlobStore, MetadataStore};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use config::{Cli, Command, LogFormat, MetadataUrl, Settings, StorageUrl};
 
@@ -37,18 +49,33 @@ type BoxError = Box<dyn Error + Send + Sync>;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (args, dry_run) = match &cli.command {
-        Command::Serve(args) => (args, None),
-        Command::Gc(args) => (&args.common, Some(args.dry_run)),
+    let args = match &cli.command {
+        Command::Serve(args) => args,
+        Command::Gc(args) => &args.common,
+        Command::Import(args) => &args.common,
+        Command::Stats(args) => &args.common,
     };
     let result = match Settings::from_args(args) {
-        Ok(settings) => {
-            init_tracing(settings.log_format);
-            match dry_run {
-                None => serve(settings).await,
-                Some(dry_run) => gc(settings, dry_run).await,
+        Ok(settings) => match &cli.command {
+            Command::Serve(_) => {
+                init_tracing(settings.log_format, Output::Stdout);
+                serve(settings).await
             }
-        }
+            Command::Gc(args) => {
+                init_tracing(settings.log_format, Output::Stdout);
+                gc(settings, args.dry_run).await
+            }
+            // Their report is stdout (`stats --json`: one JSON document); logs go to
+            // stderr, and only warnings unless RUST_LOG says otherwise.
+            Command::Import(args) => {
+                init_tracing(settings.log_format, Output::Stderr);
+                import::run(&settings, &args.from).await
+            }
+            Command::Stats(args) => {
+                init_tracing(settings.log_format, Output::Stderr);
+                stats::run(&settings, args.json, args.top).await
+            }
+        },
         Err(e) => Err(e.into()),
     };
     match result {
@@ -66,12 +93,36 @@ async fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Where log lines go: a server logs to stdout; commands whose stdout is their report log
+/// warnings to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Stdout,
+    Stderr,
+}
+
+fn init_tracing(format: LogFormat, output: Output) {
+    let default = match output {
+        Output::Stdout => "info",
+        Output::Stderr => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let (writer, terminal) = match output {
+        Output::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+        Output::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match format {
-        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Text => builder.with_ansi(terminal).init(),
         // Event fields at the top level, next to `timestamp`, `level`, `target` and
         // `message`; the request's span (method, uri) under `span`.
         LogFormat::Json => builder
@@ -93,7 +144,7 @@ fn gc_config(settings: &Settings) -> GcConfig {
     config
 }
 
-async fn open_registry(settings: &Settings) -> Result<Registry, BoxError> {
+async fn open_registry(settings: &Settings, config: RegistryConfig) -> Result<Registry, BoxError> {
     let blobs = open_blobs(&settings.storage)?;
     let metadata = open_metadata(&settings.metadata).await?;
     let redirect = settings
@@ -102,13 +153,16 @@ async fn open_registry(settings: &Settings) -> Result<Registry, BoxError> {
     if redirect.is_some() && blobs.signer().is_none() {
         tracing::warn!("redirects requested, but this blob store cannot presign URLs");
     }
-    let config = RegistryConfig::default().with_redirect(redirect);
-    Ok(Registry::new(blobs, metadata, config))
+    Ok(Registry::new(
+        blobs,
+        metadata,
+        config.with_redirect(redirect),
+    ))
 }
 
 /// `registry gc`: one pass, then a summary (and with `--dry-run`, the would-be deletions).
 async fn gc(settings: Settings, dry_run: bool) -> Result<(), BoxError> {
-    let registry = open_registry(&settings).await?;
+    let registry = open_registry(&settings, RegistryConfig::default()).await?;
     let report = registry
         .collect_garbage(&gc_config(&settings), dry_run)
         .await?;
@@ -134,7 +188,13 @@ async fn gc(settings: Settings, dry_run: bool) -> Result<(), BoxError> {
 }
 
 async fn serve(settings: Settings) -> Result<(), BoxError> {
-    let registry = open_registry(&settings).await?;
+    // Access files are read before the stores are opened or the port is taken.
+    let config = access::apply(
+        RegistryConfig::default(),
+        &settings.access,
+        &settings.policy,
+    )?;
+    let registry = open_registry(&settings, config).await?;
     let maintenance = registry.spawn_maintenance();
     let collector = settings
         .gc
