@@ -105,7 +105,7 @@ async fn chunked_upload_moves_between_replicas() {
     let (api1, api2) = (Api::new(&one.base), Api::new(&two.base));
     let repo = "replicas/chunked";
     let s = seed();
-    let data = random_bytes(s, 3 * (1 << 20) + 4321);
+    let data = random_bytes(seed(), 3 * (1 << 20) + 4321);
     let digest = sha256(&data);
     let (first, second) = (1 << 20, 2 * (1 << 20) + 17);
 
@@ -198,16 +198,16 @@ async fn same_tag_pushed_from_both_replicas_at_once() {
         let r = s.wrapping_add(round * 1000);
         // A layer both images share, pushed by both replicas at the same moment, and one
         // layer of each image's own.
-        let shared = Blob::new(random_bytes(r, 150_000 + round as usize));
+        let shared = Blob::new(random_bytes(seed(), 150_000 + round as usize));
         let a = Image::new(
             r ^ 0xA,
             &format!("a{round}"),
-            vec![shared.clone(), Blob::new(random_bytes(r ^ 0xA, 40_000))],
+            vec![shared.clone(), Blob::new(random_bytes(seed(), 40_000))],
         );
         let b = Image::new(
             r ^ 0xB,
             &format!("b{round}"),
-            vec![shared.clone(), Blob::new(random_bytes(r ^ 0xB, 50_000))],
+            vec![shared.clone(), Blob::new(random_bytes(seed(), 50_000))],
         );
         tokio::join!(
             api1.push_blob(repo, &shared.data),
@@ -282,12 +282,11 @@ async fn upload_survives_sigkill_of_one_replica() {
     let (backends, mut one, two) = replicas("sigkill", dir.path());
     let (api1, api2) = (Api::new(&one.base), Api::new(&two.base));
     let repo = "replicas/sigkill";
-    let s = seed();
-    let data = random_bytes(s, 24 << 20);
+    let data = random_bytes(seed(), 24 << 20);
     let digest = sha256(&data);
 
     // Something committed before the crash.
-    let committed = random_bytes(s ^ 0xC, 700_000);
+    let committed = random_bytes(seed(), 700_000);
     api1.push_blob_chunked(repo, &committed, 300_000).await;
 
     // One acknowledged chunk on replica 1.
@@ -406,7 +405,7 @@ async fn conformance_on_one_replica_while_the_other_serves_pulls() {
         s,
         "pulled",
         (0..3)
-            .map(|i| Blob::new(random_bytes(s.wrapping_add(i), 300_000 * (i as usize + 1))))
+            .map(|i| Blob::new(random_bytes(seed(), 300_000 * (i as usize + 1))))
             .collect(),
     );
     image.push_blobs(&api2, repo).await;
@@ -452,5 +451,241 @@ async fn conformance_on_one_replica_while_the_other_serves_pulls() {
             .iter()
             .any(|r| r.as_str().is_some_and(|r| r.starts_with("conformance/"))),
         "replica 2's catalog lists the harness's repositories: {catalog}"
+    );
+}
+
+/// Two PATCHes of the same chunk of one session, with different bytes, sent to both
+/// replicas at once (a client retrying through a load balancer after a timeout, or a
+/// hostile one): at most one is acknowledged, and whatever the session then commits under
+/// a digest must be bytes of that digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_patches_of_one_session_on_both_replicas() {
+    let dir = tempdir();
+    let (_backends, one, two) = replicas("patch_race", dir.path());
+    let (api1, api2) = (Api::new(&one.base), Api::new(&two.base));
+    let repo = "replicas/patchrace";
+    let rounds = 30u64;
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..rounds {
+        let len = 64 * 1024 + round as usize * 511;
+        let a = random_bytes(seed(), len);
+        let b = random_bytes(seed(), len);
+        let loc = api1.start_upload(repo).await;
+        let (ra, rb) = tokio::join!(api1.patch(&loc, 0, &a), api2.patch(&loc, 0, &b));
+        let (sa, sb) = (ra.status().as_u16(), rb.status().as_u16());
+        *outcomes.entry(format!("{sa}/{sb}")).or_default() += 1;
+        for (res, st) in [(ra, sa), (rb, sb)] {
+            if st != 202 {
+                let text = res.text().await.unwrap_or_default();
+                *outcomes.entry(text).or_default() += 1;
+            }
+        }
+        let winner = match (sa, sb) {
+            (202, 202) => panic!("round {round}: both racing PATCHes were acknowledged"),
+            (202, _) => &a,
+            (_, 202) => &b,
+            _ => panic!("round {round}: neither racing PATCH was acknowledged: {sa}/{sb}"),
+        };
+        assert_eq!(
+            api2.upload_offset(&loc).await,
+            Some(len),
+            "round {round}: offset after the race"
+        );
+        let digest = sha256(winner);
+        let res = api2.finish_upload(&loc, &digest, &[]).await;
+        let status = res.status().as_u16();
+        if status != 201 {
+            // Refusing to commit what it cannot vouch for is safe; note it.
+            *outcomes.entry(format!("PUT {status}")).or_default() += 1;
+            continue;
+        }
+        let (status, _, body) = api1.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+        assert_eq!(status, 200, "round {round}: GET of the committed blob");
+        let served = if body == a {
+            "the bytes of replica 1's PATCH"
+        } else if body == b {
+            "the bytes of replica 2's PATCH"
+        } else {
+            "other bytes"
+        };
+        assert!(
+            sha256(&body) == digest,
+            "round {round}: {digest} (acknowledged on replica {}) serves {served} \
+             (sha256 {}); outcomes so far: {outcomes:?}",
+            if sa == 202 { 1 } else { 2 },
+            sha256(&body)
+        );
+    }
+    eprintln!("racing PATCH outcomes over {rounds} rounds: {outcomes:?}");
+}
+
+/// The same race made deterministic: replica 2 takes a PATCH whose body is slow to come,
+/// replica 1 takes and acknowledges a whole PATCH of other bytes at the same offset in the
+/// meantime, then the slow body completes. Replica 2's PATCH must fail (the session moved
+/// on), and the session must still hold replica 1's acknowledged bytes: the digest of
+/// those bytes commits, and the blob serves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_patch_on_one_replica_cannot_overwrite_bytes_acknowledged_by_the_other() {
+    let dir = tempdir();
+    let (_backends, one, two) = replicas("slow_patch", dir.path());
+    let (api1, api2) = (Api::new(&one.base), Api::new(&two.base));
+    let repo = "replicas/slowpatch";
+    let len = 300_000;
+    let a = random_bytes(seed(), len);
+    let b = random_bytes(seed(), len);
+    let loc = api1.start_upload(repo).await;
+
+    // Replica 2: the first half of b, then nothing until told.
+    let (resume_tx, resume_rx) = tokio::sync::oneshot::channel::<()>();
+    let halves = vec![b[..len / 2].to_vec(), b[len / 2..].to_vec()];
+    let body = futures::stream::unfold(
+        (halves.into_iter(), Some(resume_rx)),
+        |(mut halves, mut resume)| async move {
+            let half = halves.next()?;
+            if resume.is_some() && halves.len() == 0 {
+                let _ = resume.take().unwrap().await;
+            }
+            Some((Ok::<_, std::io::Error>(half), (halves, resume)))
+        },
+    );
+    let slow = {
+        let req = api2
+            .http
+            .patch(api2.url(&loc))
+            .header("Content-Type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body));
+        tokio::spawn(async move { req.send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Replica 1: all of a, acknowledged.
+    let res = api1.patch(&loc, 0, &a).await;
+    assert_eq!(res.status().as_u16(), 202, "PATCH on replica 1");
+    assert_eq!(api1.upload_offset(&loc).await, Some(len));
+
+    // Replica 2's body completes; its PATCH must not be acknowledged.
+    let _ = resume_tx.send(());
+    let res = tokio::time::timeout(Duration::from_secs(30), slow)
+        .await
+        .expect("the slow PATCH ended")
+        .unwrap()
+        .expect("the slow PATCH got an answer");
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap_or_default();
+    eprintln!("slow PATCH on replica 2: {status} {text}");
+    assert!(
+        !(200..300).contains(&status),
+        "both PATCHes of offset 0 were acknowledged"
+    );
+    assert_eq!(api2.upload_offset(&loc).await, Some(len));
+
+    // The session commits under the digest of the acknowledged bytes, and serves them.
+    let digest = sha256(&a);
+    let res = api2.finish_upload(&loc, &digest, &[]).await;
+    let status = res.status().as_u16();
+    if status == 201 {
+        let (status, _, body) = api1.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+        assert_eq!(status, 200);
+        let served = if body == a {
+            "replica 1's acknowledged bytes"
+        } else if body == b {
+            "replica 2's refused bytes"
+        } else {
+            "other bytes"
+        };
+        assert!(
+            body == a,
+            "blob {digest} serves {served} (sha256 {}): a refused PATCH overwrote the \
+             session's acknowledged bytes",
+            sha256(&body)
+        );
+    } else {
+        // Not committing is safe, but the acknowledged bytes were lost.
+        panic!(
+            "PUT of the acknowledged bytes' digest: {status} {}",
+            res.text().await.unwrap_or_default()
+        );
+    }
+}
+
+/// What an honest client can trigger: its PATCH of the first chunk to replica 2 stalls, so
+/// it gives up on it, checks the session's offset, and sends the same bytes again to
+/// replica 1, then the next chunk, both acknowledged. When the stalled request finally
+/// completes on replica 2 it must not roll the session's bytes back to its own chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_retried_patch_cannot_roll_back_a_session() {
+    let dir = tempdir();
+    let (_backends, one, two) = replicas("stalled_retry", dir.path());
+    let (api1, api2) = (Api::new(&one.base), Api::new(&two.base));
+    let repo = "replicas/stalledretry";
+    let chunk = 200_000;
+    let data = random_bytes(seed(), 2 * chunk);
+    let loc = api1.start_upload(repo).await;
+
+    // The first chunk to replica 2, stalling half way.
+    let (resume_tx, resume_rx) = tokio::sync::oneshot::channel::<()>();
+    let halves = vec![data[..chunk / 2].to_vec(), data[chunk / 2..chunk].to_vec()];
+    let body = futures::stream::unfold(
+        (halves.into_iter(), Some(resume_rx)),
+        |(mut halves, mut resume)| async move {
+            let half = halves.next()?;
+            if halves.len() == 0
+                && let Some(rx) = resume.take()
+            {
+                let _ = rx.await;
+            }
+            Some((Ok::<_, std::io::Error>(half), (halves, resume)))
+        },
+    );
+    let stalled = {
+        let req = api2
+            .http
+            .patch(api2.url(&loc))
+            .header("Content-Type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body));
+        tokio::spawn(async move { req.send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The client retries through replica 1: the same first chunk, then the second.
+    let res = api1.patch(&loc, 0, &data[..chunk]).await;
+    assert_eq!(res.status().as_u16(), 202, "retried first chunk");
+    let res = api1.patch(&loc, chunk, &data[chunk..]).await;
+    assert_eq!(res.status().as_u16(), 202, "second chunk");
+    let loc = location(&res);
+
+    // The stalled request completes; it cannot be acknowledged.
+    let _ = resume_tx.send(());
+    let res = tokio::time::timeout(Duration::from_secs(30), stalled)
+        .await
+        .expect("the stalled PATCH ended")
+        .unwrap()
+        .expect("the stalled PATCH got an answer");
+    let status = res.status().as_u16();
+    eprintln!(
+        "stalled PATCH on replica 2: {status} {}",
+        res.text().await.unwrap_or_default()
+    );
+    assert!(!(200..300).contains(&status), "the stalled PATCH succeeded");
+    assert_eq!(api1.upload_offset(&loc).await, Some(2 * chunk));
+
+    let digest = sha256(&data);
+    let res = api1.finish_upload(&loc, &digest, &[]).await;
+    let status = res.status().as_u16();
+    assert_eq!(
+        status,
+        201,
+        "PUT of the acknowledged bytes: {}\nreplica 1 log:\n{}",
+        res.text().await.unwrap_or_default(),
+        one.log()
+    );
+    let (status, _, body) = api2.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        body == data,
+        "blob {digest} serves {} bytes with sha256 {} instead of the {} acknowledged bytes",
+        body.len(),
+        sha256(&body),
+        data.len()
     );
 }

@@ -29,19 +29,18 @@ struct Image {
     manifest: Vec<u8>,
 }
 
-fn image(seed: u64, sizes: &[usize]) -> Image {
+fn image(label: u64, sizes: &[usize]) -> Image {
     let config = Blob::new(
         serde_json::to_vec(&json!({
             "architecture": "amd64", "os": "linux",
-            "config": { "Labels": { "seed": seed.to_string() } },
+            "config": { "Labels": { "seed": label.to_string() } },
             "rootfs": { "type": "layers", "diff_ids": [] }
         }))
         .unwrap(),
     );
     let layers: Vec<Blob> = sizes
         .iter()
-        .enumerate()
-        .map(|(i, &n)| Blob::new(random_bytes(seed.wrapping_add(i as u64 + 1), n)))
+        .map(|&n| Blob::new(random_bytes(seed(), n)))
         .collect();
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
@@ -165,7 +164,7 @@ async fn s3_outage_mid_upload_and_mid_manifest_push() {
     }
 
     // Outage 1: in the middle of a streamed PATCH, after an acknowledged first chunk.
-    let data = random_bytes(s ^ 0xD, 12 << 20);
+    let data = random_bytes(seed(), 12 << 20);
     let digest = sha256(&data);
     let acked = (1 << 20) + 3;
     let loc = api.start_upload(REPO).await;
@@ -225,7 +224,7 @@ async fn s3_outage_mid_upload_and_mid_manifest_push() {
     assert_alive(&api, "during the outage (1)").await;
 
     // Other requests that need S3 fail promptly too; the registry stays up.
-    let orphan = random_bytes(s ^ 0x0F, 300_000);
+    let orphan = random_bytes(seed(), 300_000);
     let orphan_digest = sha256(&orphan);
     let started = Instant::now();
     let res = api
