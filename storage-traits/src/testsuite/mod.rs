@@ -4,4 +4,5 @@
 
 pub mod blob;
 pub mod gc;
+pub mod insights;
 pub mod metadata;
