@@ -6,7 +6,7 @@
 # ratios ours/distribution. See docs/performance.md.
 #
 #   scripts/bench-vs-distribution.sh [--reps N] [--with-10k] [--smoke] [--out DIR]
-#                                    [--wrk-secs S] [--registry-bin PATH]
+#                                    [--wrk-secs S] [--registry-bin PATH] [--first-rep K]
 #
 #   --reps N      repetitions (default 3)
 #   --with-10k    also populate up to 10,000 repositories and walk that catalog
@@ -17,6 +17,8 @@
 #   --wrk-secs S  duration of each wrk run (default 10)
 #   --registry-bin PATH  benchmark this `registry` binary instead of building
 #                 target/release/registry (e.g. one built from a clean checkout)
+#   --first-rep K number the repetitions from K (to add repetitions to an earlier run:
+#                 `registry-bench report old/results.jsonl new/results.jsonl`)
 #
 # Installs nothing: needs `docker-registry`, `wrk`, `curl` and `python3` on PATH.
 set -euo pipefail
@@ -29,6 +31,7 @@ smoke=0
 out=""
 wrk_secs=10
 registry_bin=""
+first_rep=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps="$2"; shift 2 ;;
@@ -37,7 +40,8 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --wrk-secs) wrk_secs="$2"; shift 2 ;;
         --registry-bin) registry_bin="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --first-rep) first_rep="$2"; shift 2 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -89,6 +93,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+echo "server data: $work (deleted at the end)" >&2
 
 if [ -z "$registry_bin" ]; then
     cargo build --release --quiet -p registry -p registry-bench
@@ -195,8 +200,8 @@ both() {
 "$bench" sha256 | tee -a "$results"
 
 started=$SECONDS
-for rep in $(seq 1 "$reps"); do
-    echo "== repetition $rep/$reps ($((SECONDS - started))s elapsed)" >&2
+for rep in $(seq "$first_rep" "$((first_rep + reps - 1))"); do
+    echo "== repetition $rep ($((SECONDS - started))s elapsed)" >&2
     start_servers "$rep"
 
     both "$rep" populate --scenario manifest_put_1k --start 0 --repos "$repos_small" \
@@ -207,7 +212,7 @@ for rep in $(seq 1 "$reps"); do
             --repos "$((repos_large - repos_small))" --tags "$tags_per_repo" \
             --concurrency "$put_concurrency"
         both "$rep" catalog --scenario catalog_10k --n 100 --expect "$repos_large" \
-            --min-walks 1 --min-secs 0
+            --min-walks 1 --min-secs 2 --max-walks 20
     fi
     both "$rep" tags-list --scenario tags_list_1k --tags "$list_tags" --requests "$list_requests"
 
@@ -229,7 +234,8 @@ for rep in $(seq 1 "$reps"); do
     "$bench" --server-pid "$ours_pid" --server ours --rep "$rep" proc | tee -a "$results"
     "$bench" --server-pid "$theirs_pid" --server distribution --rep "$rep" proc | tee -a "$results"
     stop_servers
-    rm -rf "$work/rep-$rep"
+    # Deleting distribution's 10,000-repository tree (~450,000 files) takes minutes on a
+    # slow disk; it waits for the end so it never overlaps a measurement.
 done
 echo "== done in $((SECONDS - started))s" >&2
 
