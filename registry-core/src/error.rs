@@ -215,6 +215,12 @@ impl IntoResponse for RegistryError {
                 StorageError::RangeNotSatisfiable { size } => {
                     RegistryError::RangeNotSatisfiable { size }.into_response()
                 }
+                StorageError::Conflict(_) => error_response(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::BlobUploadInvalid,
+                    "upload session changed during this request".into(),
+                    None,
+                ),
                 StorageError::Input(source) => error_response(
                     StatusCode::BAD_REQUEST,
                     ErrorCode::BlobUploadInvalid,

@@ -215,6 +215,69 @@ impl Client {
         Ok(())
     }
 
+    /// `GET` of a small object with its ETag; `None` if it does not exist.
+    pub(crate) async fn get_tagged(
+        &self,
+        key: &str,
+    ) -> Result<Option<(String, Bytes)>, StorageError> {
+        let response = self
+            .send("GET", key, || {
+                let url = self.signed(&GetObject::new(&self.bucket, Some(&self.credentials), key));
+                self.http.get(url)
+            })
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if response.status() != StatusCode::OK {
+            return Err(status_error("GET", key, response).await.into());
+        }
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| protocol("GET", key, "no ETag in the answer"))?;
+        let body = response.bytes().await.map_err(|source| {
+            StorageError::from(S3Error::Http {
+                op: "GET",
+                key: key.to_string(),
+                source,
+            })
+        })?;
+        Ok(Some((etag, body)))
+    }
+
+    /// `PUT` that applies only if the object still has `etag` (`If-Match`): how several
+    /// replicas writing one upload session detect that another got there first. A refused
+    /// write is [`StorageError::Conflict`].
+    pub(crate) async fn put_if_match(
+        &self,
+        key: &str,
+        body: &Body,
+        etag: &str,
+        session: &str,
+    ) -> Result<(), StorageError> {
+        let response = self
+            .send("PUT", key, || {
+                let url = self.signed(&PutObject::new(&self.bucket, Some(&self.credentials), key));
+                let (body, len) = body.to_reqwest();
+                self.http
+                    .put(url)
+                    .header("content-length", len)
+                    .header("if-match", etag)
+                    .body(body)
+            })
+            .await?;
+        match response.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT => {
+                Err(StorageError::Conflict(session.to_string()))
+            }
+            _ => Err(status_error("PUT", key, response).await.into()),
+        }
+    }
+
     /// `DELETE`; a missing object is fine.
     pub(crate) async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let response = self

@@ -99,12 +99,12 @@ pub(crate) struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn load(&self) -> Result<SessionState, StorageError> {
+    /// The session's state and the ETag of the object it was read from.
+    async fn load(&self) -> Result<(SessionState, String), StorageError> {
         let key = self.keys.state();
-        let Some((_, stream)) = self.client.get(&key, None).await? else {
+        let Some((etag, bytes)) = self.client.get_tagged(&key).await? else {
             return Err(StorageError::UploadNotFound(self.id.to_string()));
         };
-        let bytes: Vec<Bytes> = stream.try_collect().await?;
         let corrupt = |message: String| {
             StorageError::from(S3Error::CorruptState {
                 key: key.clone(),
@@ -112,25 +112,42 @@ impl Session<'_> {
             })
         };
         let state: SessionState =
-            serde_json::from_slice(&bytes.concat()).map_err(|e| corrupt(e.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         if state.version != STATE_VERSION {
             return Err(corrupt(format!("unknown version {}", state.version)));
         }
         if let Some(bad) = state.segments.iter().find(|s| !valid_segment_name(&s.name)) {
             return Err(corrupt(format!("bad segment name {:?}", bad.name)));
         }
-        Ok(state)
+        Ok((state, etag))
     }
 
-    async fn save(&self, state: &SessionState) -> Result<(), StorageError> {
+    fn encode(&self, state: &SessionState) -> Result<Body, StorageError> {
         let json = serde_json::to_vec(state).map_err(|e| {
             StorageError::from(S3Error::CorruptState {
                 key: self.keys.state(),
                 message: e.to_string(),
             })
         })?;
+        Ok(Body::Bytes(Bytes::from(json)))
+    }
+
+    async fn save(&self, state: &SessionState) -> Result<(), StorageError> {
         self.client
-            .put(&self.keys.state(), &Body::Bytes(Bytes::from(json)))
+            .put(&self.keys.state(), &self.encode(state)?)
+            .await
+    }
+
+    /// Saves `state` only if `state.json` is still the one read (ETag `etag`): a replica
+    /// whose write raced another replica's write of the same session loses with
+    /// `Conflict`, instead of replacing bytes the other had stored and acknowledged.
+    async fn save_if_unchanged(
+        &self,
+        state: &SessionState,
+        etag: &str,
+    ) -> Result<(), StorageError> {
+        self.client
+            .put_if_match(&self.keys.state(), &self.encode(state)?, etag, self.id)
             .await
     }
 
@@ -148,7 +165,7 @@ impl Session<'_> {
         offset: u64,
         mut data: ByteStream,
     ) -> Result<u64, StorageError> {
-        let mut state = self.load().await?;
+        let (mut state, etag) = self.load().await?;
         let len = state.len();
         if offset > len {
             return Err(StorageError::InvalidOffset {
@@ -181,7 +198,7 @@ impl Session<'_> {
             changed = true;
         }
         if changed {
-            self.save(&state).await?;
+            self.save_if_unchanged(&state, &etag).await?;
         }
         // Only now are the replaced segments unused. Failing to delete them leaves garbage
         // under the session that finish and abort remove, so it is not an error.
@@ -251,7 +268,7 @@ impl Session<'_> {
     }
 
     pub(crate) async fn read(&self) -> Result<ByteStream, StorageError> {
-        let state = self.load().await?;
+        let (state, _) = self.load().await?;
         let parts = state
             .segments
             .iter()
@@ -261,7 +278,7 @@ impl Session<'_> {
     }
 
     pub(crate) async fn finish(&self, blob_key: &str) -> Result<(), StorageError> {
-        let mut state = self.load().await?;
+        let (mut state, _) = self.load().await?;
         if let Some(pending) = state.multipart.take() {
             // A finish that crashed half way; its upload is of no use now.
             self.client
@@ -365,10 +382,13 @@ impl Session<'_> {
 
     pub(crate) async fn abort(&self) -> Result<(), StorageError> {
         match self.load().await {
-            Ok(SessionState {
-                multipart: Some(pending),
-                ..
-            }) => {
+            Ok((
+                SessionState {
+                    multipart: Some(pending),
+                    ..
+                },
+                _,
+            )) => {
                 self.client
                     .abort_multipart(&pending.key, &pending.upload_id)
                     .await?;

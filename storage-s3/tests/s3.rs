@@ -345,3 +345,47 @@ async fn incomplete_multipart_uploads_are_reported() {
         Vec::<(String, String)>::new()
     );
 }
+
+/// Two replicas write the same session from the same state: the one that saves second
+/// is refused with `Conflict`, and the session holds exactly the first one's bytes.
+#[tokio::test]
+async fn racing_writers_of_one_session_never_replace_each_others_bytes() {
+    let cfg = common::config_on(common::server());
+    let a = S3BlobStore::new(cfg.clone()).unwrap();
+    let b = S3BlobStore::new(cfg).unwrap();
+    let id = upload_id();
+    a.start_upload(&id).await.unwrap();
+    let first = random_bytes(1000);
+    let second = random_bytes(1000);
+    // A's body stalls until B has written and saved: A read the state before B saved it.
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stalled_second = second.clone();
+    let stalled = futures::stream::once(async move {
+        let _ = rx.await;
+        Ok::<_, storage_traits::StorageError>(Bytes::from(stalled_second))
+    });
+    let a_write = tokio::spawn({
+        let a = a.clone();
+        let id = id.clone();
+        async move { a.write_upload(&id, 0, Box::pin(stalled)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        b.write_upload(&id, 0, stream_of([first.clone()]))
+            .await
+            .unwrap(),
+        1000
+    );
+    tx.send(()).unwrap();
+    let refused = a_write.await.unwrap();
+    assert!(
+        matches!(refused, Err(storage_traits::StorageError::Conflict(_))),
+        "{refused:?}"
+    );
+    let held = collect(b.read_upload(&id).await.unwrap()).await.unwrap();
+    assert!(
+        held == first,
+        "the session keeps the bytes of the write that won"
+    );
+    b.abort_upload(&id).await.unwrap();
+}

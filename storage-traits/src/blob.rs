@@ -81,7 +81,9 @@ impl Debug for GetResult {
 ///   session held past `offset`, so a write that failed half way is simply overwritten by
 ///   the retry at the offset the caller last recorded. `offset` larger than the bytes the
 ///   session holds is [`StorageError::InvalidOffset`]. Chunks of any size are accepted.
-///   It returns the session's new length.
+///   It returns the session's new length. A store shared by several processes refuses a
+///   write that raced another write of the same session with [`StorageError::Conflict`]
+///   rather than let the later one replace bytes the earlier one had stored.
 /// - `finish_upload(id, digest)` is atomic: the blob appears under `digest` with the
 ///   session's complete bytes, durably, or not at all. The caller has verified the digest;
 ///   the store does not re-hash. Finishing onto a digest that already exists keeps the

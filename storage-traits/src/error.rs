@@ -18,6 +18,10 @@ pub enum StorageError {
     InvalidOffset { expected: u64, got: u64 },
     #[error("invalid upload id {0:?}")]
     InvalidUploadId(String),
+    /// Another writer changed the upload session while this write ran (a store shared
+    /// by several processes detects it); nothing this write stored is part of the session.
+    #[error("upload session {0} was changed by another writer")]
+    Conflict(String),
     /// The byte stream handed to the store failed (for example, the client disconnected).
     #[error("input stream failed: {0}")]
     Input(#[source] BoxError),
