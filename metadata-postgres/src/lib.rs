@@ -137,10 +137,18 @@
 //!   and update nothing.
 //! - A dry run runs the same statements and takes the same locks, then rolls back.
 //!
+//! # Insights
+//! [`MetadataStore::insights`](storage_traits::MetadataStore::insights) returns this
+//! store's [`InsightsMetadata`](storage_traits::InsightsMetadata), with the same answers
+//! as the SQLite store. Each query is a single read-only statement (one snapshot, no
+//! locks); the indexes of migration `0003_insights` make a repository's last push an
+//! index probe.
+//!
 //! # Feature flags
 //! None.
 
 mod gc;
+mod insights;
 mod store;
 
 pub mod migrations;

@@ -37,10 +37,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "gc",
         sql: include_str!("../migrations/0002_gc.sql"),
     },
+    Migration {
+        version: 3,
+        name: "insights",
+        sql: include_str!("../migrations/0003_insights.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the number of the last migration).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The advisory lock key that serialises migrations within one database (the ASCII bytes
 /// of `"ocimeta1"`; advisory locks are per database, so other databases are unaffected).

@@ -966,4 +966,8 @@ impl MetadataStore for PostgresMetadataStore {
     fn gc(&self) -> Option<&dyn storage_traits::GcMetadata> {
         Some(self)
     }
+
+    fn insights(&self) -> Option<&dyn storage_traits::InsightsMetadata> {
+        Some(self)
+    }
 }

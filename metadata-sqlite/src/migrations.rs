@@ -31,10 +31,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "gc",
         sql: include_str!("../migrations/0002_gc.sql"),
     },
+    Migration {
+        version: 3,
+        name: "insights",
+        sql: include_str!("../migrations/0003_insights.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the number of the last migration).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Why the schema could not be brought up to date. Reaches callers as the source of a
 /// [`MetadataError::Backend`]; downcast to tell the cases apart.
