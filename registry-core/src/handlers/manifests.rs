@@ -101,10 +101,16 @@ pub(super) async fn put(
     // reason uploads link before publishing: the collector cannot decide to delete bytes
     // that a committed manifest row names.
     let upload_id = uuid::Uuid::new_v4().simple().to_string();
-    inner
+    // The push itself is committed (the manifest is served from the metadata store), so
+    // a failed copy does not fail it: answering 500 for a manifest that the tag already
+    // serves would mislead the client. The copy is only for recovery; say it is missing.
+    if let Err(e) = inner
         .blobs
         .put_bytes(&upload_id, &digest, manifest.content.clone())
-        .await?;
+        .await
+    {
+        tracing::warn!(%digest, error = %e, "manifest stored, but its copy in the blob store failed");
+    }
     let mut out = vec![
         ("Location", format!("/v2/{repo}/manifests/{digest}")),
         ("Docker-Content-Digest", digest.to_string()),
