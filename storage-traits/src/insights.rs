@@ -27,7 +27,9 @@ pub struct Summary {
 /// - `unique_bytes`: blobs only this repository links (what deleting it would free).
 /// - `shared_bytes`: blobs it links that other repositories link too.
 /// - `attributed_bytes`: each linked blob's size divided by the number of repositories
-///   linking it, so attributed bytes over all repositories add up to the total.
+///   linking it (rounded down), so attributed bytes over all repositories add up to the
+///   bytes of linked blobs. Manifests' own bytes are not linked and count only in
+///   [`Summary::blob_bytes`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RepositoryStats {
     pub name: String,
