@@ -1,5 +1,6 @@
-//! [`InsightsMetadata`] on SQLite: each query is one read transaction over the indexes the
-//! schema already has (links by digest, references by digest, tags by repository).
+//! [`InsightsMetadata`] on SQLite: each query is one read transaction over the schema's
+//! indexes (links by digest, references by digest, tags by repository, and the last-push
+//! indexes of `0003_insights`).
 
 use async_trait::async_trait;
 use oci_spec_types::{Digest, RepositoryName};
@@ -21,7 +22,9 @@ fn u(what: &str, n: i64) -> Result<u64, Fail> {
 }
 
 /// The prefix filter is `substr(name, 1, length(prefix)) = prefix`: byte-exact, where
-/// SQLite's `LIKE` would fold ASCII case.
+/// SQLite's `LIKE` would fold ASCII case. It comes with `name >= prefix`, which every
+/// match satisfies and which lets SQLite range-scan the name index instead of reading
+/// every row.
 fn prefix_pattern(prefix: &str) -> String {
     prefix.to_string()
 }
@@ -172,8 +175,8 @@ impl InsightsMetadata for SqliteMetadataStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut stmt = conn.prepare_cached(
                 "SELECT rp.name, m.digest,
-                        (SELECT group_concat(name, char(10)) FROM
-                            (SELECT t.name FROM tags t WHERE t.manifest_id = m.id ORDER BY t.name))
+                        (SELECT group_concat(t.name, char(10) ORDER BY t.name)
+                         FROM tags t WHERE t.manifest_id = m.id)
                  FROM manifest_blob_refs r
                  JOIN manifests m ON m.id = r.manifest_id
                  JOIN repositories rp ON rp.id = m.repo_id
@@ -250,7 +253,7 @@ impl InsightsMetadata for SqliteMetadataStore {
         self.read(move |conn| {
             let sql = format!(
                 "SELECT name, lp FROM (SELECT r.name AS name, {LAST_PUSH} AS lp FROM repositories r
-                                       WHERE substr(r.name, 1, length(?1)) = ?1)
+                                       WHERE r.name >= ?1 AND substr(r.name, 1, length(?1)) = ?1)
                  WHERE ?2 = 0
                     OR (?3 IS NOT NULL AND lp IS NOT NULL AND (lp < ?3 OR (lp = ?3 AND name > ?4)))
                     OR (?3 IS NOT NULL AND lp IS NULL)
@@ -286,7 +289,7 @@ impl InsightsMetadata for SqliteMetadataStore {
         self.read(move |conn| {
             let sql = format!(
                 "SELECT r.name, {LAST_PUSH} FROM repositories r
-                 WHERE substr(r.name, 1, length(?1)) = ?1 AND r.name > ?2
+                 WHERE r.name >= ?1 AND substr(r.name, 1, length(?1)) = ?1 AND r.name > ?2
                  ORDER BY r.name LIMIT ?3"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
@@ -323,7 +326,7 @@ impl InsightsMetadata for SqliteMetadataStore {
             };
             let mut stmt = conn.prepare_cached(
                 "SELECT t.name, m.digest, t.updated_at FROM tags t JOIN manifests m ON m.id = t.manifest_id
-                 WHERE t.repo_id = ?1 AND substr(t.name, 1, length(?2)) = ?2
+                 WHERE t.repo_id = ?1 AND t.name >= ?2 AND substr(t.name, 1, length(?2)) = ?2
                    AND (?3 = 0 OR t.updated_at < ?4 OR (t.updated_at = ?4 AND t.name > ?5))
                  ORDER BY t.updated_at DESC, t.name LIMIT ?6",
             )?;
@@ -348,7 +351,7 @@ impl InsightsMetadata for SqliteMetadataStore {
             };
             let mut stmt = conn.prepare_cached(
                 "SELECT t.name, m.digest, t.updated_at FROM tags t JOIN manifests m ON m.id = t.manifest_id
-                 WHERE t.repo_id = ?1 AND substr(t.name, 1, length(?2)) = ?2 AND t.name > ?3
+                 WHERE t.repo_id = ?1 AND t.name >= ?2 AND substr(t.name, 1, length(?2)) = ?2 AND t.name > ?3
                  ORDER BY t.name LIMIT ?4",
             )?;
             let rows = stmt.query_map(params![rid, pattern, after, limit(n)], tag_row)?;
