@@ -9,7 +9,7 @@
 #      concurrency 8) and manifest GETs/s (wrk, 2 threads, 32 connections) with PostgreSQL
 #      metadata vs SQLite metadata, fs blobs in both.
 #
-# Every repetition starts fresh servers (fresh S3 prefix, fresh database / SQLite file); the
+# Every repetition starts fresh servers (fresh SeaweedFS, fresh database / SQLite file); the
 # order of the two sides alternates per repetition. Prints medians and ratios
 # registry/SeaweedFS and PostgreSQL/SQLite. See docs/performance.md.
 #
@@ -84,11 +84,18 @@ cargo build --release --quiet -p registry -p registry-bench
 registry_bin="$PWD/target/release/registry"
 bench="$PWD/target/release/registry-bench"
 
-echo "starting SeaweedFS and PostgreSQL in $work" >&2
-eval "$(scripts/seaweedfs.sh start "$work/seaweedfs")"
+# SeaweedFS as scripts/seaweedfs.sh starts it holds at most 64 volumes of 64 MB (~4 GiB) and
+# deleted objects are not reclaimed, so every repetition gets a fresh server (a repetition
+# writes ~1.5 GiB; the third one on a shared server failed with S3 500s when it was full).
+fresh_seaweedfs() {
+    scripts/seaweedfs.sh stop "$work/seaweedfs" >/dev/null 2>&1 || true
+    rm -rf "$work/seaweedfs"
+    eval "$(scripts/seaweedfs.sh start "$work/seaweedfs")"
+    export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION S3_ENDPOINT S3_BUCKET
+}
+echo "starting PostgreSQL in $work" >&2
 mkdir -p "$work/postgres"
 eval "$(scripts/postgres.sh start "$work/postgres")"
-export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION S3_ENDPOINT S3_BUCKET
 unset AWS_PROFILE AWS_SESSION_TOKEN
 
 free_port() {
@@ -199,7 +206,7 @@ metadata_run() { # LABEL REP METADATA-URL
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
     echo "kernel: $(uname -r); memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "weed: $(ls -l "$(command -v weed 2>/dev/null || echo target/venv/bin/weed)" >/dev/null 2>&1 && { weed version 2>/dev/null || target/venv/bin/weed version 2>/dev/null; } | head -1)"
+    echo "weed: $( { weed version 2>/dev/null || target/venv/bin/weed version 2>/dev/null; } | head -1)"
     echo "postgres: $(psql --version 2>/dev/null || ls -d /usr/lib/postgresql/*/ 2>/dev/null | tail -1)"
     echo "wrk: $(wrk -v 2>&1 | head -1)"
     echo "reps: $reps, blob: $blob_mib MiB, push: $push_blobs, pulls: $pulls of $pull_distinct, repos: $repos x $tags tags, wrk: ${wrk_secs}s"
@@ -208,6 +215,7 @@ metadata_run() { # LABEL REP METADATA-URL
 started=$SECONDS
 for rep in $(seq 1 "$reps"); do
     echo "== repetition $rep ($((SECONDS - started))s elapsed)" >&2
+    fresh_seaweedfs
     pg_url="$(scripts/postgres.sh createdb "$work/postgres" "bench_rep$rep" | sed -n 's/^DATABASE_URL=//p')"
     if [ $((rep % 2)) = 1 ]; then
         registry_s3 "$rep"; seaweedfs_direct "$rep"
