@@ -45,11 +45,25 @@ impl SeaweedFs {
     /// If `weed` is not installed (with the command that installs it), or the server does
     /// not come up.
     pub fn start() -> SeaweedFs {
-        let dir = tempfile::Builder::new()
-            .prefix("seaweedfs-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("creating a temporary folder for SeaweedFS: {e}"));
-        let vars = run_script("start", dir.path());
+        // A fresh server picks free ports, then binds them; another process on the machine
+        // can take one in between and the server exits at once. A new folder means new
+        // ports, so a couple more attempts make that race harmless.
+        let mut attempt = 0;
+        let (dir, vars) = loop {
+            attempt += 1;
+            let dir = tempfile::Builder::new()
+                .prefix("seaweedfs-")
+                .tempdir()
+                .unwrap_or_else(|e| panic!("creating a temporary folder for SeaweedFS: {e}"));
+            match try_run_script("start", dir.path()) {
+                Ok(vars) => break (dir, vars),
+                Err(e) if attempt < 3 => {
+                    eprintln!("SeaweedFS did not start (attempt {attempt}), retrying: {e}");
+                    let _ = try_run_script("stop", dir.path());
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let get = |name: &str| {
             vars.iter()
                 .find(|(k, _)| k == name)
@@ -108,6 +122,12 @@ impl Drop for SeaweedFs {
 
 /// Runs `scripts/seaweedfs.sh ACTION DIR` and returns the `KEY=VALUE` lines it printed.
 fn run_script(action: &str, dir: &Path) -> Vec<(String, String)> {
+    try_run_script(action, dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run_script`], with a failed run as an error message (a missing `weed` still panics:
+/// retrying cannot help).
+fn try_run_script(action: &str, dir: &Path) -> Result<Vec<(String, String)>, String> {
     let script = workspace_root().join("scripts/seaweedfs.sh");
     let output = Command::new(&script)
         .arg(action)
@@ -119,15 +139,17 @@ fn run_script(action: &str, dir: &Path) -> Vec<(String, String)> {
     match output.status.code() {
         Some(0) => {}
         Some(127) => panic!("weed (SeaweedFS) is not installed; {INSTALL_HINT}\n{stderr}"),
-        _ => panic!(
-            "scripts/seaweedfs.sh {action} {} failed ({}):\n{stderr}",
-            dir.display(),
-            output.status
-        ),
+        _ => {
+            return Err(format!(
+                "scripts/seaweedfs.sh {action} {} failed ({}):\n{stderr}",
+                dir.display(),
+                output.status
+            ));
+        }
     }
-    String::from_utf8_lossy(&output.stdout)
+    Ok(String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+        .collect())
 }
