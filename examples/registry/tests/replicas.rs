@@ -486,11 +486,16 @@ async fn racing_patches_of_one_session_on_both_replicas() {
             (_, 202) => &b,
             _ => panic!("round {round}: neither racing PATCH was acknowledged: {sa}/{sb}"),
         };
-        assert_eq!(
-            api2.upload_offset(&loc).await,
-            Some(len),
-            "round {round}: offset after the race"
-        );
+        // A PATCH that wrote but lost the metadata compare-and-swap abandons the session
+        // (its bytes may have replaced the winner's in the store): then there is nothing
+        // to commit, which is safe. Otherwise the session holds the winner's length.
+        match api2.upload_offset(&loc).await {
+            None => {
+                *outcomes.entry("session abandoned".into()).or_default() += 1;
+                continue;
+            }
+            Some(offset) => assert_eq!(offset, len, "round {round}: offset after the race"),
+        }
         let digest = sha256(winner);
         let res = api2.finish_upload(&loc, &digest, &[]).await;
         let status = res.status().as_u16();

@@ -143,9 +143,15 @@ pub(super) async fn patch(
         .update_upload(id, session.offset, offset, hash_state.as_deref(), now_ms())
         .await?;
     if !swapped {
+        // Another request (on another replica) acknowledged bytes of this session while
+        // this one wrote: what the store now holds may be this request's bytes while the
+        // session's hash state describes the other's. Committing that would file bytes
+        // under a digest they do not have, so the session is abandoned instead; the
+        // client starts the upload again.
+        discard(inner, id).await;
         return Err(RegistryError::oci(
             ErrorCode::BlobUploadInvalid,
-            "upload session changed during this request",
+            "upload session changed during this request; it was abandoned, start the upload again",
         ));
     }
     Ok(accepted(repo, id, offset, StatusCode::ACCEPTED))

@@ -322,12 +322,17 @@ impl Api {
 
     /// `GET <loc>`: the session's acknowledged offset, or `None` if it is unknown (404).
     pub async fn upload_offset(&self, loc: &str) -> Option<usize> {
-        let res = self
-            .http
-            .get(self.url(loc))
-            .send()
-            .await
-            .expect("GET upload");
+        // A pooled connection the server closed after refusing a request whose body it
+        // did not read fails on reuse; one retry gets a fresh connection.
+        let res = match self.http.get(self.url(loc)).send().await {
+            Ok(res) => res,
+            Err(_) => self
+                .http
+                .get(self.url(loc))
+                .send()
+                .await
+                .expect("GET upload"),
+        };
         match res.status().as_u16() {
             404 => None,
             204 => {
