@@ -7,69 +7,14 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
+use common::distribution::start_distribution;
 use common::oci_layout::{INDEX, Layout, MANIFEST};
+use common::skopeo_flow::skopeo;
 use common::{Api, Server, seed, sha256, tempdir};
 use registry_core::import::FsSource;
 use registry_core::{Registry, RegistryConfig};
-
-fn skopeo(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("timeout")
-        .arg("300")
-        .arg("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .expect("skopeo is needed: apt-get install skopeo (scripts/ci-deps.sh does)");
-    assert!(
-        out.status.success(),
-        "skopeo {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// Starts `docker-registry serve` with its files under `root`; returns it and its address.
-fn start_distribution(dir: &Path, root: &Path) -> (std::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("distribution.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            root.display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect(
-            "docker-registry is needed: apt-get install docker-registry (scripts/ci-deps.sh does)",
-        );
-    let addr = format!("127.0.0.1:{port}");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            return (child, addr);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("docker-registry did not start on {addr}");
-}
 
 #[test]
 fn images_pushed_to_distribution_pull_from_us_after_import() {

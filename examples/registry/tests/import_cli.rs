@@ -9,49 +9,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::Output;
 
+use common::distribution::start_distribution;
 use common::oci_layout::{INDEX, Layout, MANIFEST};
 use common::skopeo_flow::{require_skopeo, skopeo};
 use common::{Api, Server, registry_command, seed, sha256, tempdir};
-
-/// Starts `docker-registry serve` with its files under `root`; returns it and its address.
-fn start_distribution(dir: &Path, root: &Path) -> (std::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("distribution.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            root.display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect(
-            "docker-registry is needed: apt-get install docker-registry (scripts/ci-deps.sh does)",
-        );
-    let addr = format!("127.0.0.1:{port}");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            return (child, addr);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("docker-registry did not start on {addr}");
-}
 
 /// `registry import --from FROM` into the stores under `data`.
 fn import(data: &Path, from: &str) -> Output {

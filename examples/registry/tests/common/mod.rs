@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod distribution;
 pub mod oci_layout;
 pub mod services;
 pub mod skopeo_flow;
