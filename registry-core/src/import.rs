@@ -341,7 +341,7 @@ impl Registry {
             if computed != *digest {
                 return Ok(None);
             }
-            blobs.finish_upload(&id, digest).await?;
+            blobs.finish_upload(&id, digest, size).await?;
             Ok::<_, StorageError>(Some(size))
         }
         .await;

@@ -99,13 +99,16 @@ impl BlobStore for Flaky {
         self.check()?;
         self.inner.read_upload(id).await
     }
-    async fn finish_upload(&self, id: &str, d: &Digest) -> Result<(), StorageError> {
+    async fn finish_upload(&self, id: &str, d: &Digest, n: u64) -> Result<(), StorageError> {
         self.check()?;
-        self.inner.finish_upload(id, d).await
+        self.inner.finish_upload(id, d, n).await
     }
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         self.check()?;
         self.inner.abort_upload(id).await
+    }
+    fn shared_sessions(&self) -> bool {
+        self.inner.shared_sessions()
     }
     fn signer(&self) -> Option<&dyn BlobSigner> {
         None

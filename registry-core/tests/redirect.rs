@@ -65,11 +65,14 @@ impl BlobStore for Signing {
     async fn read_upload(&self, id: &str) -> Result<ByteStream, StorageError> {
         self.0.read_upload(id).await
     }
-    async fn finish_upload(&self, id: &str, d: &Digest) -> Result<(), StorageError> {
-        self.0.finish_upload(id, d).await
+    async fn finish_upload(&self, id: &str, d: &Digest, n: u64) -> Result<(), StorageError> {
+        self.0.finish_upload(id, d, n).await
     }
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         self.0.abort_upload(id).await
+    }
+    fn shared_sessions(&self) -> bool {
+        self.0.shared_sessions()
     }
     fn signer(&self) -> Option<&dyn BlobSigner> {
         Some(self)

@@ -185,10 +185,15 @@ impl BlobStore for FsBlobStore {
         Ok(stream)
     }
 
-    async fn finish_upload(&self, id: &str, digest: &Digest) -> Result<(), StorageError> {
+    async fn finish_upload(
+        &self,
+        id: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StorageError> {
         let staging = self.layout.upload_path(id)?;
         let target = self.layout.blob_path(digest);
-        upload::finish(id, staging, target, self.locks.lock(id).await).await
+        upload::finish(id, staging, target, size, self.locks.lock(id).await).await
     }
 
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {

@@ -162,15 +162,23 @@ pub(crate) async fn finish(
     id: &str,
     staging: PathBuf,
     target: PathBuf,
+    size: u64,
     guard: SessionGuard,
 ) -> Result<(), StorageError> {
     let on_open = not_found_as_upload(id, "open", &staging);
+    let id = id.to_string();
     blocking(move || {
         let _guard = guard;
         let file = OpenOptions::new()
             .write(true)
             .open(&staging)
             .map_err(on_open)?;
+        let held = file.metadata().map_err(io_error("stat", &staging))?.len();
+        if held != size {
+            return Err(StorageError::Conflict(format!(
+                "upload {id} holds {held} bytes, not the {size} being finished"
+            )));
+        }
         if fs::symlink_metadata(&target).is_ok() {
             drop(file);
             return fs::remove_file(&staging).map_err(io_error("remove", &staging));

@@ -42,7 +42,10 @@ async fn finished_blob_is_at_its_path_and_staging_is_gone() {
         .write_upload(&id, 0, chunked(&data, &[4_096]))
         .await
         .unwrap();
-    store.finish_upload(&id, &digest).await.unwrap();
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
 
     let hex = digest.hex();
     let expected = dir.path().join("blobs/sha256").join(&hex[..2]).join(hex);
@@ -142,7 +145,10 @@ async fn reopen_keeps_blobs_and_sessions() {
         .write_upload(&id, 200, chunked(&data[200..], &[64]))
         .await
         .unwrap();
-    store.finish_upload(&id, &digest).await.unwrap();
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
     drop(store);
 
     let store = FsBlobStore::open(dir.path()).unwrap();

@@ -55,9 +55,15 @@
 //!   object. The state (the ordered segments and how many bytes of each count) is written
 //!   once the whole input is stored, so a write that fails half way changes nothing the
 //!   session records, and its retry at the acknowledged offset simply proceeds.
-//! - **Any offset up to the session's length** works: a write at an earlier offset cuts
-//!   the segment list there (a segment may count only its first bytes); nothing is copied.
-//!   An offset past the length is [`StorageError::InvalidOffset`] with the recorded length.
+//! - **Writes append, and only one wins.** Replicas share sessions
+//!   ([`shared_sessions`](storage_traits::BlobStore::shared_sessions) is true), so a write
+//!   below the session's length is [`StorageError::Conflict`]: the bytes there may be
+//!   another replica's write that is being acknowledged at that moment. The state is
+//!   saved with `If-Match` on the ETag it was read with, so of two writes racing at the
+//!   same offset one is recorded and the other gets `Conflict`. Segments are never cut,
+//!   so bytes below the recorded length never change, and `finish_upload` refuses a
+//!   session whose length is not the size the caller hashed. An offset past the length is
+//!   [`StorageError::InvalidOffset`] with the recorded length.
 //! - **Chunks of any size.** S3 wants every multipart part but the last to be at least
 //!   5 MiB. Invariant: all segments but a trailing *run* of small ones are at least 5 MiB,
 //!   and the run totals under 5 MiB. When a write fills a buffer while a run exists, or
@@ -84,8 +90,7 @@
 //!
 //! Why not parts straight from the writes with a small "tail" object kept aside: unfinished
 //! parts cannot be read back, so `read_upload` (the registry's fallback when it lost a
-//! session's hash state) could not be served, and a write at an offset inside an uploaded
-//! part could not be honoured.
+//! session's hash state) could not be served.
 //!
 //! # Downloads
 //! `get` streams the object (with a `Range` request for ranges, resolved against the size

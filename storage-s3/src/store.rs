@@ -182,13 +182,23 @@ impl BlobStore for S3BlobStore {
         self.session(id)?.read().await
     }
 
-    async fn finish_upload(&self, id: &str, digest: &Digest) -> Result<(), StorageError> {
+    async fn finish_upload(
+        &self,
+        id: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StorageError> {
         let session = self.session(id)?;
-        session.finish(&self.layout.blob_key(digest)).await
+        session.finish(&self.layout.blob_key(digest), size).await
     }
 
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         self.session(id)?.abort().await
+    }
+
+    /// Every replica reaches the same bucket, so sessions are shared.
+    fn shared_sessions(&self) -> bool {
+        true
     }
 
     fn signer(&self) -> Option<&dyn BlobSigner> {

@@ -47,8 +47,9 @@ struct SessionState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Segment {
     name: String,
-    /// The session's bytes in this segment: its first `len` bytes (less than the object's
-    /// size after a write at an earlier offset cut it short).
+    /// The session's bytes in this segment: its first `len` bytes. (Sessions written by
+    /// versions that cut segments short on a rewrite can have `len` below the object's
+    /// size; nothing shortens a segment now.)
     len: u64,
 }
 
@@ -71,22 +72,6 @@ impl SessionState {
             .iter()
             .rposition(|s| s.len >= MIN_PART_SIZE as u64)
             .map_or(0, |i| i + 1)
-    }
-
-    /// Drops everything past `offset` (which is at most [`SessionState::len`]); returns the
-    /// names of segments no longer used.
-    fn truncate(&mut self, offset: u64) -> Vec<String> {
-        let mut kept = 0u64;
-        let mut keep = 0usize;
-        for seg in &mut self.segments {
-            if kept >= offset {
-                break;
-            }
-            seg.len = seg.len.min(offset - kept);
-            kept += seg.len;
-            keep += 1;
-        }
-        self.segments.drain(keep..).map(|s| s.name).collect()
     }
 }
 
@@ -173,8 +158,18 @@ impl Session<'_> {
                 got: offset,
             });
         }
-        let mut obsolete = state.truncate(offset);
-        let mut changed = offset < len;
+        if offset < len {
+            // Replicas share this session: bytes past `offset` may be another replica's
+            // write that is about to be acknowledged, so they are never cut (see
+            // `BlobStore::shared_sessions`). A write that failed half way never reached
+            // `state.json`, so its retry does not land here.
+            return Err(StorageError::Conflict(format!(
+                "upload {} holds {len} bytes; a write at {offset} would replace some",
+                self.id
+            )));
+        }
+        let mut obsolete = Vec::new();
+        let mut changed = false;
 
         let mut buf = BytesMut::new();
         let mut total = offset;
@@ -277,8 +272,17 @@ impl Session<'_> {
         Ok(read_segments(Arc::clone(self.client), parts))
     }
 
-    pub(crate) async fn finish(&self, blob_key: &str) -> Result<(), StorageError> {
+    pub(crate) async fn finish(&self, blob_key: &str, size: u64) -> Result<(), StorageError> {
         let (mut state, _) = self.load().await?;
+        // Segments are only ever appended, so the first `size` bytes are the ones the
+        // caller hashed; a length other than `size` means another request wrote after it.
+        let len = state.len();
+        if len != size {
+            return Err(StorageError::Conflict(format!(
+                "upload {} holds {len} bytes, not the {size} being finished",
+                self.id
+            )));
+        }
         if let Some(pending) = state.multipart.take() {
             // A finish that crashed half way; its upload is of no use now.
             self.client
@@ -490,21 +494,6 @@ mod tests {
         assert_eq!(state(&[1, 2]).run_start(), 0);
         assert_eq!(state(&[8 * MIB, 5 * MIB, 1]).run_start(), 2);
         assert_eq!(state(&[8 * MIB, 5 * MIB]).run_start(), 2);
-    }
-
-    #[test]
-    fn truncation() {
-        let mut s = state(&[10, 20, 30]);
-        assert_eq!(s.truncate(60), Vec::<String>::new());
-        assert_eq!(s.len(), 60);
-        assert_eq!(s.truncate(15), vec!["seg-2".to_string()]);
-        assert_eq!(
-            s.segments.iter().map(|s| s.len).collect::<Vec<_>>(),
-            [10, 5]
-        );
-        assert_eq!(s.truncate(10), vec!["seg-1".to_string()]);
-        assert_eq!(s.truncate(0), vec!["seg-0".to_string()]);
-        assert!(s.segments.is_empty());
     }
 
     #[test]

@@ -73,7 +73,10 @@ async fn server_stops_mid_write() {
         .write_upload(&id, 0, chunked(&big, &[3 * MIB]))
         .await
         .unwrap();
-    store.finish_upload(&id, &big_digest).await.unwrap();
+    store
+        .finish_upload(&id, &big_digest, big.len() as u64)
+        .await
+        .unwrap();
 
     // A session with 3 MiB acknowledged, then a write the outage interrupts.
     let data = random_bytes(14 * MIB);
@@ -109,7 +112,10 @@ async fn server_stops_mid_write() {
         assert_backend_error("stat", store.stat(&small_digest).await);
         assert_backend_error("get", store.get(&small_digest, None).await.map(drop));
         assert_backend_error("read_upload", store.read_upload(&id).await.map(drop));
-        assert_backend_error("finish_upload", store.finish_upload(&id, &digest).await);
+        assert_backend_error(
+            "finish_upload",
+            store.finish_upload(&id, &digest, data.len() as u64).await,
+        );
         let listed: Result<Vec<Digest>, _> = store.list().try_collect().await;
         assert_backend_error("list", listed);
         // Signing is local: it works without the server.
@@ -147,7 +153,10 @@ async fn server_stops_mid_write() {
             .unwrap(),
         data.len() as u64
     );
-    store.finish_upload(&id, &digest).await.unwrap();
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
     assert!(store.get_bytes(&digest).await.unwrap() == data);
     assert_eq!(store.upload_keys().await.unwrap(), Vec::<String>::new());
     assert_eq!(
@@ -173,7 +182,8 @@ async fn server_stops_mid_finish() {
         let store = store.clone();
         let id = id.clone();
         let digest = digest.clone();
-        async move { store.finish_upload(&id, &digest).await }
+        let len = data.len() as u64;
+        async move { store.finish_upload(&id, &digest, len).await }
     });
     tokio::time::sleep(Duration::from_millis(30)).await;
     tokio::task::block_in_place(|| server.stop());

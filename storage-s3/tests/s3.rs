@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use oci_spec_types::Digest;
 use storage_s3::{S3BlobStore, S3Config};
 use storage_traits::testsuite::blob::{chunked, collect, random_bytes, stream_of, upload_id};
-use storage_traits::{BlobStore, BlobStoreExt, GetRange};
+use storage_traits::{BlobStore, BlobStoreExt, GetRange, StorageError};
 
 const MIB: usize = 1024 * 1024;
 
@@ -56,7 +56,10 @@ async fn many_small_chunks_make_one_multipart_blob() {
     let keys = store.upload_keys().await.unwrap();
     assert!(keys.len() <= 6, "{} session objects: {keys:?}", keys.len());
 
-    store.finish_upload(&id, &digest).await.unwrap();
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
     assert_eq!(
         store.stat(&digest).await.unwrap().map(|i| i.size),
         Some(data.len() as u64)
@@ -92,43 +95,69 @@ async fn one_large_write_and_tiny_writes_mixed() {
             .await
             .unwrap();
     }
-    store.finish_upload(&id, &digest).await.unwrap();
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
     assert!(store.get_bytes(&digest).await.unwrap() == data);
     assert_no_session_leftovers(&store).await;
     store.delete(&digest).await.unwrap();
 }
 
+/// Replicas share sessions, so stored bytes are never cut: a write back inside a stored
+/// segment is refused and changes nothing, and of two replicas writing at the same offset
+/// at once exactly one is recorded.
 #[tokio::test]
-async fn rewrite_inside_a_stored_segment() {
-    let store = common::store();
+async fn stored_bytes_are_never_replaced() {
+    let cfg = common::config_on(common::server());
+    let a = S3BlobStore::new(cfg.clone()).unwrap();
+    let b = S3BlobStore::new(cfg).unwrap();
     let first = random_bytes(12 * MIB);
     let id = upload_id();
-    store.start_upload(&id).await.unwrap();
-    store
-        .write_upload(&id, 0, stream_of([first.clone()]))
+    a.start_upload(&id).await.unwrap();
+    a.write_upload(&id, 0, stream_of([first.clone()]))
         .await
         .unwrap();
-    // Back to the middle of the first 8 MiB segment, then on.
-    let second = random_bytes(7 * MIB);
-    let at = 6 * MIB + 5;
-    assert_eq!(
-        store
-            .write_upload(&id, at as u64, stream_of([second.clone()]))
-            .await
-            .unwrap(),
-        (at + second.len()) as u64
+    let result = b
+        .write_upload(
+            &id,
+            (6 * MIB + 5) as u64,
+            stream_of([random_bytes(7 * MIB)]),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(StorageError::Conflict(_))),
+        "a write inside a stored segment: {result:?}"
     );
-    let mut expected = first[..at].to_vec();
-    expected.extend_from_slice(&second);
-    let held = collect(store.read_upload(&id).await.unwrap())
+    let held = collect(a.read_upload(&id).await.unwrap()).await.unwrap();
+    assert!(held == first, "a refused write changed the session");
+
+    // Two replicas append at the same offset at once.
+    let (x, y) = (random_bytes(3 * MIB), random_bytes(3 * MIB));
+    let at = first.len() as u64;
+    let (rx, ry) = tokio::join!(
+        a.write_upload(&id, at, stream_of([x.clone()])),
+        b.write_upload(&id, at, stream_of([y.clone()])),
+    );
+    let winner = match (&rx, &ry) {
+        (Ok(_), Err(StorageError::Conflict(_))) => &x,
+        (Err(StorageError::Conflict(_)), Ok(_)) => &y,
+        other => panic!("racing writes: expected one Ok and one Conflict, got {other:?}"),
+    };
+    let mut expected = first.clone();
+    expected.extend_from_slice(winner);
+    let held = collect(b.read_upload(&id).await.unwrap()).await.unwrap();
+    assert!(
+        held == expected,
+        "the session holds neither racer's bytes whole"
+    );
+    let digest = Digest::sha256_of(&expected);
+    b.finish_upload(&id, &digest, expected.len() as u64)
         .await
         .unwrap();
-    assert!(held == expected, "read_upload differs");
-    let digest = Digest::sha256_of(&expected);
-    store.finish_upload(&id, &digest).await.unwrap();
-    assert!(store.get_bytes(&digest).await.unwrap() == expected);
-    assert_no_session_leftovers(&store).await;
-    store.delete(&digest).await.unwrap();
+    assert!(a.get_bytes(&digest).await.unwrap() == expected);
+    assert_no_session_leftovers(&a).await;
+    a.delete(&digest).await.unwrap();
 }
 
 #[tokio::test]
@@ -148,7 +177,9 @@ async fn replicas_continue_each_others_sessions() {
             .await
             .unwrap();
     }
-    b.finish_upload(&id, &digest).await.unwrap();
+    b.finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
     assert!(a.get_bytes(&digest).await.unwrap() == data);
     a.delete(&digest).await.unwrap();
 }

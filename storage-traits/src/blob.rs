@@ -77,17 +77,27 @@ impl Debug for GetResult {
 ///   [`StorageError::NotFound`]; `get` with a range outside the blob is
 ///   [`StorageError::RangeNotSatisfiable`].
 /// - `delete` of a missing blob succeeds.
-/// - `write_upload(id, offset, data)` writes `data` at `offset` and discards anything the
-///   session held past `offset`, so a write that failed half way is simply overwritten by
-///   the retry at the offset the caller last recorded. `offset` larger than the bytes the
-///   session holds is [`StorageError::InvalidOffset`]. Chunks of any size are accepted.
-///   It returns the session's new length. A store shared by several processes refuses a
-///   write that raced another write of the same session with [`StorageError::Conflict`]
-///   rather than let the later one replace bytes the earlier one had stored.
-/// - `finish_upload(id, digest)` is atomic: the blob appears under `digest` with the
-///   session's complete bytes, durably, or not at all. The caller has verified the digest;
-///   the store does not re-hash. Finishing onto a digest that already exists keeps the
-///   existing blob (same digest, same bytes) and discards the session.
+/// - `write_upload(id, offset, data)` writes `data` at `offset` and returns the session's
+///   new length. Chunks of any size are accepted. `offset` larger than the bytes the
+///   session holds is [`StorageError::InvalidOffset`].
+/// - `offset` smaller than the bytes the session holds depends on
+///   [`BlobStore::shared_sessions`]. A store only one process writes discards everything
+///   past `offset`, so a write that failed half way is simply overwritten by the retry at
+///   the offset the caller last recorded. A store whose sessions other processes write too
+///   refuses with [`StorageError::Conflict`] and keeps its bytes: it cannot tell bytes
+///   nobody acknowledged from bytes another replica is about to acknowledge, and replacing
+///   the latter would leave that replica's hash state describing bytes the session no
+///   longer holds. Such a store only keeps a write's bytes once the whole input arrived,
+///   so a write that failed half way leaves the length unchanged and its retry succeeds.
+///   Two writes racing at the same offset: one wins, the other gets `Conflict`.
+/// - `finish_upload(id, digest, size)` is atomic: the blob appears under `digest` with the
+///   session's complete bytes, durably, or not at all. The caller has verified that the
+///   session's first `size` bytes hash to `digest`; the store does not re-hash, but it
+///   refuses with [`StorageError::Conflict`] (and keeps the session) when the session does
+///   not hold exactly `size` bytes, so bytes another request appended after the caller's
+///   check are never published under the caller's digest. Finishing onto a digest that
+///   already exists keeps the existing blob (same digest, same bytes) and discards the
+///   session.
 /// - `abort_upload` of an unknown session succeeds and leaves nothing behind.
 #[async_trait]
 pub trait BlobStore: Debug + Send + Sync + 'static {
@@ -116,9 +126,17 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
     /// The bytes a session holds so far (used to re-hash when no hash state was kept).
     async fn read_upload(&self, id: &str) -> Result<ByteStream, StorageError>;
 
-    async fn finish_upload(&self, id: &str, digest: &Digest) -> Result<(), StorageError>;
+    async fn finish_upload(&self, id: &str, digest: &Digest, size: u64)
+    -> Result<(), StorageError>;
 
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError>;
+
+    /// Whether other processes (replicas sharing an object store) write this store's upload
+    /// sessions too; it decides what a write below the session's length does (see the
+    /// trait's behaviour list). Stores that only one process writes keep the default.
+    fn shared_sessions(&self) -> bool {
+        false
+    }
 
     /// The presigned-URL ability, if this store has it.
     fn signer(&self) -> Option<&dyn BlobSigner> {
@@ -147,10 +165,11 @@ pub trait BlobStoreExt: BlobStore {
         data: Bytes,
     ) -> Result<(), StorageError> {
         self.start_upload(upload_id).await?;
+        let size = data.len() as u64;
         let stream = futures::stream::once(async move { Ok(data) }).boxed();
         let result = async {
             self.write_upload(upload_id, 0, stream).await?;
-            self.finish_upload(upload_id, digest).await
+            self.finish_upload(upload_id, digest, size).await
         }
         .await;
         if result.is_err() {

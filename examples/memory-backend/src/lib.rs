@@ -124,10 +124,25 @@ impl BlobStore for MemoryBlobStore {
         Ok(stream::once(async move { Ok(bytes) }).boxed())
     }
 
-    async fn finish_upload(&self, id: &str, digest: &Digest) -> Result<(), StorageError> {
+    async fn finish_upload(
+        &self,
+        id: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StorageError> {
         check_id(id)?;
-        let buf = self.uploads().remove(id);
-        let buf = buf.ok_or_else(|| StorageError::UploadNotFound(id.to_string()))?;
+        let mut uploads = self.uploads();
+        let held = uploads
+            .get(id)
+            .ok_or_else(|| StorageError::UploadNotFound(id.to_string()))?
+            .len() as u64;
+        if held != size {
+            return Err(StorageError::Conflict(format!(
+                "upload {id} holds {held} bytes, not the {size} being finished"
+            )));
+        }
+        let buf = uploads.remove(id).unwrap_or_default();
+        drop(uploads);
         // An existing blob under this digest holds the same bytes: keep it.
         self.blobs()
             .entry(digest.clone())

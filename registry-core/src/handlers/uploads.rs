@@ -143,11 +143,12 @@ pub(super) async fn patch(
         .update_upload(id, session.offset, offset, hash_state.as_deref(), now_ms())
         .await?;
     if !swapped {
-        // Another request (on another replica) acknowledged bytes of this session while
-        // this one wrote: what the store now holds may be this request's bytes while the
-        // session's hash state describes the other's. Committing that would file bytes
-        // under a digest they do not have, so the session is abandoned instead; the
-        // client starts the upload again.
+        // Another request acknowledged bytes of this session while this one wrote. A
+        // store replicas share cannot get here (it records only one of two writes at an
+        // offset, see `BlobStore::shared_sessions`), and in one process the session claim
+        // keeps writes apart; if a store breaks that promise, what it holds may be this
+        // request's bytes under the other's hash state, so the session is abandoned rather
+        // than risk filing bytes under a digest they do not have. The client starts over.
         discard(inner, id).await;
         return Err(RegistryError::oci(
             ErrorCode::BlobUploadInvalid,
@@ -234,7 +235,10 @@ async fn finish(
     // link whose publish then fails points at nothing; it 404s like an unknown blob and
     // its own review removes it after the grace period.
     crate::gc::retry_while_being_deleted(|| inner.metadata.link_blob(repo, &digest, size)).await?;
-    inner.blobs.finish_upload(&session.id, &digest).await?;
+    inner
+        .blobs
+        .finish_upload(&session.id, &digest, size)
+        .await?;
     inner.metadata.delete_upload(&session.id).await?;
     Ok(created(repo, &digest))
 }

@@ -93,7 +93,8 @@ macro_rules! blob_store_tests {
         $crate::__blob_store_case!([$(#[$attr])*] ($make) list_includes_stored);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) upload_in_chunks);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) write_at_wrong_offset);
-        $crate::__blob_store_case!([$(#[$attr])*] ($make) rewrite_discards_tail);
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) rewrite_below_length);
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) finish_with_wrong_size_refused);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) read_upload_returns_written);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) finish_makes_blob_visible);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) finish_onto_existing_keeps_blob);
@@ -359,7 +360,7 @@ pub async fn empty_blob(store: &dyn BlobStore) {
     store.start_upload(&id).await.expect("start_upload");
     assert!(read_upload(store, &id).await.is_empty());
     store
-        .finish_upload(&id, &digest)
+        .finish_upload(&id, &digest, 0)
         .await
         .expect("finish_upload");
 
@@ -391,7 +392,7 @@ pub async fn empty_blob(store: &dyn BlobStore) {
     );
     assert_eq!(write(store, &id, 0, stream_of([Bytes::new()])).await, 0);
     store
-        .finish_upload(&id, &digest)
+        .finish_upload(&id, &digest, 0)
         .await
         .expect("finish_upload");
     assert_eq!(
@@ -499,7 +500,7 @@ pub async fn upload_in_chunks(store: &dyn BlobStore) {
         "read_upload differs from what was written"
     );
     store
-        .finish_upload(&id, &digest)
+        .finish_upload(&id, &digest, data.len() as u64)
         .await
         .expect("finish_upload");
     assert_eq!(
@@ -546,12 +547,48 @@ pub async fn write_at_wrong_offset(store: &dyn BlobStore) {
     store.abort_upload(&id).await.expect("abort_upload");
 }
 
-pub async fn rewrite_discards_tail(store: &dyn BlobStore) {
+/// A write below the session's length: truncation on a store one process writes, a
+/// refusal that keeps every byte on a store replicas share (see `BlobStore::shared_sessions`).
+pub async fn rewrite_below_length(store: &dyn BlobStore) {
     let first = random_bytes(100);
     let second = random_bytes(10);
     let id = upload_id();
     store.start_upload(&id).await.expect("start_upload");
     assert_eq!(write(store, &id, 0, stream_of([first.clone()])).await, 100);
+    if store.shared_sessions() {
+        for offset in [0, 40, 99] {
+            match store
+                .write_upload(&id, offset, stream_of([second.clone()]))
+                .await
+            {
+                Err(StorageError::Conflict(_)) => {}
+                other => panic!(
+                    "write at {offset} into a shared 100-byte session: expected Conflict, \
+                     got {other:?}"
+                ),
+            }
+            assert_eq!(
+                read_upload(store, &id).await,
+                first,
+                "a refused write changed the session"
+            );
+        }
+        // An empty write below the length is refused too: it would truncate.
+        assert!(matches!(
+            store
+                .write_upload(&id, 45, stream_of(Vec::<Bytes>::new()))
+                .await,
+            Err(StorageError::Conflict(_))
+        ));
+        let digest = Digest::sha256_of(&first);
+        store
+            .finish_upload(&id, &digest, 100)
+            .await
+            .expect("finish_upload");
+        assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), first);
+        cleanup(store, &[&digest]).await;
+        return;
+    }
     assert_eq!(write(store, &id, 40, stream_of([second.clone()])).await, 50);
     let mut expected = first[..40].to_vec();
     expected.extend_from_slice(&second);
@@ -565,10 +602,44 @@ pub async fn rewrite_discards_tail(store: &dyn BlobStore) {
     assert_eq!(read_upload(store, &id).await, expected);
     let digest = Digest::sha256_of(&expected);
     store
-        .finish_upload(&id, &digest)
+        .finish_upload(&id, &digest, expected.len() as u64)
         .await
         .expect("finish_upload");
     assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), expected);
+    cleanup(store, &[&digest]).await;
+}
+
+/// Finishing with a size the session does not hold publishes nothing and keeps the
+/// session, which then finishes with the right size.
+pub async fn finish_with_wrong_size_refused(store: &dyn BlobStore) {
+    let data = random_bytes(3_000);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store.start_upload(&id).await.expect("start_upload");
+    write(store, &id, 0, chunked(&data, &[1_000])).await;
+    for size in [0, 2_999, 3_001] {
+        match store.finish_upload(&id, &digest, size).await {
+            Err(StorageError::Conflict(_)) => {}
+            other => panic!(
+                "finish with size {size} of a 3000-byte session: expected Conflict, got {other:?}"
+            ),
+        }
+        assert_eq!(
+            store.stat(&digest).await.expect("stat"),
+            None,
+            "a refused finish published a blob"
+        );
+    }
+    assert_eq!(
+        read_upload(store, &id).await,
+        data,
+        "a refused finish lost bytes"
+    );
+    store
+        .finish_upload(&id, &digest, 3_000)
+        .await
+        .expect("finish_upload");
+    assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), data);
     cleanup(store, &[&digest]).await;
 }
 
@@ -608,7 +679,7 @@ pub async fn finish_makes_blob_visible(store: &dyn BlobStore) {
         Err(StorageError::NotFound(_))
     ));
     store
-        .finish_upload(&id, &digest)
+        .finish_upload(&id, &digest, data.len() as u64)
         .await
         .expect("finish_upload");
     assert_eq!(
@@ -628,7 +699,7 @@ pub async fn finish_onto_existing_keeps_blob(store: &dyn BlobStore) {
     store.start_upload(&id).await.expect("start_upload");
     write(store, &id, 0, chunked(&data, &[777])).await;
     store
-        .finish_upload(&id, &digest)
+        .finish_upload(&id, &digest, data.len() as u64)
         .await
         .expect("finish onto an existing blob");
     assert_eq!(
@@ -658,13 +729,19 @@ pub async fn uploads_are_independent(store: &dyn BlobStore) {
     write(store, &ia, 1_000, stream_of([a[1_000..].to_vec()])).await;
     write(store, &ib, 2_000, stream_of([b[2_000..].to_vec()])).await;
     let (da, db) = (Digest::sha256_of(&a), Digest::sha256_of(&b));
-    store.finish_upload(&ib, &db).await.expect("finish_upload");
+    store
+        .finish_upload(&ib, &db, b.len() as u64)
+        .await
+        .expect("finish_upload");
     assert_eq!(
         read_upload(store, &ia).await,
         a,
         "finishing one session touched another"
     );
-    store.finish_upload(&ia, &da).await.expect("finish_upload");
+    store
+        .finish_upload(&ia, &da, a.len() as u64)
+        .await
+        .expect("finish_upload");
     assert_eq!(store.get_bytes(&da).await.expect("get_bytes"), a);
     assert_eq!(store.get_bytes(&db).await.expect("get_bytes"), b);
     cleanup(store, &[&da, &db]).await;
@@ -682,7 +759,10 @@ pub async fn abort_leaves_nothing(store: &dyn BlobStore) {
         "an aborted session can still be read"
     );
     assert!(
-        store.finish_upload(&id, &digest).await.is_err(),
+        store
+            .finish_upload(&id, &digest, data.len() as u64)
+            .await
+            .is_err(),
         "an aborted session can still be finished"
     );
     assert_eq!(
@@ -719,7 +799,7 @@ pub async fn invalid_upload_ids_refused(store: &dyn BlobStore) {
                 .map(drop),
         );
         check("read_upload", store.read_upload(id).await.map(drop));
-        check("finish_upload", store.finish_upload(id, &digest).await);
+        check("finish_upload", store.finish_upload(id, &digest, 0).await);
         check("abort_upload", store.abort_upload(id).await);
     }
     // The longest valid id is accepted.
@@ -783,7 +863,7 @@ pub async fn failing_input_stream(store: &dyn BlobStore) {
     );
     assert_eq!(read_upload(store, &id).await, data);
     store
-        .finish_upload(&id, &digest)
+        .finish_upload(&id, &digest, data.len() as u64)
         .await
         .expect("finish_upload");
     assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), data);
@@ -806,7 +886,7 @@ pub async fn large_blob_streamed(store: &dyn BlobStore) {
         LEN as u64
     );
     store
-        .finish_upload(&id, &digest)
+        .finish_upload(&id, &digest, LEN as u64)
         .await
         .expect("finish_upload");
     assert_eq!(
