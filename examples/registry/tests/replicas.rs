@@ -486,24 +486,22 @@ async fn racing_patches_of_one_session_on_both_replicas() {
             (_, 202) => &b,
             _ => panic!("round {round}: neither racing PATCH was acknowledged: {sa}/{sb}"),
         };
-        // A PATCH that wrote but lost the metadata compare-and-swap abandons the session
-        // (its bytes may have replaced the winner's in the store): then there is nothing
-        // to commit, which is safe. Otherwise the session holds the winner's length.
-        match api2.upload_offset(&loc).await {
-            None => {
-                *outcomes.entry("session abandoned".into()).or_default() += 1;
-                continue;
-            }
-            Some(offset) => assert_eq!(offset, len, "round {round}: offset after the race"),
-        }
+        // The store records one of the two writes and refuses the other before its
+        // metadata compare-and-swap, so the session is never left holding the loser's
+        // bytes (which would have to be abandoned): it holds the winner's, and commits.
+        let offset = api2.upload_offset(&loc).await;
+        assert_eq!(
+            offset,
+            Some(len),
+            "round {round}: the session after the race; outcomes so far: {outcomes:?}"
+        );
         let digest = sha256(winner);
         let res = api2.finish_upload(&loc, &digest, &[]).await;
-        let status = res.status().as_u16();
-        if status != 201 {
-            // Refusing to commit what it cannot vouch for is safe; note it.
-            *outcomes.entry(format!("PUT {status}")).or_default() += 1;
-            continue;
-        }
+        assert_eq!(
+            res.status().as_u16(),
+            201,
+            "round {round}: PUT of the winner's digest; outcomes so far: {outcomes:?}"
+        );
         let (status, _, body) = api1.get(&format!("/v2/{repo}/blobs/{digest}")).await;
         assert_eq!(status, 200, "round {round}: GET of the committed blob");
         let served = if body == a {
