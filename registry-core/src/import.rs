@@ -37,8 +37,8 @@ pub trait ImportSource: Debug + Send + Sync {
     async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError>;
     /// A small file's content (links, manifests), `None` if missing.
     async fn read(&self, path: &str) -> Result<Option<Bytes>, StorageError>;
-    /// A blob's bytes, streamed.
-    async fn open(&self, path: &str) -> Result<ByteStream, StorageError>;
+    /// A blob's bytes, streamed; `None` if missing.
+    async fn open(&self, path: &str) -> Result<Option<ByteStream>, StorageError>;
 }
 
 /// A distribution root on a local filesystem (its `rootdirectory` setting).
@@ -83,12 +83,14 @@ impl ImportSource for FsSource {
         }
     }
 
-    async fn open(&self, path: &str) -> Result<ByteStream, StorageError> {
-        let file = tokio::fs::File::open(self.root.join(path))
-            .await
-            .map_err(io)?;
+    async fn open(&self, path: &str) -> Result<Option<ByteStream>, StorageError> {
+        let file = match tokio::fs::File::open(self.root.join(path)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024);
-        Ok(stream.map(|r| r.map_err(io)).boxed())
+        Ok(Some(stream.map(|r| r.map_err(io)).boxed()))
     }
 }
 
@@ -312,14 +314,13 @@ impl Registry {
         if let Some(info) = self.inner.blobs.stat(digest).await? {
             return Ok(Some(info.size));
         }
-        let stream = match source.open(&blob_path(digest)).await {
-            Ok(s) => s,
-            Err(_) => {
-                report
-                    .skipped
-                    .push(format!("blob {digest}: not in the source"));
-                return Ok(None);
-            }
+        // A missing blob is the source's gap (reported); failing to read one that is
+        // there is an error, or a flaky source would silently lose content.
+        let Some(stream) = source.open(&blob_path(digest)).await? else {
+            report
+                .skipped
+                .push(format!("blob {digest}: not in the source"));
+            return Ok(None);
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let blobs = &self.inner.blobs;

@@ -321,6 +321,33 @@ impl Client {
             .map_err(|e| protocol("LIST", prefix, format!("bad ListObjectsV2 XML: {e}")))
     }
 
+    /// One page of `ListObjectsV2` under `prefix`, grouped at `/`: the keys directly
+    /// under it, and the common prefixes (the "folders") of the deeper ones.
+    pub(crate) async fn list_folder_page(
+        &self,
+        prefix: &str,
+        token: Option<&str>,
+    ) -> Result<ListObjectsV2Response, StorageError> {
+        let response = self
+            .send("LIST", prefix, || {
+                let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
+                action.with_prefix(prefix);
+                action.with_delimiter("/");
+                action.with_max_keys(self.list_page_size);
+                if let Some(t) = token {
+                    action.with_continuation_token(t);
+                }
+                self.http.get(self.signed(&action))
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error("LIST", prefix, response).await.into());
+        }
+        let body = text("LIST", prefix, response).await?;
+        ListObjectsV2::parse_response(&body)
+            .map_err(|e| protocol("LIST", prefix, format!("bad ListObjectsV2 XML: {e}")))
+    }
+
     /// Every key under `prefix`, page by page.
     pub(crate) fn list_keys(
         self: &Arc<Self>,

@@ -100,6 +100,12 @@
 //! query-signed `GET` URL that any HTTP client can fetch until it expires (at most 7 days;
 //! with temporary credentials, no longer than they live).
 //!
+//! # Reading what others wrote
+//! [`S3BucketReader`] reads the objects under any prefix as files in folders (folder
+//! listings are `ListObjectsV2` with a `/` delimiter, files are streamed `GET`s), with the
+//! same configuration, client, timeouts and retries as the store. It never writes; `registry
+//! import` reads CNCF distribution's `s3` driver layout with it.
+//!
 //! # The S3 client
 //! [`rusty-s3`](https://docs.rs/rusty-s3) signs requests and presigns URLs (sans-IO), and
 //! the workspace's `reqwest` sends them, streaming bodies both ways; `backon` retries
@@ -130,12 +136,14 @@ mod config;
 mod credentials;
 mod error;
 mod layout;
+mod reader;
 mod store;
 mod upload;
 
 pub use config::S3Config;
 pub use credentials::Credentials;
 pub use error::S3Error;
+pub use reader::S3BucketReader;
 pub use store::S3BlobStore;
 
 // For the links in the docs above.

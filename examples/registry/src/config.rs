@@ -37,8 +37,9 @@ pub enum Command {
     /// Run one garbage-collection pass against the stores, then exit. Safe while a
     /// server runs on the same stores (passes take turns).
     Gc(GcArgs),
-    /// Import a CNCF distribution storage root (its `rootdirectory`, the folder that
-    /// contains `docker/registry/v2`) into the stores, then exit. Safe to re-run.
+    /// Import a CNCF distribution storage root (its `rootdirectory`, the folder or S3
+    /// prefix that contains `docker/registry/v2`) into the stores, then exit. Safe to
+    /// re-run.
     Import(ImportArgs),
     /// Print storage statistics from the metadata store (no server needed).
     Stats(StatsArgs),
@@ -48,8 +49,11 @@ pub enum Command {
 pub struct ImportArgs {
     #[command(flatten)]
     pub common: ServeArgs,
-    /// The distribution storage root: the folder that contains `docker/registry/v2`.
-    #[arg(long, value_name = "PATH")]
+    /// The distribution storage root: the folder that contains `docker/registry/v2`
+    /// (a path or `fs://PATH`), or `s3://BUCKET/ROOTDIRECTORY?endpoint=URL&region=R`
+    /// (as `--storage` takes it; credentials from the `AWS_*` variables or
+    /// `~/.aws/credentials`, `&profile=P` for another profile).
+    #[arg(long, value_name = "PATH|URL")]
     pub from: String,
 }
 

@@ -1,12 +1,17 @@
 //! `registry import --from ROOT`: copies a CNCF distribution registry's storage (its
-//! `rootdirectory`) into our stores with `Registry::import`, then prints what it did and
-//! everything it skipped. Skips (a corrupt blob, an invalid name) do not fail the run;
-//! an error reading the source or writing the stores does.
+//! `rootdirectory`, in a local folder or under an S3 prefix) into our stores with
+//! `Registry::import`, then prints what it did and everything it skipped. Skips (a corrupt
+//! blob, an invalid name) do not fail the run; an error reading the source or writing the
+//! stores does.
 
 use std::path::PathBuf;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use registry_core::RegistryConfig;
-use registry_core::import::{FsSource, ImportReport};
+use registry_core::import::{FsSource, ImportReport, ImportSource};
+use storage_s3::S3BucketReader;
+use storage_traits::{ByteStream, StorageError};
 
 use crate::BoxError;
 use crate::config::Settings;
@@ -15,56 +20,110 @@ use crate::stats::human_bytes;
 /// The folder distribution keeps everything under, inside its root.
 const V2: &str = "docker/registry/v2";
 
+/// Where `--from` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A local folder: distribution's `filesystem` driver.
+    Fs(PathBuf),
+    /// `s3://BUCKET/ROOTDIRECTORY?endpoint=..&region=..`: distribution's `s3` driver.
+    S3(String),
+}
+
 pub async fn run(settings: &Settings, from: &str) -> Result<(), BoxError> {
-    let root = source_root(from)?;
-    if !root.join(V2).is_dir() {
-        return Err(format!(
-            "{} has no {V2} folder: --from takes distribution's storage root (its \
-             `rootdirectory`), the folder that contains {V2}",
-            root.display()
-        )
-        .into());
-    }
+    let (shown, source): (String, Box<dyn ImportSource>) = match parse_from(from)? {
+        Source::Fs(root) => {
+            if !root.join(V2).is_dir() {
+                return Err(format!(
+                    "{} has no {V2} folder: --from takes distribution's storage root (its \
+                     `rootdirectory`), the folder that contains {V2}",
+                    root.display()
+                )
+                .into());
+            }
+            (root.display().to_string(), Box::new(FsSource::new(&root)))
+        }
+        Source::S3(url) => {
+            let reader = S3BucketReader::from_url(&url)
+                .map_err(|e| format!("cannot read S3 source {url}: {e}"))?;
+            // One request that proves the bucket answers, with these credentials, and
+            // that the prefix is a distribution root.
+            let top = reader
+                .list_folder("docker/registry")
+                .await
+                .map_err(|e| format!("cannot read S3 source {url}: {e}"))?;
+            if !top.iter().any(|name| name == "v2") {
+                return Err(format!(
+                    "s3://{}/{} has no {V2}/ under it: --from s3://BUCKET/PREFIX takes \
+                     distribution's s3 `bucket` and `rootdirectory`",
+                    reader.bucket(),
+                    reader.prefix()
+                )
+                .into());
+            }
+            (url, Box::new(S3Source(reader)))
+        }
+    };
     let registry = crate::open_registry(settings, RegistryConfig::default()).await?;
     let report = registry
-        .import(&FsSource::new(&root))
+        .import(source.as_ref())
         .await
-        .map_err(|e| format!("import from {} failed: {e}", root.display()))?;
-    print!("{}", summary(&root, &report));
+        .map_err(|e| format!("import from {shown} failed: {e}"))?;
+    print!("{}", summary(&shown, &report));
     Ok(())
 }
 
-/// The local folder `--from` names: a plain path or `fs://PATH`. Object storage is not
-/// a source yet.
-pub fn source_root(from: &str) -> Result<PathBuf, String> {
+/// What `--from` names: a plain path or `fs://PATH`, or an `s3://` URL in the form
+/// `--storage` takes (checked in full when the reader is built).
+pub fn parse_from(from: &str) -> Result<Source, String> {
     let from = from.trim();
     let path = match from.split_once("://") {
         None => from,
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("fs") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("s3") => {
+            return Ok(Source::S3(from.to_string()));
+        }
         Some((scheme, _)) => {
             return Err(format!(
-                "cannot import from `{from}`: {scheme}:// sources are not supported yet; \
-                 only filesystem roots are supported (a local path to the folder that \
-                 contains {V2})"
+                "cannot import from `{from}`: {scheme}:// sources are not supported; --from \
+                 takes a local path to the folder that contains {V2} (or fs://PATH), or \
+                 s3://BUCKET/ROOTDIRECTORY?endpoint=URL&region=REGION"
             ));
         }
     };
     if path.is_empty() {
         return Err("--from needs a path: the folder that contains docker/registry/v2".into());
     }
-    Ok(PathBuf::from(path))
+    Ok(Source::Fs(PathBuf::from(path)))
+}
+
+/// A distribution root under an S3 prefix.
+#[derive(Debug)]
+struct S3Source(S3BucketReader);
+
+#[async_trait]
+impl ImportSource for S3Source {
+    async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+        self.0.list_folder(dir).await
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
+        self.0.read(path).await
+    }
+
+    async fn open(&self, path: &str) -> Result<Option<ByteStream>, StorageError> {
+        Ok(self.0.open(path).await?.map(|(_, stream)| stream))
+    }
 }
 
 /// One line per skipped item, then the totals.
-fn summary(root: &std::path::Path, r: &ImportReport) -> String {
+fn summary(source: &str, r: &ImportReport) -> String {
     let mut out = String::new();
     for skipped in &r.skipped {
         out.push_str(&format!("skipped: {skipped}\n"));
     }
     out.push_str(&format!(
-        "imported from {}: {} repositories, {} blobs copied ({} bytes, {}), {} links, \
+        "imported from {source}: {} repositories, {} blobs copied ({} bytes, {}), {} links, \
          {} manifests, {} tags; {} skipped\n",
-        root.display(),
         r.repositories,
         r.blobs_copied,
         r.bytes_copied,
@@ -83,19 +142,21 @@ mod tests {
 
     #[test]
     fn sources() {
-        assert_eq!(source_root("/srv/dist"), Ok(PathBuf::from("/srv/dist")));
+        let fs = |p: &str| Ok(Source::Fs(PathBuf::from(p)));
+        assert_eq!(parse_from("/srv/dist"), fs("/srv/dist"));
+        assert_eq!(parse_from("fs:///srv/dist"), fs("/srv/dist"));
+        assert_eq!(parse_from("rel/dist"), fs("rel/dist"));
         assert_eq!(
-            source_root("fs:///srv/dist"),
-            Ok(PathBuf::from("/srv/dist"))
+            parse_from("s3://bucket/prefix?region=eu-west-1"),
+            Ok(Source::S3("s3://bucket/prefix?region=eu-west-1".into()))
         );
-        assert_eq!(source_root("rel/dist"), Ok(PathBuf::from("rel/dist")));
-        let e = source_root("s3://bucket/prefix").unwrap_err();
+        let e = parse_from("gs://bucket/prefix").unwrap_err();
         assert!(
-            e.contains("s3://") && e.contains("only filesystem roots are supported"),
+            e.contains("gs://") && e.contains("s3://BUCKET/ROOTDIRECTORY"),
             "{e}"
         );
-        assert!(source_root("").is_err());
-        assert!(source_root("fs://").is_err());
+        assert!(parse_from("").is_err());
+        assert!(parse_from("fs://").is_err());
     }
 
     #[test]
@@ -105,13 +166,13 @@ mod tests {
         r.blobs_copied = 3;
         r.bytes_copied = 2048;
         r.skipped.push("a@sha256:x: manifest bytes missing".into());
-        let s = summary(std::path::Path::new("/d"), &r);
+        let s = summary("/d", &r);
         assert!(
             s.starts_with("skipped: a@sha256:x: manifest bytes missing\n"),
             "{s}"
         );
         assert!(
-            s.contains("2 repositories, 3 blobs copied (2048 bytes, 2.0 KiB)"),
+            s.contains("imported from /d: 2 repositories, 3 blobs copied (2048 bytes, 2.0 KiB)"),
             "{s}"
         );
         assert!(s.ends_with("; 1 skipped\n"), "{s}");

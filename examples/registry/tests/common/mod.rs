@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod distribution;
+pub mod import_flow;
 pub mod oci_layout;
 pub mod services;
 pub mod skopeo_flow;

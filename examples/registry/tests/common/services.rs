@@ -89,12 +89,18 @@ impl Backends {
 
     /// The command [`Backends::serve`] runs.
     pub fn command(&self, extra: &[&str]) -> Command {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--gc-interval", "off"];
+        args.extend_from_slice(extra);
+        self.subcommand("serve", &args)
+    }
+
+    /// `registry NAME --storage .. --metadata .. EXTRA` on these stores, with the S3
+    /// credentials in its environment.
+    pub fn subcommand(&self, name: &str, extra: &[&str]) -> Command {
         let mut cmd = registry_command();
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+        cmd.arg(name)
             .args(["--storage", &self.storage])
             .args(["--metadata", &self.metadata])
-            .args(["--gc-interval", "off"])
             .args(extra);
         for var in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"] {
             cmd.env_remove(var);

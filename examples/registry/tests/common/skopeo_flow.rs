@@ -57,7 +57,7 @@ pub fn require_skopeo() {
     );
 }
 
-fn blob_set(root: &Path) -> BTreeSet<String> {
+pub fn blob_set(root: &Path) -> BTreeSet<String> {
     std::fs::read_dir(root.join("blobs/sha256"))
         .expect("read blobs/sha256")
         .map(|e| {
@@ -70,7 +70,7 @@ fn blob_set(root: &Path) -> BTreeSet<String> {
 }
 
 /// Every file under blobs/sha256 has the digest of its name.
-fn assert_layout_blobs_intact(root: &Path) {
+pub fn assert_layout_blobs_intact(root: &Path) {
     for digest in blob_set(root) {
         let data = oci_layout::read_blob(root, &digest).expect("blob readable");
         assert_eq!(sha256(&data), digest, "blob {digest} in {}", root.display());
