@@ -227,6 +227,7 @@ impl IntoResponse for RegistryError {
                     format!("request body failed: {source}"),
                     None,
                 ),
+                e @ StorageError::Backend { .. } => unavailable(&e),
                 other => internal(&other),
             },
             RegistryError::Metadata(e) => match e {
@@ -257,10 +258,28 @@ impl IntoResponse for RegistryError {
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                     res
                 }
+                e @ MetadataError::Backend { .. } => unavailable(&e),
                 other => internal(&other),
             },
         }
     }
+}
+
+/// A backend that failed (unreachable, timing out, refusing): `503` with `Retry-After`,
+/// so clients and load balancers treat it as the passing condition it usually is rather
+/// than as a bug of this registry. The detail goes to the log, not to the client.
+fn unavailable(e: &dyn std::error::Error) -> Response {
+    tracing::error!(error = %e, "a storage backend failed");
+    let body = r#"{"errors":[{"code":"UNKNOWN","message":"a storage backend is unavailable; retry later"}]}"#;
+    let mut res = Response::new(Body::from(body));
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    res
 }
 
 fn internal(e: &dyn std::error::Error) -> Response {

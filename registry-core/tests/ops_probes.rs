@@ -140,6 +140,17 @@ async fn unavailable_while_the_blob_store_fails() {
     assert_ne!(body["checks"]["blobs"], "ok");
     let reason = body["reason"].as_str().unwrap();
     assert!(reason.starts_with("blobs: "), "{reason}");
+    // The API answers the outage with 503 and Retry-After, not a 500 that reads as a bug.
+    let api = registry.router();
+    let req = Request::post("/v2/some/repo/blobs/uploads/")
+        .body(Body::empty())
+        .unwrap();
+    let res = api.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers().get("retry-after").unwrap(), "5");
+    let err: serde_json::Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(err["errors"][0]["code"], "UNKNOWN", "{err}");
     // Liveness does not depend on the stores.
     assert_eq!(probe(&ops, "/healthz").await.0, StatusCode::OK);
 

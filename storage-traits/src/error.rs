@@ -18,8 +18,9 @@ pub enum StorageError {
     InvalidOffset { expected: u64, got: u64 },
     #[error("invalid upload id {0:?}")]
     InvalidUploadId(String),
-    /// Another writer changed the upload session while this write ran (a store shared
-    /// by several processes detects it); nothing this write stored is part of the session.
+    /// Another writer changed the upload session while this call ran (a store shared by
+    /// several processes detects it), or the session does not hold the bytes being
+    /// finished; nothing this call stored is part of the session, which stays as it was.
     #[error("upload session {0} was changed by another writer")]
     Conflict(String),
     /// The byte stream handed to the store failed (for example, the client disconnected).
