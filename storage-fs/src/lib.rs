@@ -37,6 +37,13 @@
 //! `finish_upload` returns it survives a crash. `uploads/` must be on the same file system
 //! as `blobs/` (it is, under one root) for the rename to be atomic.
 //!
+//! # One process per root
+//! A write below a session's length cuts the staging file there (so a retry after a
+//! failed write simply proceeds), and sessions are claimed with in-process locks: the
+//! store assumes that only this process writes under `root`
+//! ([`shared_sessions`](storage_traits::BlobStore::shared_sessions) is false). Replicas
+//! that share blobs use an object store such as `storage-s3`.
+//!
 //! # Feature flags
 //! None.
 
