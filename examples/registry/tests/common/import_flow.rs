@@ -53,25 +53,23 @@ impl Sample {
     /// Pushes the sample with skopeo to the registry at `host` (`127.0.0.1:PORT`, plain
     /// HTTP).
     pub fn push(&self, host: &str) {
-        let src = |tag: &str| format!("oci:{}:{tag}", self.src.display());
-        let to = |path: &str| format!("docker://{host}/{path}");
         for tag in ["v1", "latest"] {
-            skopeo(&[
-                "copy",
-                "--dest-tls-verify=false",
-                "--preserve-digests",
-                &src("single"),
-                &to(&format!("team/app:{tag}")),
-            ]);
+            self.copy_to(host, "single", &format!("team/app:{tag}"));
         }
-        skopeo(&[
-            "copy",
-            "--all",
-            "--dest-tls-verify=false",
-            "--preserve-digests",
-            &src("multi"),
-            &to("multi:v1"),
-        ]);
+        self.copy_to(host, "multi", "multi:v1");
+    }
+
+    /// Pushes one image of the sample, `single` or `multi` (every platform), to
+    /// `host` as `dest` (`REPO:TAG`).
+    pub fn copy_to(&self, host: &str, which: &str, dest: &str) {
+        let src = format!("oci:{}:{which}", self.src.display());
+        let dest = format!("docker://{host}/{dest}");
+        let mut args = vec!["copy", "--dest-tls-verify=false", "--preserve-digests"];
+        if which == "multi" {
+            args.push("--all");
+        }
+        args.extend([src.as_str(), dest.as_str()]);
+        skopeo(&args);
     }
 
     /// Asserts the registry at `host` (`base` is its `http://` URL) serves the whole
