@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{BoxStream, StreamExt};
 use oci_spec_types::Digest;
 
-use crate::StorageError;
+use crate::{RecoveryLog, StorageError};
 
 /// A stream of bytes flowing into or out of a store.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
@@ -140,6 +140,13 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
 
     /// The presigned-URL ability, if this store has it.
     fn signer(&self) -> Option<&dyn BlobSigner> {
+        None
+    }
+
+    /// The recovery records kept next to the blobs (repository and tag names, which
+    /// content-addressed blobs cannot tell), if this store keeps them; see
+    /// [`crate::recovery`].
+    fn recovery(&self) -> Option<&dyn RecoveryLog> {
         None
     }
 }

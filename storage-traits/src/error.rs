@@ -18,6 +18,9 @@ pub enum StorageError {
     InvalidOffset { expected: u64, got: u64 },
     #[error("invalid upload id {0:?}")]
     InvalidUploadId(String),
+    /// A [`RecoveryLog`](crate::RecoveryLog) path outside the accepted grammar.
+    #[error("invalid recovery record path {path:?}: {reason}")]
+    InvalidRecordPath { path: String, reason: &'static str },
     /// Another writer changed the upload session while this call ran (a store shared by
     /// several processes detects it), or the session does not hold the bytes being
     /// finished; nothing this call stored is part of the session, which stays as it was.

@@ -4,6 +4,9 @@
 //!   manifests' own bytes), with upload sessions for streamed and chunked pushes.
 //! - [`MetadataStore`]: small, relational, mutable state: repositories, per-repository blob
 //!   links, manifests with their references, tags, referrers, upload sessions.
+//! - [`RecoveryLog`]: an optional ability of a blob store, small named records of what
+//!   blobs cannot tell (repository and tag names), so the metadata can be rebuilt from the
+//!   blob store alone.
 //!
 //! Both are object safe, so a binary picks its backends at run time as `Arc<dyn BlobStore>`
 //! and `Arc<dyn MetadataStore>`. Constructors are inherent functions of each backend.
@@ -17,6 +20,7 @@ pub mod error;
 pub mod gc;
 pub mod insights;
 pub mod metadata;
+pub mod recovery;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
 
@@ -27,3 +31,4 @@ pub use insights::InsightsMetadata;
 pub use metadata::{
     ManifestRecord, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
 };
+pub use recovery::RecoveryLog;

@@ -6,3 +6,4 @@ pub mod blob;
 pub mod gc;
 pub mod insights;
 pub mod metadata;
+pub mod recovery;

@@ -1,0 +1,212 @@
+//! Recovery records: the little a metadata database knows that content-addressed blobs
+//! cannot tell, kept next to the blobs so the database can be rebuilt from the blob store
+//! alone.
+//!
+//! Manifest bytes are blobs (the registry copies every pushed manifest into the blob
+//! store), but which repository holds a manifest and which tags point at it are names, not
+//! content. A blob store that offers [`RecoveryLog`] (through
+//! [`BlobStore::recovery`](crate::BlobStore::recovery)) keeps small named records for
+//! them, laid out as CNCF distribution lays out its repository tree, so the import engine
+//! that reads distribution's storage reads ours too:
+//!
+//! ```text
+//! repositories/<name>/_manifests/revisions/<algorithm>/<hex>/link   a manifest of <name>
+//! repositories/<name>/_manifests/tags/<tag>/current/link            what <tag> points at
+//! ```
+//!
+//! Each `link` holds a digest string (`sha256:<hex>`), as distribution's link files do;
+//! [`revision_record`], [`tag_record`] and [`parse_link`] build and read them.
+//!
+//! # What the records guarantee
+//! They trail the metadata database: the registry writes them after its database commit,
+//! and neither a failed write nor a crash fails the request that was already committed.
+//! So a rebuild recovers what the records say, which is the database's state except for
+//! the last changes before a crash (a record the store had not yet made durable, or one
+//! the registry had not yet written). With several replicas, two replicas changing the
+//! same tag at the same moment may write their records in the opposite order from their
+//! database commits; the record then names the tag's previous target. Records never name
+//! bytes that were not pushed: a tag record points at a manifest that was committed.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use oci_spec_types::{Digest, RepositoryName, Tag};
+
+use crate::StorageError;
+
+/// Small named records kept next to the blobs so the metadata database can be rebuilt
+/// from the blob store alone (see the [module docs](self) for their layout and what they
+/// guarantee).
+///
+/// Paths are `/`-separated and relative: non-empty segments of `[A-Za-z0-9._-]`, never
+/// `.` or `..`, no leading or trailing `/`, at most [`MAX_PATH_LEN`] bytes. That admits
+/// every repository name, tag, algorithm and hex digest, and keeps every path safe as a
+/// file name and an object key. Other paths are refused with
+/// [`StorageError::InvalidRecordPath`].
+///
+/// # Behavior
+/// - `put_record` creates or replaces the record atomically: a reader sees the old content
+///   or the new, never a mix. It need not be durable when it returns; each store documents
+///   how long a crash may take it back.
+/// - `get_record` of a missing record is `Ok(None)`.
+/// - `list_records(dir)` returns the names directly inside `dir` (records and folders
+///   holding records alike), sorted, without duplicates; `""` is the top. A `dir` with
+///   nothing below it lists empty. A folder whose last record was deleted is not listed.
+/// - `delete_record` of a missing record succeeds.
+#[async_trait]
+pub trait RecoveryLog: Send + Sync {
+    /// Writes or replaces a record. Need not be durable when it returns: see the store's
+    /// docs for the window a crash can lose.
+    async fn put_record(&self, path: &str, content: Bytes) -> Result<(), StorageError>;
+
+    /// A record's content, `None` if there is none.
+    async fn get_record(&self, path: &str) -> Result<Option<Bytes>, StorageError>;
+
+    /// Names directly inside `dir` (sorted); empty when `dir` does not exist.
+    async fn list_records(&self, dir: &str) -> Result<Vec<String>, StorageError>;
+
+    /// Removes a record; a missing one is fine.
+    async fn delete_record(&self, path: &str) -> Result<(), StorageError>;
+}
+
+/// The longest record path accepted (S3 keys are at most 1024 bytes, and a store adds its
+/// own prefix).
+pub const MAX_PATH_LEN: usize = 768;
+
+/// Checks a record path (see [`RecoveryLog`] for the rules).
+pub fn validate_record_path(path: &str) -> Result<(), StorageError> {
+    let invalid = |reason: &'static str| StorageError::InvalidRecordPath {
+        path: path.to_string(),
+        reason,
+    };
+    if path.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err(invalid("it is longer than 768 bytes"));
+    }
+    if path.starts_with('/') {
+        return Err(invalid("it starts with /"));
+    }
+    for segment in path.split('/') {
+        if segment.is_empty() {
+            return Err(invalid("it has an empty segment"));
+        }
+        if segment == "." || segment == ".." {
+            return Err(invalid("it has a . or .. segment"));
+        }
+        if !segment.bytes().all(valid_byte) {
+            return Err(invalid("a segment has a character outside [A-Za-z0-9._-]"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a folder to list: `""` (the top) or a valid record path.
+pub fn validate_record_dir(dir: &str) -> Result<(), StorageError> {
+    if dir.is_empty() {
+        Ok(())
+    } else {
+        validate_record_path(dir)
+    }
+}
+
+/// True for a name that can be one segment of a record path. Stores use it to leave
+/// anything else (their own staging files) out of listings.
+pub fn valid_record_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && name.bytes().all(valid_byte)
+}
+
+fn valid_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
+
+/// The top folder of the records, as in distribution's layout.
+pub const REPOSITORIES: &str = "repositories";
+
+/// `repositories/<name>/_manifests/revisions/<algorithm>/<hex>/link`: the record saying
+/// `repo` holds the manifest `digest`.
+pub fn revision_record(repo: &RepositoryName, digest: &Digest) -> String {
+    format!(
+        "{REPOSITORIES}/{repo}/_manifests/revisions/{}/{}/link",
+        digest.algorithm().as_str(),
+        digest.hex()
+    )
+}
+
+/// `repositories/<name>/_manifests/tags/<tag>/current/link`: the record of what `tag`
+/// of `repo` points at.
+pub fn tag_record(repo: &RepositoryName, tag: &Tag) -> String {
+    format!("{REPOSITORIES}/{repo}/_manifests/tags/{tag}/current/link")
+}
+
+/// `repositories/<name>/_manifests/tags`: the folder whose entries are `repo`'s tags.
+pub fn tags_folder(repo: &RepositoryName) -> String {
+    format!("{REPOSITORIES}/{repo}/_manifests/tags")
+}
+
+/// The content of a link record: the digest string.
+pub fn link_content(digest: &Digest) -> Bytes {
+    Bytes::from(digest.to_string())
+}
+
+/// The digest a link record holds; `None` for anything else (an empty record a crash left
+/// behind, say), which a reader treats as no record.
+pub fn parse_link(content: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(content).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        for ok in [
+            "a",
+            "repositories/library/ubuntu/_manifests/tags/v1.2_rc-3/current/link",
+            "x/sha256/0123abcdef/link",
+            "a..b",
+        ] {
+            assert!(validate_record_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "/a", "a/", "a//b", "a/./b", "a/../b", "..", "a b", "a\\b", "a:b", "ä", "a\0",
+        ] {
+            assert!(
+                matches!(
+                    validate_record_path(bad),
+                    Err(StorageError::InvalidRecordPath { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_record_path(&"a".repeat(MAX_PATH_LEN + 1)).is_err());
+        assert!(validate_record_dir("").is_ok());
+        assert!(!valid_record_name("~staging"));
+    }
+
+    #[test]
+    fn layout() {
+        let repo: RepositoryName = "library/ubuntu".parse().unwrap();
+        let tag: Tag = "v1.0".parse().unwrap();
+        let digest = Digest::sha256_of(b"m");
+        let rev = revision_record(&repo, &digest);
+        assert_eq!(
+            rev,
+            format!(
+                "repositories/library/ubuntu/_manifests/revisions/sha256/{}/link",
+                digest.hex()
+            )
+        );
+        assert!(validate_record_path(&rev).is_ok());
+        let t = tag_record(&repo, &tag);
+        assert_eq!(
+            t,
+            "repositories/library/ubuntu/_manifests/tags/v1.0/current/link"
+        );
+        assert!(t.starts_with(&tags_folder(&repo)));
+        assert_eq!(parse_link(&link_content(&digest)), Some(digest.clone()));
+        assert_eq!(parse_link(format!("{digest}\n").as_bytes()), Some(digest));
+        assert_eq!(parse_link(b""), None);
+    }
+}
