@@ -4,6 +4,8 @@
 //! root/blobs/sha256/<first 2 hex>/<hex>   committed blobs, one directory per algorithm
 //! root/blobs/sha512/<first 2 hex>/<hex>
 //! root/uploads/<upload id>                staged sessions
+//! root/recovery/<record path>             recovery records
+//! root/recovery/~staging/<n>              a record being written
 //! ```
 //!
 //! The two-character fan-out keeps directories small (as distribution's layout does).
@@ -47,6 +49,11 @@ impl Layout {
         self.algorithm_dir(digest.algorithm())
             .join(prefix)
             .join(hex)
+    }
+
+    /// The recovery records (see [`storage_traits::recovery`]).
+    pub(crate) fn recovery_dir(&self) -> PathBuf {
+        self.root.join("recovery")
     }
 
     pub(crate) fn uploads_dir(&self) -> PathBuf {

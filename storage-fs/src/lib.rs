@@ -28,6 +28,7 @@
 //! root/blobs/sha256/<first 2 hex>/<hex>
 //! root/blobs/sha512/<first 2 hex>/<hex>
 //! root/uploads/<upload id>
+//! root/recovery/repositories/<name>/_manifests/...   recovery records
 //! ```
 //!
 //! # Durability
@@ -36,6 +37,14 @@
 //! blob's directory is fsync'ed, so a blob is visible only complete, and once
 //! `finish_upload` returns it survives a crash. `uploads/` must be on the same file system
 //! as `blobs/` (it is, under one root) for the rename to be atomic.
+//!
+//! Recovery records ([`RecoveryLog`](storage_traits::RecoveryLog), the repository and tag
+//! names a rebuild of the metadata needs) are written to a staging file under
+//! `recovery/~staging/` and renamed into place, **without fsync**: they are only read
+//! when the metadata database is lost, and the registry writes them on every manifest
+//! push. A reader never sees half a record; a machine crash can lose the records written
+//! in the seconds before it (the kernel's writeback delay, about 30 s by default on Linux)
+//! or leave a new one empty, which a reader treats as no record.
 //!
 //! # One process per root
 //! A write below a session's length cuts the staging file there (so a retry after a
@@ -49,6 +58,7 @@
 
 mod error;
 mod layout;
+mod recovery;
 mod store;
 mod upload;
 

@@ -8,13 +8,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use oci_spec_types::Digest;
-use storage_traits::{BlobInfo, BlobStore, ByteStream, GetRange, GetResult, StorageError};
+use storage_traits::{
+    BlobInfo, BlobStore, ByteStream, GetRange, GetResult, RecoveryLog, StorageError,
+};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 
 use crate::error::io_error;
 use crate::layout::{ALGORITHMS, Layout};
+use crate::recovery::FsRecovery;
 use crate::upload::{self, SessionLocks, sync_dir};
 
 /// Size of each read when streaming a blob out: large enough that an 8 MiB layer is a few
@@ -34,6 +37,7 @@ const LIST_CHANNEL: usize = 1024;
 pub struct FsBlobStore {
     layout: Layout,
     locks: Arc<SessionLocks>,
+    recovery: FsRecovery,
 }
 
 impl FsBlobStore {
@@ -49,9 +53,11 @@ impl FsBlobStore {
         for dir in [layout.blobs_dir().as_path(), layout.root()] {
             sync_dir(dir)?;
         }
+        let recovery = FsRecovery::open(layout.recovery_dir())?;
         Ok(FsBlobStore {
             layout,
             locks: Arc::default(),
+            recovery,
         })
     }
 
@@ -199,6 +205,11 @@ impl BlobStore for FsBlobStore {
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         let path = self.layout.upload_path(id)?;
         upload::abort(path, self.locks.lock(id).await).await
+    }
+
+    /// Records under `root/recovery/`, not fsynced (see the [crate docs](crate)).
+    fn recovery(&self) -> Option<&dyn RecoveryLog> {
+        Some(&self.recovery)
     }
 }
 

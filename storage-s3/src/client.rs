@@ -348,6 +348,27 @@ impl Client {
             .map_err(|e| protocol("LIST", prefix, format!("bad ListObjectsV2 XML: {e}")))
     }
 
+    /// Whether any object exists under `prefix` (one `ListObjectsV2` asking for one key).
+    /// Servers that keep folders as entries of their own (SeaweedFS's filer) still show a
+    /// folder in a delimited listing after its last object is deleted; this tells.
+    pub(crate) async fn any_key(&self, prefix: &str) -> Result<bool, StorageError> {
+        let response = self
+            .send("LIST", prefix, || {
+                let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
+                action.with_prefix(prefix);
+                action.with_max_keys(1);
+                self.http.get(self.signed(&action))
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(status_error("LIST", prefix, response).await.into());
+        }
+        let body = text("LIST", prefix, response).await?;
+        let page = ListObjectsV2::parse_response(&body)
+            .map_err(|e| protocol("LIST", prefix, format!("bad ListObjectsV2 XML: {e}")))?;
+        Ok(page.contents.iter().any(|c| !c.key.ends_with('/')))
+    }
+
     /// Every key under `prefix`, page by page.
     pub(crate) fn list_keys(
         self: &Arc<Self>,

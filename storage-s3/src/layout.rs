@@ -5,6 +5,7 @@
 //! <prefix>/blobs/sha512/<first 2 hex>/<hex>
 //! <prefix>/_uploads/<upload id>/state.json       an upload session's state
 //! <prefix>/_uploads/<upload id>/seg-<uuid>       the session's bytes, in segments
+//! <prefix>/recovery/<record path>                 recovery records
 //! ```
 //!
 //! Blob keys never share the `_uploads/` prefix, so listing `blobs/` finds only complete
@@ -79,6 +80,11 @@ impl Layout {
             return None;
         }
         format!("{algorithm}:{hex}").parse().ok()
+    }
+
+    /// Where the recovery records live (see [`storage_traits::recovery`]).
+    pub(crate) fn recovery_prefix(&self) -> String {
+        format!("{}recovery/", self.prefix)
     }
 
     pub(crate) fn uploads_prefix(&self) -> String {

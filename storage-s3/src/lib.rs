@@ -44,7 +44,13 @@
 //! <prefix>/blobs/sha256/<first 2 hex>/<hex>   committed blobs
 //! <prefix>/_uploads/<id>/state.json           an upload session's state
 //! <prefix>/_uploads/<id>/seg-<uuid>           the session's bytes, in segments
+//! <prefix>/recovery/repositories/<name>/...   recovery records
 //! ```
+//!
+//! Recovery records ([`RecoveryLog`](storage_traits::RecoveryLog): the repository and tag
+//! names a rebuild of the metadata needs) are one small object each, written with a plain
+//! `PUT`: durable and visible to every replica once written. Folders are key prefixes,
+//! listed with `ListObjectsV2` and a `/` delimiter.
 //!
 //! # Uploads
 //! Nothing of a session lives in the process: its state is a small JSON object in the
@@ -137,6 +143,7 @@ mod credentials;
 mod error;
 mod layout;
 mod reader;
+mod recovery;
 mod store;
 mod upload;
 

@@ -7,13 +7,14 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use oci_spec_types::Digest;
 use storage_traits::{
-    BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult, StorageError,
+    BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult, RecoveryLog, StorageError,
 };
 
 use crate::client::{Client, MAX_PRESIGN};
 use crate::config::S3Config;
 use crate::error::config;
 use crate::layout::{Layout, SessionKeys};
+use crate::recovery::S3Recovery;
 use crate::upload::Session;
 
 /// A blob store in an S3 bucket. See the [crate docs](crate) for the layout, the upload
@@ -28,6 +29,7 @@ pub struct S3BlobStore {
     client: Arc<Client>,
     layout: Layout,
     part_size: usize,
+    recovery: S3Recovery,
 }
 
 impl S3BlobStore {
@@ -36,10 +38,13 @@ impl S3BlobStore {
     pub fn new(config: S3Config) -> Result<Self, StorageError> {
         let layout = Layout::new(&config.prefix)?;
         let resolved = config.resolve()?;
+        let client = Arc::new(Client::new(&config, resolved)?);
+        let recovery = S3Recovery::new(Arc::clone(&client), layout.recovery_prefix());
         Ok(S3BlobStore {
-            client: Arc::new(Client::new(&config, resolved)?),
+            client,
             layout,
             part_size: config.part_size,
+            recovery,
         })
     }
 
@@ -203,6 +208,12 @@ impl BlobStore for S3BlobStore {
 
     fn signer(&self) -> Option<&dyn BlobSigner> {
         Some(self)
+    }
+
+    /// Records under `<prefix>/recovery/`, durable once written (see the [crate
+    /// docs](crate)).
+    fn recovery(&self) -> Option<&dyn RecoveryLog> {
+        Some(&self.recovery)
     }
 }
 
