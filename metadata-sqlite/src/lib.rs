@@ -37,13 +37,16 @@
 //! # How it runs
 //! - WAL journal, `synchronous=FULL` (a push the client was told succeeded survives a power
 //!   loss), `foreign_keys=ON`, a busy timeout for other processes holding the write lock.
-//! - One writer connection behind a mutex, and a small pool of read-only connections; in
-//!   WAL mode readers see a consistent snapshot and never wait for the writer.
-//! - Every SQLite call runs on tokio's blocking pool, so the store must be used inside a
-//!   tokio runtime.
-//! - Each trait call that changes state is one `BEGIN IMMEDIATE` transaction; `put_manifest`
-//!   checks references, inserts the manifest and its reference rows, and moves the tag in
-//!   that one transaction.
+//! - One writer connection on its own thread, and a small pool of read-only connections;
+//!   in WAL mode readers see a consistent snapshot and never wait for the writer.
+//! - Each trait call that changes state is all-or-nothing: `put_manifest` checks
+//!   references, inserts the manifest and its reference rows, and moves the tag together.
+//!   The writer commits the changes queued at the same moment in one `BEGIN IMMEDIATE`
+//!   transaction, each in its own savepoint (group commit), so one WAL sync covers them;
+//!   no call returns before its change is durable.
+//! - Point lookups (a manifest by tag, a blob link, an upload session) run where they are
+//!   awaited; listings and other scans run on tokio's blocking pool, so the store must be
+//!   used inside a tokio runtime.
 //! - [Migrations](migrations) are applied when the store opens; a database written by a
 //!   newer build is refused. The tables are described in [`schema`].
 //!
@@ -53,6 +56,7 @@
 mod gc;
 mod insights;
 mod store;
+mod writer;
 
 pub mod migrations;
 

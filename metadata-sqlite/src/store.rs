@@ -14,6 +14,7 @@ use storage_traits::{
     ManifestRecord, MetadataError, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
 };
 
+use crate::writer::Writer;
 use crate::{gc, migrations};
 
 pub(crate) const BACKEND: &str = "sqlite";
@@ -27,15 +28,24 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// closed when returned.
 const MAX_IDLE_READERS: usize = 4;
 
+/// Prepared statements kept per connection. Above the number of distinct statements the
+/// store runs, so none is ever parsed twice on one connection (rusqlite's default, 16, is
+/// below it: the writer's statements evicted each other).
+const STATEMENT_CACHE: usize = 128;
+
 /// A [`MetadataStore`] in one SQLite database file.
 ///
-/// - One writer connection behind a mutex: SQLite admits one writer at a time anyway, and
-///   queueing in-process avoids `SQLITE_BUSY` retries. Every logical operation is one
-///   `BEGIN IMMEDIATE` transaction on it.
+/// - One writer connection, owned by a dedicated thread that applies every change with
+///   group commit: the changes queued while one transaction commits go into the next,
+///   each in its own savepoint, and one WAL sync makes them all durable before any caller
+///   is answered (see `writer.rs`). SQLite admits one writer at a time anyway, and
+///   queueing in-process avoids `SQLITE_BUSY` retries.
 /// - Reader connections from a small pool. In WAL mode readers never block the writer or
-///   each other, and each read runs in one transaction, so it sees one snapshot.
-/// - All SQLite calls run on tokio's blocking pool (`spawn_blocking`), never on the async
-///   workers. A store must therefore be used from within a tokio runtime.
+///   each other. A point lookup (one indexed statement, e.g. a manifest by tag) runs
+///   right where it is awaited: it takes microseconds on cached pages, less than the
+///   thread hand-off to do it elsewhere would cost. Reads that scan (listings, insights,
+///   the collector's queue) run in one transaction, so they see one snapshot, on tokio's
+///   blocking pool; a store must therefore be used from within a tokio runtime.
 ///
 /// Cloning is cheap and shares the connections.
 #[derive(Clone)]
@@ -46,7 +56,7 @@ pub struct SqliteMetadataStore {
 struct Inner {
     /// `None` for an in-memory database.
     path: Option<PathBuf>,
-    writer: Mutex<Connection>,
+    writer: Writer,
     /// `None` for an in-memory database: every connection to `:memory:` is a separate
     /// database, so reads go through the writer connection.
     readers: Option<Mutex<Vec<Connection>>>,
@@ -96,7 +106,7 @@ impl SqliteMetadataStore {
         Ok(SqliteMetadataStore {
             inner: Arc::new(Inner {
                 path: Some(path),
-                writer: Mutex::new(writer),
+                writer: Writer::spawn(writer)?,
                 readers: Some(Mutex::new(Vec::new())),
             }),
         })
@@ -111,20 +121,21 @@ impl SqliteMetadataStore {
         Ok(SqliteMetadataStore {
             inner: Arc::new(Inner {
                 path: None,
-                writer: Mutex::new(conn),
+                writer: Writer::spawn(conn)?,
                 readers: None,
             }),
         })
     }
 
-    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction on the writer connection, on the
-    /// blocking pool. The transaction commits if `f` returns `Ok` and rolls back otherwise.
+    /// Runs `f` inside one transaction on the writer connection (shared with other
+    /// changes by group commit, `f`'s own part isolated by a savepoint). `f`'s changes are
+    /// kept, and durable before this returns, if it returns `Ok`; rolled back otherwise.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, MetadataError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
     {
-        self.write_then(true, f).await
+        self.inner.writer.change(f).await
     }
 
     /// Like `write`, but commits only if `commit` is true: a dry run sees exactly what
@@ -134,66 +145,112 @@ impl SqliteMetadataStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        run_blocking(move || {
-            let mut conn = lock(&inner.writer)?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            if commit {
-                tx.commit()?;
-            } else {
+        if commit {
+            return self.write(f).await;
+        }
+        self.inner
+            .writer
+            .alone(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(&tx)?;
                 tx.rollback()?;
-            }
-            Ok(out)
-        })
-        .await
+                Ok(out)
+            })
+            .await
     }
 
     /// Runs `f` inside one read transaction (one consistent snapshot) on a reader
-    /// connection, on the blocking pool.
+    /// connection, on the blocking pool. For reads that may scan many rows.
     pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, MetadataError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
+        if inner.readers.is_none() || inner.path.is_none() {
+            return self.read_in_memory(f).await;
+        }
         run_blocking(move || {
             let (Some(pool), Some(path)) = (&inner.readers, &inner.path) else {
-                let mut conn = lock(&inner.writer)?;
-                let tx = conn.transaction()?;
-                return f(&tx);
+                return Err(Fail(MetadataError::backend(BACKEND, "no reader pool")));
             };
-            let idle = lock_pool(pool).pop();
-            let mut conn = match idle {
-                Some(c) => c,
-                None => open_reader(path)?,
-            };
-            let out = {
-                let tx = conn.transaction()?;
-                f(&tx)
-                // The read transaction rolls back here; it changed nothing.
-            };
-            // A connection left inside a transaction (a failed rollback) is not reused.
-            if conn.is_autocommit() {
-                let mut idle = lock_pool(pool);
-                if idle.len() < MAX_IDLE_READERS {
-                    idle.push(conn);
-                }
-            }
-            out
+            with_reader(pool, path, |conn| {
+                exec(conn, "BEGIN")?;
+                let out = f(conn);
+                // The read transaction changed nothing; ending it releases its snapshot.
+                exec(conn, "ROLLBACK")?;
+                out
+            })
         })
         .await
     }
+
+    /// Runs `f`, which must be one statement reading a few rows by an index, on a reader
+    /// connection right here, without a hand-off to another thread. The statement is its
+    /// own read transaction.
+    pub(crate) async fn read_point<T, F>(&self, f: F) -> Result<T, MetadataError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        let (Some(pool), Some(path)) = (&self.inner.readers, &self.inner.path) else {
+            return self.read_in_memory(f).await;
+        };
+        with_reader(pool, path, f).map_err(|Fail(e)| e)
+    }
+
+    async fn read_in_memory<T, F>(&self, f: F) -> Result<T, MetadataError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Fail> + Send + 'static,
+    {
+        self.inner
+            .writer
+            .alone(move |conn| {
+                let tx = conn.transaction()?;
+                f(&tx)
+            })
+            .await
+    }
+}
+
+/// Runs `f` on an idle reader connection (opening one if none is idle) and returns the
+/// connection to the pool afterwards.
+fn with_reader<T>(
+    pool: &Mutex<Vec<Connection>>,
+    path: &Path,
+    f: impl FnOnce(&Connection) -> Result<T, Fail>,
+) -> Result<T, Fail> {
+    let idle = lock_pool(pool).pop();
+    let conn = match idle {
+        Some(c) => c,
+        None => open_reader(path)?,
+    };
+    let out = f(&conn);
+    // A connection left inside a transaction (a failed rollback) is not reused.
+    if conn.is_autocommit() {
+        let mut idle = lock_pool(pool);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+    out
+}
+
+/// Runs a statement through the connection's statement cache.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// Per-connection settings (they are not stored in the database file).
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "foreign_keys", true)?;
     // FULL rather than NORMAL: in WAL mode NORMAL never corrupts the database, but a
     // power loss may roll back the last commits, and a registry has already told the
-    // client its push succeeded. FULL costs one WAL fsync per commit, which is small
-    // next to the blob bytes a push writes.
+    // client its push succeeded. FULL costs one WAL fsync per commit; group commit (see
+    // `writer.rs`) shares it among the changes queued together.
     conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(())
 }
@@ -204,17 +261,8 @@ fn open_reader(path: &Path) -> Result<Connection, Fail> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
-}
-
-/// Locks a mutex even if a thread panicked while holding it. A panic inside a transaction
-/// rolled the transaction back as it unwound; a connection still inside one is reset.
-fn lock(m: &Mutex<Connection>) -> Result<MutexGuard<'_, Connection>, Fail> {
-    let guard = m.lock().unwrap_or_else(PoisonError::into_inner);
-    if !guard.is_autocommit() {
-        guard.execute_batch("ROLLBACK")?;
-    }
-    Ok(guard)
 }
 
 /// The pool holds only idle connections, so a panic cannot leave it inconsistent.
@@ -500,7 +548,7 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool, MetadataError> {
         let repo = repo.to_string();
-        self.read(move |conn| Ok(repo_id(conn, &repo)?.is_some()))
+        self.read_point(move |conn| Ok(repo_id(conn, &repo)?.is_some()))
             .await
     }
 
@@ -539,7 +587,7 @@ impl MetadataStore for SqliteMetadataStore {
         digest: &Digest,
     ) -> Result<Option<u64>, MetadataError> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             let size: Option<i64> = conn
                 .prepare_cached(
                     "SELECT b.size
@@ -609,7 +657,7 @@ impl MetadataStore for SqliteMetadataStore {
                 d.to_string(),
             ),
         };
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             let row = conn
                 .prepare_cached(query)?
                 .query_row(params![repo, key], manifest_row)
@@ -751,7 +799,7 @@ impl MetadataStore for SqliteMetadataStore {
 
     async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>, MetadataError> {
         let id = id.to_string();
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             let row = conn
                 .prepare_cached(&format!(
                     "SELECT {UPLOAD_COLUMNS} FROM upload_sessions WHERE id = ?1"
