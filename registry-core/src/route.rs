@@ -28,6 +28,14 @@ pub enum Route {
     Extension(String),
 }
 
+/// The route of a request, parsed once by the outermost middleware of
+/// [`Registry::router`](crate::Registry::router) and handed on in the request's extensions
+/// to authorisation and the dispatcher, which hands it back in the response's extensions
+/// for the event it amounts to. Crate-private, so no other layer can put one there; a
+/// request without it is parsed again.
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed(pub(crate) Route);
+
 impl Route {
     /// Parses a path. `None` means the path is not an API endpoint at all (a 404).
     pub fn parse(path: &str) -> Result<Option<Route>, RegistryError> {

@@ -14,7 +14,7 @@ use http::{HeaderValue, Uri};
 use super::{Access, Action, AuthError, Principal, effective_actions};
 use crate::Inner;
 use crate::error::RegistryError;
-use crate::route::Route;
+use crate::route::{Parsed, Route};
 
 pub(crate) async fn middleware(
     State(inner): State<Arc<Inner>>,
@@ -44,8 +44,12 @@ enum Decision {
 async fn check(inner: &Inner, req: &mut Request) -> Result<(), RegistryError> {
     // The route, not the raw path, is what decisions are made on: a path whose name the
     // grammar refuses is a NAME_INVALID here, before anyone is asked anything.
-    let Some(route) = Route::parse(req.uri().path())? else {
-        return Ok(()); // not an API endpoint: the dispatcher answers 404
+    let route = match req.extensions_mut().remove::<Parsed>() {
+        Some(Parsed(route)) => route,
+        None => match Route::parse(req.uri().path())? {
+            Some(route) => route,
+            None => return Ok(()), // not an API endpoint: the dispatcher answers 404
+        },
     };
     let query: HashMap<String, String> = Query::try_from_uri(req.uri())
         .map(|Query(q)| q)
@@ -94,6 +98,7 @@ async fn check(inner: &Inner, req: &mut Request) -> Result<(), RegistryError> {
         *req.uri_mut() = without_mount(req.uri())?;
     }
     req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(Parsed(route));
     Ok(())
 }
 

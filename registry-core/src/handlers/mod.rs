@@ -18,7 +18,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
 use crate::Inner;
 use crate::error::RegistryError;
-use crate::route::Route;
+use crate::route::{Parsed, Route};
 
 pub(crate) type Result<T> = std::result::Result<T, RegistryError>;
 
@@ -36,8 +36,23 @@ pub(crate) async fn dispatch(State(inner): State<Arc<Inner>>, req: Request) -> R
 }
 
 async fn handle(inner: &Inner, req: Request) -> Result<Response> {
-    let (parts, body) = req.into_parts();
-    let route = Route::parse(parts.uri.path())?.ok_or(RegistryError::NotFound)?;
+    let (mut parts, body) = req.into_parts();
+    let route = match parts.extensions.remove::<Parsed>() {
+        Some(Parsed(route)) => route,
+        None => Route::parse(parts.uri.path())?.ok_or(RegistryError::NotFound)?,
+    };
+    let mut res = route_to(inner, &route, parts, body).await?;
+    // Back to the metrics middleware, which derives the request's event from it.
+    res.extensions_mut().insert(Parsed(route));
+    Ok(res)
+}
+
+async fn route_to(
+    inner: &Inner,
+    route: &Route,
+    parts: http::request::Parts,
+    body: Body,
+) -> Result<Response> {
     let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
         .map(|Query(q)| q)
         .unwrap_or_default();
@@ -51,35 +66,33 @@ async fn handle(inner: &Inner, req: Request) -> Result<Response> {
             let principal = parts.extensions.get::<crate::auth::Principal>();
             discovery::catalog(inner, &query, principal).await
         }
-        Route::Tags(repo) if m == Method::GET => discovery::tags(inner, &repo, &query).await,
-        Route::Extension(path) if m == Method::GET => insights::get(inner, &path, &query).await,
+        Route::Tags(repo) if m == Method::GET => discovery::tags(inner, repo, &query).await,
+        Route::Extension(path) if m == Method::GET => insights::get(inner, path, &query).await,
         Route::Referrers(repo, digest) if m == Method::GET => {
-            discovery::referrers(inner, &repo, &digest, &query).await
+            discovery::referrers(inner, repo, digest, &query).await
         }
         Route::Manifest(repo, r) if m == Method::GET || m == Method::HEAD => {
-            manifests::get(inner, &repo, &r, m == Method::HEAD).await
+            manifests::get(inner, repo, r, m == Method::HEAD).await
         }
         Route::Manifest(repo, r) if m == Method::PUT => {
-            manifests::put(inner, &repo, &r, h, body).await
+            manifests::put(inner, repo, r, h, body).await
         }
-        Route::Manifest(repo, r) if m == Method::DELETE => {
-            manifests::delete(inner, &repo, &r).await
-        }
+        Route::Manifest(repo, r) if m == Method::DELETE => manifests::delete(inner, repo, r).await,
         Route::Blob(repo, d) if m == Method::GET || m == Method::HEAD => {
-            blobs::get(inner, &repo, &d, h, m == Method::HEAD).await
+            blobs::get(inner, repo, d, h, m == Method::HEAD).await
         }
-        Route::Blob(repo, d) if m == Method::DELETE => blobs::delete(inner, &repo, &d).await,
+        Route::Blob(repo, d) if m == Method::DELETE => blobs::delete(inner, repo, d).await,
         Route::UploadStart(repo) if m == Method::POST => {
-            uploads::start(inner, &repo, &query, h, body).await
+            uploads::start(inner, repo, &query, h, body).await
         }
         Route::Upload(repo, id) if m == Method::PATCH => {
-            uploads::patch(inner, &repo, &id, h, body).await
+            uploads::patch(inner, repo, id, h, body).await
         }
         Route::Upload(repo, id) if m == Method::PUT => {
-            uploads::put(inner, &repo, &id, &query, h, body).await
+            uploads::put(inner, repo, id, &query, h, body).await
         }
-        Route::Upload(repo, id) if m == Method::GET => uploads::status(inner, &repo, &id).await,
-        Route::Upload(repo, id) if m == Method::DELETE => uploads::cancel(inner, &repo, &id).await,
+        Route::Upload(repo, id) if m == Method::GET => uploads::status(inner, repo, id).await,
+        Route::Upload(repo, id) if m == Method::DELETE => uploads::cancel(inner, repo, id).await,
         _ => Err(RegistryError::MethodNotAllowed),
     }
 }

@@ -19,7 +19,7 @@ use super::metrics::{
     HTTP_DURATION, HTTP_REQUEST_BYTES, HTTP_REQUESTS, HTTP_RESPONSE_BYTES, STORE_ERRORS,
     method_label, route_label,
 };
-use crate::route::Route;
+use crate::route::{Parsed, Route};
 
 /// Measures a request, logs the event it amounts to, and attaches pushes and deletes to
 /// the response's extensions.
@@ -36,7 +36,10 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
         .map(str::to_string);
 
     let received = Arc::new(AtomicU64::new(0));
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    if let Ok(Some(route)) = parsed {
+        parts.extensions.insert(Parsed(route));
+    }
     let body = Body::new(Counted {
         inner: body,
         bytes: received.clone(),
@@ -60,16 +63,18 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
         ::metrics::counter!(STORE_ERRORS, "route" => route).increment(1);
     }
 
-    let event = match &parsed {
-        Ok(Some(r)) => from_exchange(
-            r,
+    // The dispatcher hands the route back with the responses it produced; the others
+    // (refused by authorisation, 404) are no push, pull or delete.
+    let event = match res.extensions_mut().remove::<Parsed>() {
+        Some(Parsed(r)) => from_exchange(
+            &r,
             &request_method,
             content_type.as_deref(),
             received.load(Ordering::Relaxed),
             status,
             res.headers(),
         ),
-        _ => None,
+        None => None,
     };
     // A blob download's event waits for its last byte: its size and duration are those
     // of the transfer, and an aborted download still reports what it sent.
