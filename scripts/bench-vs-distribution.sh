@@ -7,6 +7,7 @@
 #
 #   scripts/bench-vs-distribution.sh [--reps N] [--with-10k] [--smoke] [--out DIR]
 #                                    [--wrk-secs S] [--registry-bin PATH] [--first-rep K]
+#                                    [--only LIST]
 #
 #   --reps N      repetitions (default 3)
 #   --with-10k    also populate up to 10,000 repositories and walk that catalog
@@ -19,6 +20,9 @@
 #                 target/release/registry (e.g. one built from a clean checkout)
 #   --first-rep K number the repetitions from K (to add repetitions to an earlier run:
 #                 `registry-bench report old/results.jsonl new/results.jsonl`)
+#   --only LIST   run only these scenarios (comma-separated names, e.g.
+#                 manifest_put_1k,manifest_get,push_mono_c1); the peak RSS line then
+#                 covers only what ran
 #
 # Installs nothing: needs `docker-registry`, `wrk`, `curl` and `python3` on PATH.
 set -euo pipefail
@@ -32,6 +36,7 @@ out=""
 wrk_secs=10
 registry_bin=""
 first_rep=1
+only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps="$2"; shift 2 ;;
@@ -41,7 +46,8 @@ while [ $# -gt 0 ]; do
         --wrk-secs) wrk_secs="$2"; shift 2 ;;
         --registry-bin) registry_bin="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
         --first-rep) first_rep="$2"; shift 2 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        --only) only=",$2,"; shift 2 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -171,9 +177,13 @@ run_one() {
         2>>"$log" | tee -a "$results"
 }
 
-# both REP BENCH-ARGS...: the scenario against both servers; odd reps ours first.
+# both REP COMMAND --scenario NAME ARGS...: the scenario against both servers; odd reps
+# ours first. Skipped unless --only names it (or there is no --only).
 both() {
     local rep="$1"
+    if [ -n "$only" ] && [[ "$only" != *",$4,"* ]]; then
+        return 0
+    fi
     shift
     if [ $((rep % 2)) = 1 ]; then
         run_one ours "$rep" "$@"
@@ -194,7 +204,7 @@ both() {
     echo "wrk: $(wrk -v 2>&1 | head -1)"
     echo "registry binary: $registry_bin"
     echo "SHA-NI instructions (sha256rnds2) in it: $(objdump -d --no-show-raw-insn "$registry_bin" 2>/dev/null | grep -c sha256rnds2 || true)"
-    echo "reps: $reps, with-10k: $with_10k, smoke: $smoke, blob: $blob_mib MiB, wrk: ${wrk_secs}s"
+    echo "reps: $reps, with-10k: $with_10k, smoke: $smoke, blob: $blob_mib MiB, wrk: ${wrk_secs}s${only:+, only: $only}"
 } | tee "$out/machine.txt"
 
 "$bench" sha256 | tee -a "$results"

@@ -46,8 +46,27 @@ use config::{Cli, Command, LogFormat, MetadataUrl, Settings, StorageUrl};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Threads for blocking work (file I/O, metadata scans, password hashing). tokio's
+/// default of 512 let a burst of requests grow the pool past a hundred threads, each with
+/// its own stack and often its own malloc arena; past this many, blocking work queues.
+/// Point lookups in SQLite and its writer do not use the pool.
+const MAX_BLOCKING_THREADS: usize = 16;
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build();
+    match runtime {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     let args = match &cli.command {
         Command::Serve(args) => args,
