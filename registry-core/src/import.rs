@@ -14,16 +14,26 @@
 //! Every step is idempotent (a blob already in the store is not copied again, links and
 //! manifests are upserts), so re-running an import, or resuming one that stopped, is safe.
 //! Blob bytes are hashed while copied, so a corrupt source file is reported, not imported.
+//!
+//! Sources: [`FsSource`] reads a root in a local folder; the `registry` binary adds one
+//! over an S3 prefix (distribution's `s3` driver). [`OwnStoreSource`] reads this
+//! registry's own blob store, whose [recovery records](storage_traits::recovery) follow
+//! the same repository layout: [`Registry::rebuild`] refills a lost metadata database
+//! from it. A blob the destination store already holds is adopted where it is (recorded,
+//! not copied), which is every blob in a rebuild.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use oci_spec_types::{Digest, ParsedManifest, RepositoryName, Tag};
-use storage_traits::{BlobStoreExt, ByteStream, MetadataError, NewManifest, StorageError};
+use storage_traits::{
+    BlobStore, BlobStoreExt, ByteStream, MetadataError, NewManifest, RecoveryLog, StorageError,
+};
 
 use crate::Registry;
 use crate::error::RegistryError;
@@ -94,6 +104,105 @@ impl ImportSource for FsSource {
     }
 }
 
+/// This registry's own blob store as the source, to rebuild a lost metadata database
+/// ([`Registry::rebuild`]). Repositories, manifest revisions and tags come from the
+/// store's recovery records ([`RecoveryLog`], kept next to the blobs in distribution's
+/// repository layout); manifest and blob bytes are the store's own blobs. Every blob the
+/// records name is therefore already in place: the import finds it there and only records
+/// it, copying nothing.
+#[derive(Debug, Clone)]
+pub struct OwnStoreSource {
+    blobs: Arc<dyn BlobStore>,
+}
+
+impl OwnStoreSource {
+    /// `None` if the store keeps no recovery records.
+    pub fn new(blobs: Arc<dyn BlobStore>) -> Option<Self> {
+        blobs.recovery()?;
+        Some(OwnStoreSource { blobs })
+    }
+
+    fn log(&self) -> Result<&dyn RecoveryLog, StorageError> {
+        self.blobs.recovery().ok_or_else(no_records)
+    }
+}
+
+fn no_records() -> StorageError {
+    StorageError::backend(
+        "import",
+        "this blob store keeps no recovery records, so the metadata cannot be rebuilt from it",
+    )
+}
+
+/// What a path of distribution's layout is in our own stores.
+#[derive(Debug, PartialEq, Eq)]
+enum OwnPath<'a> {
+    /// `repositories/...`: a recovery record (or folder of them), by its path in the log.
+    Record(&'a str),
+    /// `blobs/<alg>/<2 hex>/<hex>/data`.
+    Blob(Digest),
+    /// Anything else: nothing there.
+    Nothing,
+}
+
+fn own_path(path: &str) -> OwnPath<'_> {
+    let Some(rest) = path.strip_prefix(V2).and_then(|r| r.strip_prefix('/')) else {
+        return OwnPath::Nothing;
+    };
+    if rest == "repositories" || rest.starts_with("repositories/") {
+        return OwnPath::Record(rest);
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        ["blobs", algorithm, fan_out, hex, "data"]
+            if fan_out.len() == 2 && hex.starts_with(fan_out) =>
+        {
+            match format!("{algorithm}:{hex}").parse() {
+                Ok(digest) => OwnPath::Blob(digest),
+                Err(_) => OwnPath::Nothing,
+            }
+        }
+        _ => OwnPath::Nothing,
+    }
+}
+
+#[async_trait]
+impl ImportSource for OwnStoreSource {
+    async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+        match own_path(dir) {
+            OwnPath::Record(folder) => {
+                let mut names = self.log()?.list_records(folder).await?;
+                names.sort();
+                Ok(names)
+            }
+            OwnPath::Blob(_) | OwnPath::Nothing => Ok(Vec::new()),
+        }
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
+        match own_path(path) {
+            OwnPath::Record(record) => self.log()?.get_record(record).await,
+            OwnPath::Blob(digest) => match self.blobs.get_bytes(&digest).await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(StorageError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            },
+            OwnPath::Nothing => Ok(None),
+        }
+    }
+
+    async fn open(&self, path: &str) -> Result<Option<ByteStream>, StorageError> {
+        match own_path(path) {
+            OwnPath::Blob(digest) => match self.blobs.get(&digest, None).await {
+                Ok(got) => Ok(Some(got.stream)),
+                Err(StorageError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            },
+            OwnPath::Record(_) | OwnPath::Nothing => Ok(None),
+        }
+    }
+}
+
 /// What an import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -137,6 +246,15 @@ impl Registry {
             self.import_repository(source, &repo, &mut report).await?;
         }
         Ok(report)
+    }
+
+    /// Rebuilds the metadata from this registry's own blob store, after the database was
+    /// lost: [`Registry::import`] from an [`OwnStoreSource`]. Every blob is already in
+    /// place, so nothing is copied. Safe to re-run, and on a database that is not empty
+    /// (everything is an upsert). An error if the blob store keeps no recovery records.
+    pub async fn rebuild(&self) -> Result<ImportReport, RegistryError> {
+        let source = OwnStoreSource::new(self.inner.blobs.clone()).ok_or_else(no_records)?;
+        self.import(&source).await
     }
 
     async fn import_repository(
@@ -420,4 +538,35 @@ async fn find_repositories(
     }
     out.sort();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_paths() {
+        let d = Digest::sha256_of(b"x");
+        let hex = d.hex();
+        assert_eq!(own_path(&blob_path(&d)), OwnPath::Blob(d.clone()));
+        assert_eq!(
+            own_path(&format!("{V2}/repositories/a/b/_manifests/tags")),
+            OwnPath::Record("repositories/a/b/_manifests/tags")
+        );
+        assert_eq!(
+            own_path(&format!("{V2}/repositories")),
+            OwnPath::Record("repositories")
+        );
+        for nothing in [
+            "repositories/a".to_string(),
+            format!("{V2}/blobs/sha256/{hex}/data"),
+            format!("{V2}/blobs/sha256/zz/{hex}/data"),
+            format!("{V2}/blobs/sha256/{}/{hex}/link", &hex[..2]),
+            format!("{V2}/blobs/sha256/{}/{}/data", &hex[..2], &hex[..2]),
+            format!("{V2}/repositoriesx"),
+            format!("{V2}/"),
+        ] {
+            assert_eq!(own_path(&nothing), OwnPath::Nothing, "{nothing}");
+        }
+    }
 }

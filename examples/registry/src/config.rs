@@ -38,8 +38,8 @@ pub enum Command {
     /// server runs on the same stores (passes take turns).
     Gc(GcArgs),
     /// Import a CNCF distribution storage root (its `rootdirectory`, the folder or S3
-    /// prefix that contains `docker/registry/v2`) into the stores, then exit. Safe to
-    /// re-run.
+    /// prefix that contains `docker/registry/v2`) into the stores, or with `--rebuild`
+    /// refill a lost metadata database from our own blob store, then exit. Safe to re-run.
     Import(ImportArgs),
     /// Print storage statistics from the metadata store (no server needed).
     Stats(StatsArgs),
@@ -53,8 +53,19 @@ pub struct ImportArgs {
     /// (a path or `fs://PATH`), or `s3://BUCKET/ROOTDIRECTORY?endpoint=URL&region=R`
     /// (as `--storage` takes it; credentials from the `AWS_*` variables or
     /// `~/.aws/credentials`, `&profile=P` for another profile).
-    #[arg(long, value_name = "PATH|URL")]
-    pub from: String,
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        required_unless_present = "rebuild",
+        conflicts_with = "rebuild"
+    )]
+    pub from: Option<String>,
+    /// Instead of importing from elsewhere, rebuild the metadata database (`--metadata`)
+    /// from the blob store (`--storage`) alone, after the database was lost: manifests are
+    /// blobs, and the registry keeps records of repositories and tags next to them.
+    /// Copies nothing.
+    #[arg(long)]
+    pub rebuild: bool,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -1130,9 +1141,19 @@ mod tests {
         let Command::Import(a) = cli.command else {
             panic!("expected import");
         };
-        assert_eq!(a.from, "/srv/dist");
+        assert_eq!(a.from.as_deref(), Some("/srv/dist"));
+        assert!(!a.rebuild);
         assert_eq!(a.common.storage.as_deref(), Some("/srv/blobs"));
         assert!(Cli::try_parse_from(["registry", "import"]).is_err());
+        let cli = Cli::try_parse_from(["registry", "import", "--rebuild"]).unwrap();
+        let Command::Import(a) = cli.command else {
+            panic!("expected import");
+        };
+        assert!(a.rebuild && a.from.is_none());
+        assert!(
+            Cli::try_parse_from(["registry", "import", "--rebuild", "--from", "/srv/dist"])
+                .is_err()
+        );
 
         let cli =
             Cli::try_parse_from(["registry", "stats", "--json", "--metadata", "x.db"]).unwrap();

@@ -3,6 +3,10 @@
 //! `Registry::import`, then prints what it did and everything it skipped. Skips (a corrupt
 //! blob, an invalid name) do not fail the run; an error reading the source or writing the
 //! stores does.
+//!
+//! `registry import --rebuild`: the same engine over our own blob store and the recovery
+//! records the registry keeps next to the blobs (`Registry::rebuild`), to refill a lost
+//! metadata database; every blob is already in place, so nothing is copied.
 
 use std::path::PathBuf;
 
@@ -14,7 +18,7 @@ use storage_s3::S3BucketReader;
 use storage_traits::{ByteStream, StorageError};
 
 use crate::BoxError;
-use crate::config::Settings;
+use crate::config::{ImportArgs, Settings, StorageUrl};
 use crate::stats::human_bytes;
 
 /// The folder distribution keeps everything under, inside its root.
@@ -29,7 +33,15 @@ pub enum Source {
     S3(String),
 }
 
-pub async fn run(settings: &Settings, from: &str) -> Result<(), BoxError> {
+pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<(), BoxError> {
+    match &args.from {
+        Some(from) => import(settings, from).await,
+        // Clap lets no other combination through: `--rebuild` without `--from`.
+        None => rebuild(settings).await,
+    }
+}
+
+async fn import(settings: &Settings, from: &str) -> Result<(), BoxError> {
     let (shown, source): (String, Box<dyn ImportSource>) = match parse_from(from)? {
         Source::Fs(root) => {
             if !root.join(V2).is_dir() {
@@ -68,7 +80,54 @@ pub async fn run(settings: &Settings, from: &str) -> Result<(), BoxError> {
         .import(source.as_ref())
         .await
         .map_err(|e| format!("import from {shown} failed: {e}"))?;
-    print!("{}", summary(&shown, &report));
+    print!("{}", summary(&format!("imported from {shown}"), &report));
+    Ok(())
+}
+
+/// `--rebuild`: the metadata from the configured blob store's recovery records.
+async fn rebuild(settings: &Settings) -> Result<(), BoxError> {
+    let shown = match &settings.storage {
+        StorageUrl::Fs(root) => {
+            // Opening an fs store creates its folder: a mistyped path would rebuild an
+            // empty registry instead of saying so.
+            if !root.is_dir() {
+                return Err(format!(
+                    "cannot rebuild from {}: no such folder (--storage names the blob \
+                     store to rebuild from)",
+                    root.display()
+                )
+                .into());
+            }
+            root.display().to_string()
+        }
+        StorageUrl::S3(url) => url.clone(),
+    };
+    // Checked before the metadata store is opened (and a SQLite file created).
+    let blobs = crate::open_blobs(&settings.storage)?;
+    let Some(records) = blobs.recovery() else {
+        return Err(format!(
+            "cannot rebuild from {shown}: this blob store keeps no recovery records"
+        )
+        .into());
+    };
+    let repositories = records
+        .list_records(storage_traits::recovery::REPOSITORIES)
+        .await
+        .map_err(|e| format!("cannot read the recovery records of {shown}: {e}"))?;
+    if repositories.is_empty() {
+        return Err(format!(
+            "nothing to rebuild from {shown}: it holds no recovery records (is --storage \
+             the blob store the registry used? Manifests pushed before the registry kept \
+             recovery records cannot be recovered from it)"
+        )
+        .into());
+    }
+    let registry = crate::open_registry(settings, RegistryConfig::default()).await?;
+    let report = registry
+        .rebuild()
+        .await
+        .map_err(|e| format!("rebuild from {shown} failed: {e}"))?;
+    print!("{}", summary(&format!("rebuilt from {shown}"), &report));
     Ok(())
 }
 
@@ -115,14 +174,14 @@ impl ImportSource for S3Source {
     }
 }
 
-/// One line per skipped item, then the totals.
-fn summary(source: &str, r: &ImportReport) -> String {
+/// One line per skipped item, then the totals after `what` (`imported from ROOT`).
+fn summary(what: &str, r: &ImportReport) -> String {
     let mut out = String::new();
     for skipped in &r.skipped {
         out.push_str(&format!("skipped: {skipped}\n"));
     }
     out.push_str(&format!(
-        "imported from {source}: {} repositories, {} blobs copied ({} bytes, {}), {} links, \
+        "{what}: {} repositories, {} blobs copied ({} bytes, {}), {} links, \
          {} manifests, {} tags; {} skipped\n",
         r.repositories,
         r.blobs_copied,
@@ -166,7 +225,7 @@ mod tests {
         r.blobs_copied = 3;
         r.bytes_copied = 2048;
         r.skipped.push("a@sha256:x: manifest bytes missing".into());
-        let s = summary("/d", &r);
+        let s = summary("imported from /d", &r);
         assert!(
             s.starts_with("skipped: a@sha256:x: manifest bytes missing\n"),
             "{s}"

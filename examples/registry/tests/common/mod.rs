@@ -153,6 +153,19 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM (a clean shutdown: requests in flight finish, queued work is written),
+    /// then waits up to 30 s for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        // The shell's builtin `kill`: /bin/kill (procps) is not on every minimal system.
+        let sent = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.pid())])
+            .status()
+            .expect("run sh");
+        assert!(sent.success(), "kill -TERM {}", self.pid());
+        self.wait_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("registry still running 30 s after SIGTERM:\n{}", self.log()))
+    }
+
     /// Waits up to `timeout` for the process to exit by itself.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
