@@ -20,7 +20,8 @@
 //! `--read-only`, `--immutable-tags PATTERN`, `--max-blob-size BYTES`.
 //!
 //! Other commands, on the same store settings: `registry gc [--dry-run]` (one collection
-//! pass), `registry import --from ROOT` (a CNCF distribution storage root) and
+//! pass), `registry import --from ROOT` (a CNCF distribution storage root, or
+//! `--rebuild`: the metadata database from our own blob store) and
 //! `registry stats [--json] [--top N]` (from the metadata store alone).
 
 mod access;
@@ -88,7 +89,7 @@ async fn run() -> ExitCode {
             // stderr, and only warnings unless RUST_LOG says otherwise.
             Command::Import(args) => {
                 init_tracing(settings.log_format, Output::Stderr);
-                import::run(&settings, &args.from).await
+                import::run(&settings, args).await
             }
             Command::Stats(args) => {
                 init_tracing(settings.log_format, Output::Stderr);
