@@ -6,8 +6,9 @@
 //! `synchronous=FULL`, one WAL fsync then covers the whole batch instead of one per change,
 //! which is what lets concurrent manifest pushes scale.
 //!
-//! - A change whose closure fails (or panics) is rolled back to its savepoint; the others
-//!   in the batch are not affected, exactly as if each had been its own transaction run
+//! - A change whose closure fails (or panics) is rolled back to its savepoint (the first
+//!   change of a transaction has none: the transaction itself is rolled back, and the
+//!   changes after it start a new one); the others in the batch are not affected, exactly as if each had been its own transaction run
 //!   one after the other.
 //! - No caller hears back before the commit that holds its change is durable. If that
 //!   commit fails, every change in it fails with the commit's error, and none is applied.
@@ -207,7 +208,11 @@ fn commit(conn: &Connection, mut batch: Vec<Box<dyn Change>>) {
         let mut rest = batch.into_iter();
         let mut aborted = None;
         for mut c in rest.by_ref() {
-            if let Err(e) = exec(conn, "SAVEPOINT change") {
+            // The first change of a transaction needs no savepoint (which costs a copy of
+            // every page it touches): if it fails, the whole transaction is rolled back
+            // and the others start a fresh one.
+            let first = ran.is_empty();
+            if !first && let Err(e) = exec(conn, "SAVEPOINT change") {
                 aborted = Some(e.to_string());
                 ran.push(c);
                 break;
@@ -218,6 +223,13 @@ fn commit(conn: &Connection, mut batch: Vec<Box<dyn Change>>) {
                 // SQLite rolled back the whole transaction on an error (SQLITE_FULL,
                 // SQLITE_IOERR, ...): the changes before this one are gone too.
                 Err("the transaction was rolled back by an error in another change".into())
+            } else if first {
+                // Its own failure is its answer; nothing else has run in this transaction.
+                if ok {
+                    Ok(())
+                } else {
+                    Err("rolled back".into())
+                }
             } else if ok {
                 exec(conn, "RELEASE change").map_err(|e| e.to_string())
             } else {
@@ -306,6 +318,49 @@ mod tests {
             .filter(|k| ![3, 5, 7].contains(&(k % 10)))
             .collect();
         assert_eq!(keys(&w).await, expected);
+    }
+
+    /// One batch, in a known order: the writer is held until every change is queued. The
+    /// failing first change (no savepoint) rolls back alone; the rest still commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_first_change_leaves_the_batch_alone() {
+        let w = Arc::new(writer());
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (holding, started) = std::sync::mpsc::channel::<()>();
+        let hold = {
+            let w = Arc::clone(&w);
+            tokio::spawn(async move {
+                w.alone(move |_| {
+                    holding.send(()).ok();
+                    held.recv().ok();
+                    Ok(())
+                })
+                .await
+            })
+        };
+        started.recv().unwrap();
+        let mut pending = Vec::new();
+        for k in 0..6_i64 {
+            let mut change = Box::pin(w.change(move |conn| {
+                insert(conn, k)?;
+                if k % 3 == 0 {
+                    return Err(Fail(MetadataError::Corrupt(format!("refused {k}"))));
+                }
+                Ok(k)
+            }));
+            // The first poll queues it, so the queue holds them in this order.
+            assert!(futures::poll!(&mut change).is_pending());
+            pending.push(change);
+        }
+        release.send(()).unwrap();
+        hold.await.unwrap().unwrap();
+        let results: Vec<bool> = futures::future::join_all(pending)
+            .await
+            .into_iter()
+            .map(|r| r.is_ok())
+            .collect();
+        assert_eq!(results, [false, true, true, false, true, true]);
+        assert_eq!(keys(&w).await, vec![1, 2, 4, 5]);
     }
 
     /// A dry run sees its own changes and leaves nothing; the writer goes on serving.
