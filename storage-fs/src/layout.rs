@@ -4,8 +4,7 @@
 //! root/blobs/sha256/<first 2 hex>/<hex>   committed blobs, one directory per algorithm
 //! root/blobs/sha512/<first 2 hex>/<hex>
 //! root/uploads/<upload id>                staged sessions
-//! root/recovery/<record path>             recovery records
-//! root/recovery/~staging/<n>              a record being written
+//! root/recovery/journal                   recovery records, appended
 //! ```
 //!
 //! The two-character fan-out keeps directories small (as distribution's layout does).

@@ -28,7 +28,7 @@
 //! root/blobs/sha256/<first 2 hex>/<hex>
 //! root/blobs/sha512/<first 2 hex>/<hex>
 //! root/uploads/<upload id>
-//! root/recovery/repositories/<name>/_manifests/...   recovery records
+//! root/recovery/journal
 //! ```
 //!
 //! # Durability
@@ -39,12 +39,12 @@
 //! as `blobs/` (it is, under one root) for the rename to be atomic.
 //!
 //! Recovery records ([`RecoveryLog`](storage_traits::RecoveryLog), the repository and tag
-//! names a rebuild of the metadata needs) are written to a staging file under
-//! `recovery/~staging/` and renamed into place, **without fsync**: they are only read
-//! when the metadata database is lost, and the registry writes them on every manifest
-//! push. A reader never sees half a record; a machine crash can lose the records written
-//! in the seconds before it (the kernel's writeback delay, about 30 s by default on Linux)
-//! or leave a new one empty, which a reader treats as no record.
+//! names a rebuild of the metadata needs) are appended to one journal,
+//! `recovery/journal`, replayed into memory on `open`, **without fsync**: they are only
+//! read when the metadata database is lost, and the registry writes them on every manifest
+//! push. A process crash loses none; a machine crash can lose those of the seconds before
+//! it (the kernel's writeback delay, about 30 s by default on Linux). Why a journal and
+//! not a file per record, its format and its compaction: see `src/recovery.rs`.
 //!
 //! # One process per root
 //! A write below a session's length cuts the staging file there (so a retry after a
