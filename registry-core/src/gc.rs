@@ -8,6 +8,9 @@
 //! blob's bytes deleted from the blob store. A push that links the blob before the
 //! decision commits wins (the re-check sees it); one that comes after waits until the
 //! bytes are gone and then writes them again (the tombstone makes it wait).
+//!
+//! Manifests the collector deletes lose their recovery records too, and bytes are only
+//! deleted once the manifest copies queued before are written (see `crate::recovery`).
 
 use std::time::Duration;
 
@@ -146,6 +149,13 @@ impl Registry {
                         report.links.push((repository, digest))
                     }
                     GcOutcome::ManifestDeleted { repository, digest } => {
+                        if !dry_run {
+                            // Untagged by the policy's definition: no tag record to scan.
+                            self.inner
+                                .recovery
+                                .manifest_deleted(&repository, &digest, false)
+                                .await;
+                        }
                         report.manifests.push((repository, digest))
                     }
                     GcOutcome::BlobDeleted { digest, size } => {
@@ -173,6 +183,9 @@ impl Registry {
         gc: &dyn GcMetadata,
         digest: &Digest,
     ) -> Result<(), RegistryError> {
+        // A manifest copy queued before the manifest's deletion must not write its bytes
+        // back after they are deleted here (see `crate::recovery`).
+        self.inner.recovery.flush_copies().await;
         self.inner.blobs.delete(digest).await?;
         gc.clear_tombstone(digest).await?;
         tracing::info!(%digest, "blob deleted by garbage collection");

@@ -34,6 +34,7 @@ pub mod hashing;
 pub mod import;
 pub mod ops;
 pub mod policy;
+mod recovery;
 pub mod route;
 mod sessions;
 pub mod upload_state;
@@ -144,6 +145,7 @@ pub(crate) struct Inner {
     pub(crate) metadata: Arc<dyn MetadataStore>,
     pub(crate) config: RegistryConfig,
     pub(crate) sessions: sessions::SessionLocks,
+    pub(crate) recovery: recovery::RecoveryWriter,
 }
 
 impl Registry {
@@ -154,6 +156,7 @@ impl Registry {
     ) -> Self {
         Registry {
             inner: Arc::new(Inner {
+                recovery: recovery::RecoveryWriter::new(Arc::clone(&blobs)),
                 blobs,
                 metadata,
                 config,

@@ -113,6 +113,10 @@ impl BlobStore for Flaky {
     fn signer(&self) -> Option<&dyn BlobSigner> {
         None
     }
+    /// Records are only written in the background; outages of them are not probed.
+    fn recovery(&self) -> Option<&dyn storage_traits::RecoveryLog> {
+        self.inner.recovery()
+    }
 }
 
 #[tokio::test]

@@ -77,6 +77,9 @@ impl BlobStore for Signing {
     fn signer(&self) -> Option<&dyn BlobSigner> {
         Some(self)
     }
+    fn recovery(&self) -> Option<&dyn storage_traits::RecoveryLog> {
+        self.0.recovery()
+    }
 }
 
 async fn call(

@@ -272,6 +272,17 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
                 .await?;
         }
     }
+    // Manifest copies and recovery records are written in the background after each
+    // request: let the queued ones land before exiting, or a rebuild would miss them.
+    if tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        registry.flush_recovery(),
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("recovery records still queued after 30 s; exiting without them");
+    }
     if let Some(sender) = webhook_sender {
         // The router (and with it every notifier) is gone: the sender drains the queue
         // and stops, or is cut short after a few seconds.

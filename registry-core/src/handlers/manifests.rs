@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use oci_spec_types::{Digest, ErrorCode, ParsedManifest, Reference, RepositoryName};
-use storage_traits::{BlobStoreExt, NewManifest};
+use storage_traits::NewManifest;
 
 use super::{Result, empty, header_str, set_headers};
 use crate::Inner;
@@ -96,21 +96,22 @@ pub(super) async fn put(
     .with_manifest_refs(parsed.required_manifests())
     .with_tag(tag);
     crate::gc::retry_while_being_deleted(|| inner.metadata.put_manifest(&manifest)).await?;
-    // Manifests are blobs too: keeping their bytes in the blob store lets the metadata be
-    // rebuilt from the blob store alone. Written after the metadata commit, for the same
-    // reason uploads link before publishing: the collector cannot decide to delete bytes
-    // that a committed manifest row names.
-    let upload_id = uuid::Uuid::new_v4().simple().to_string();
-    // The push itself is committed (the manifest is served from the metadata store), so
-    // a failed copy does not fail it: answering 500 for a manifest that the tag already
-    // serves would mislead the client. The copy is only for recovery; say it is missing.
-    if let Err(e) = inner
-        .blobs
-        .put_bytes(&upload_id, &digest, manifest.content.clone())
-        .await
-    {
-        tracing::warn!(%digest, error = %e, "manifest stored, but its copy in the blob store failed");
-    }
+    // Manifests are blobs too: their bytes, and records of the repository and tag, are
+    // kept in the blob store so the metadata can be rebuilt from it alone. Written after
+    // the metadata commit (the collector cannot decide to delete bytes that a committed
+    // manifest row names), in the background: only a rebuild needs them, so the client
+    // does not wait for the blob store's fsyncs (see `crate::recovery`). The push itself
+    // is committed, so a failure there is logged, never answered with a 500 for a
+    // manifest the tag already serves.
+    inner
+        .recovery
+        .manifest_put(
+            repo,
+            &digest,
+            manifest.content.clone(),
+            manifest.tag.clone(),
+        )
+        .await;
     let mut out = vec![
         ("Location", format!("/v2/{repo}/manifests/{digest}")),
         ("Docker-Content-Digest", digest.to_string()),
@@ -133,6 +134,12 @@ pub(super) async fn delete(
     };
     if !deleted {
         return Err(manifest_unknown(reference));
+    }
+    // After the commit, like the records' writes, and through the same ordered queue, so
+    // this removal cannot overtake the write of the record it removes.
+    match reference {
+        Reference::Digest(d) => inner.recovery.manifest_deleted(repo, d, true).await,
+        Reference::Tag(t) => inner.recovery.tag_deleted(repo, t).await,
     }
     Ok(empty(
         StatusCode::ACCEPTED,
