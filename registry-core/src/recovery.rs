@@ -301,11 +301,10 @@ fn lane_of(repo: &RepositoryName) -> usize {
     (h.finish() % LANES as u64) as usize
 }
 
-/// Stores a manifest's bytes as a blob (unless they are there already).
+/// Stores a manifest's bytes as a blob. No `stat` first: a re-pushed manifest is rare, and
+/// finishing onto an existing blob just discards the session, while a `stat` would cost
+/// every copy one more round trip to a blocking thread (or to S3).
 async fn copy_manifest(blobs: &dyn BlobStore, digest: &Digest, content: Bytes) {
-    if let Ok(Some(_)) = blobs.stat(digest).await {
-        return;
-    }
     let upload_id = uuid::Uuid::new_v4().simple().to_string();
     if let Err(e) = blobs.put_bytes(&upload_id, digest, content).await {
         tracing::warn!(%digest, error = %e, "manifest stored, but its copy in the blob store failed");
