@@ -371,10 +371,6 @@ impl Decision<'_, '_> {
 
     async fn manifest(&self) -> Result<GcOutcome, Fail> {
         let (tx, repo, digest) = (self.tx, self.repo, self.digest);
-        let Some(ttl) = self.policy.untagged_manifest_ttl_ms else {
-            // Untagged manifests are kept unless the policy says otherwise.
-            return self.kept(self.since().await?).await;
-        };
         let Some(rid) = repo_id(tx, repo).await? else {
             return self.kept(self.since().await?).await;
         };
@@ -424,6 +420,16 @@ impl Decision<'_, '_> {
         if tagged || in_index || is_subject || subject_alive {
             return self.kept(Some(since)).await;
         }
+        let Some(ttl) = self.policy.untagged_manifest_ttl_ms else {
+            // Untagged manifests are kept unless the policy says otherwise. The review
+            // stays, parked with its `since`, so a policy turned on later still reaches it
+            // (see `storage_traits::gc::UNTAGGED_RECHECK_MS`).
+            let recheck = self
+                .policy
+                .grace_ms
+                .max(storage_traits::gc::UNTAGGED_RECHECK_MS);
+            return self.postpone(since, self.now.saturating_add(recheck)).await;
+        };
         let due = since.saturating_add(ttl.max(self.policy.grace_ms));
         if due > self.now {
             return self.postpone(since, due).await;

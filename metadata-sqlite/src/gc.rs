@@ -150,6 +150,12 @@ fn postpone(
     Ok(GcOutcome::Kept)
 }
 
+/// When a review of an untagged manifest comes back while the untagged policy is off
+/// (see [`storage_traits::gc::UNTAGGED_RECHECK_MS`]).
+fn parked_until(policy: &GcPolicy, now: i64) -> i64 {
+    now.saturating_add(policy.grace_ms.max(storage_traits::gc::UNTAGGED_RECHECK_MS))
+}
+
 fn kept(conn: &Connection, kind: Kind, repo: &str, digest: &str) -> Result<GcOutcome, Fail> {
     finish(conn, kind, repo, digest)?;
     Ok(GcOutcome::Kept)
@@ -252,10 +258,6 @@ fn apply_manifest(
     now: i64,
 ) -> Result<GcOutcome, Fail> {
     let k = Kind::Manifest;
-    let Some(ttl) = policy.untagged_manifest_ttl_ms else {
-        // Untagged manifests are kept unless the policy says otherwise.
-        return kept(conn, k, repo, digest);
-    };
     let Some(rid) = repo_id(conn, repo)? else {
         return kept(conn, k, repo, digest);
     };
@@ -289,6 +291,11 @@ fn apply_manifest(
     if tagged || in_index || is_subject || subject_alive {
         return kept(conn, k, repo, digest);
     }
+    let Some(ttl) = policy.untagged_manifest_ttl_ms else {
+        // Untagged manifests are kept unless the policy says otherwise. The review stays,
+        // parked with its `since`, so a policy turned on later still reaches it.
+        return postpone(conn, k, repo, digest, parked_until(policy, now));
+    };
     let wait = ttl.max(policy.grace_ms);
     if since.saturating_add(wait) > now {
         return postpone(conn, k, repo, digest, since.saturating_add(wait));

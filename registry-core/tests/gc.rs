@@ -205,7 +205,9 @@ async fn untagged_manifests_are_kept_unless_the_policy_says_otherwise() {
         StatusCode::OK
     );
 
-    // The policy only applies to reviews queued while it is on: untag again.
+    // Reviews seen while the policy was off are parked, due again within
+    // `UNTAGGED_RECHECK_MS` (an hour; the gc suite checks that): untagging again queues
+    // `old` now.
     r.put_manifest(
         "g/u",
         "tmp",

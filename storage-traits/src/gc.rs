@@ -80,6 +80,14 @@ impl GcPolicy {
     }
 }
 
+/// How long a review of an untagged, unreferenced manifest is parked when it comes due
+/// while [`GcPolicy::untagged_manifest_ttl_ms`] is `None` (or the grace period, if that is
+/// longer): the store keeps the review, with the time it was queued, instead of dropping
+/// it, so a policy turned on later reaches manifests untagged while it was off, at the
+/// latest this long after it is turned on, and counts their age from when they were
+/// untagged. One hour: a parked review costs one small transaction per hour.
+pub const UNTAGGED_RECHECK_MS: i64 = 3_600_000;
+
 /// What applying one review did (or, in a dry run, would do).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -115,6 +123,10 @@ pub enum GcOutcome {
 ///   read inside the deciding transaction, never from the `due_at` the caller passes.
 /// - `apply_review` of a review that is no longer queued (another pass took it) is
 ///   [`GcOutcome::Kept`] and changes nothing.
+/// - A manifest review applied while the untagged policy is off, of a manifest that the
+///   policy would delete once old enough, is postponed by [`UNTAGGED_RECHECK_MS`] (or the
+///   grace period, if longer), keeping the time it was queued; any other kept review is
+///   removed (whatever changes that queues it again).
 #[async_trait]
 pub trait GcMetadata: Send + Sync {
     /// Reviews due at `now_ms`, oldest first, at most `limit`.

@@ -58,6 +58,7 @@ macro_rules! gc_store_tests {
         $crate::__gc_store_case!([$(#[$attr])*] ($make) tombstone_refuses_link_and_put_manifest_until_cleared);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) dry_run_reports_the_same_and_changes_nothing);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) untagged_manifests_kept_without_policy);
+        $crate::__gc_store_case!([$(#[$attr])*] ($make) untagged_policy_turned_on_later_reaches_parked_reviews);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) untagged_manifest_policy_deletes_only_unreferenced);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) collector_lease);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) queue_length_counts_every_review);
@@ -565,7 +566,19 @@ pub async fn deleted_manifest_frees_what_only_it_used(store: &dyn MetadataStore)
         ]),
         "what only the deleted manifests used is freed"
     );
-    assert!(queued_of(gc, &ours).await.is_empty());
+    // Untagged and unreferenced now, the child and the signature keep parked reviews for
+    // an untagged policy turned on later (see
+    // `untagged_policy_turned_on_later_reaches_parked_reviews`); nothing else is queued.
+    assert_eq!(
+        queued_of(gc, &ours).await,
+        set(&[
+            (
+                ReviewTarget::Manifest(repo.clone()),
+                signature.digest.clone()
+            ),
+            (ReviewTarget::Manifest(repo.clone()), child.digest.clone()),
+        ])
+    );
     for d in [&shared, &cfg] {
         assert!(linked(store, &repo, d).await.is_some(), "{d} is still used");
         assert!(!tombstoned(gc, d).await);
@@ -578,7 +591,12 @@ pub async fn deleted_manifest_frees_what_only_it_used(store: &dyn MetadataStore)
     // Without an untagged-manifest policy, orphaned children and referrers stay.
     assert!(has_manifest(store, &repo, &child.digest).await);
     assert!(has_manifest(store, &repo, &signature.digest).await);
-    clear(gc, &[&solo, &gone.digest, &idx.digest]).await;
+    // Leave the store as found: a policy turned on reaches the parked reviews.
+    let on = GcPolicy::new(0).with_untagged_manifest_ttl(Some(0));
+    pass(gc, &on, wall_ms() + crate::gc::UNTAGGED_RECHECK_MS, &ours).await;
+    assert!(!has_manifest(store, &repo, &child.digest).await);
+    assert!(queued_of(gc, &ours).await.is_empty());
+    clear_our_tombstones(gc, &ours).await;
 }
 
 /// Linking a blob again before the decision restarts the link's grace period; linking it
@@ -841,14 +859,112 @@ pub async fn untagged_manifests_kept_without_policy(store: &dyn MetadataStore) {
             m.digest
         );
     }
+    let now = wall_ms();
     assert_eq!(
-        pass(gc, &GcPolicy::new(0), wall_ms(), &ours).await,
+        pass(gc, &GcPolicy::new(0), now, &ours).await,
         BTreeSet::new()
     );
     for m in [&by_digest, &untagged, &retagged_away, &retagged_to] {
         assert!(has_manifest(store, &repo, &m.digest).await);
     }
+    // Kept, but not forgotten: the reviews of the untagged ones are parked (not due now)
+    // for a policy turned on later; the tagged one has none.
+    assert!(due_of(gc, now, &ours).await.is_empty());
+    let parked = queued_of(gc, &ours).await;
+    let untagged_ones = [&by_digest, &untagged, &retagged_away];
+    let expected: BTreeSet<(ReviewTarget, Digest)> = untagged_ones
+        .iter()
+        .map(|m| (ReviewTarget::Manifest(repo.clone()), m.digest.clone()))
+        .collect();
+    assert_eq!(parked, expected);
+    let due_again = now + crate::gc::UNTAGGED_RECHECK_MS;
+    assert_eq!(due_of(gc, due_again, &ours).await, expected);
+    // Still off an hour later: parked again, still nothing deleted.
+    assert_eq!(
+        pass(gc, &GcPolicy::new(0), due_again, &ours).await,
+        BTreeSet::new()
+    );
+    assert_eq!(queued_of(gc, &ours).await, expected);
+
+    // Leave the store as found: the policy on, a pass reaches the parked reviews and
+    // deletes the untagged manifests; then clear their tombstones.
+    let on = GcPolicy::new(0).with_untagged_manifest_ttl(Some(0));
+    pass(gc, &on, due_again + crate::gc::UNTAGGED_RECHECK_MS, &ours).await;
     assert!(queued_of(gc, &ours).await.is_empty());
+    clear_our_tombstones(gc, &ours).await;
+}
+
+/// The untagged policy turned on after reviews were parked while it was off: they come
+/// due within [`UNTAGGED_RECHECK_MS`](crate::gc::UNTAGGED_RECHECK_MS), the manifests'
+/// age counts from when they were untagged (not from when the policy was turned on), and
+/// one tagged again meanwhile is kept.
+pub async fn untagged_policy_turned_on_later_reaches_parked_reviews(store: &dyn MetadataStore) {
+    let gc = gc(store);
+    let repos = Repos::new();
+    let repo = repos.get("app");
+    let layer = random_digest();
+    link(store, &repo, &layer, 100).await;
+    let old = manifest(&repo, "old")
+        .with_tag(Some(tag("v1")))
+        .with_blob_refs(vec![layer.clone()]);
+    let new = manifest(&repo, "new").with_tag(Some(tag("v1")));
+    let comeback = manifest(&repo, "comeback").with_tag(Some(tag("c")));
+    for m in [&old, &new, &comeback] {
+        put(store, m).await;
+    }
+    assert!(
+        store
+            .delete_tag(&repo, &tag("c"))
+            .await
+            .expect("delete_tag")
+    );
+    let ours = set(&[
+        old.digest.clone(),
+        new.digest.clone(),
+        comeback.digest.clone(),
+        layer.clone(),
+    ]);
+    let untagged_at = wall_ms();
+
+    // The policy is off: nothing goes, the two untagged manifests' reviews are parked.
+    let off = GcPolicy::new(0);
+    assert_eq!(pass(gc, &off, untagged_at, &ours).await, BTreeSet::new());
+    assert!(has_manifest(store, &repo, &old.digest).await);
+
+    // `comeback` is tagged again while parked: it must survive the policy.
+    put(store, &comeback.clone().with_tag(Some(tag("c")))).await;
+
+    // An hour later the policy is on, with a TTL shorter than the time since untagging:
+    // the parked review of `old` is due and `old` is old enough.
+    let later = untagged_at + crate::gc::UNTAGGED_RECHECK_MS + 1;
+    let on = GcPolicy::new(0).with_untagged_manifest_ttl(Some(crate::gc::UNTAGGED_RECHECK_MS / 2));
+    let deleted = pass(gc, &on, later, &ours).await;
+    assert!(
+        deleted.contains(&Outcome::Manifest(repo.clone(), old.digest.clone())),
+        "the manifest untagged while the policy was off is deleted once it is on: {deleted:?}"
+    );
+    assert!(!has_manifest(store, &repo, &old.digest).await);
+    assert!(
+        has_manifest(store, &repo, &comeback.digest).await,
+        "tagged again while parked"
+    );
+    assert!(has_manifest(store, &repo, &new.digest).await);
+    assert!(
+        !deleted.contains(&Outcome::Manifest(repo.clone(), comeback.digest.clone())),
+        "{deleted:?}"
+    );
+    // What `old` alone used followed it (its layer link, then bytes of both).
+    assert!(
+        deleted.contains(&Outcome::Link(repo.clone(), layer.clone())),
+        "{deleted:?}"
+    );
+    assert!(queued_of(gc, &ours).await.is_empty());
+    clear_our_tombstones(gc, &ours).await;
+}
+
+async fn clear_our_tombstones(gc: &dyn GcMetadata, ours: &BTreeSet<Digest>) {
+    let tombstones = our_tombstones(gc, ours).await;
+    clear(gc, &tombstones.iter().collect::<Vec<_>>()).await;
 }
 
 /// Under a zero TTL, an untagged manifest that nothing references is deleted (and its
