@@ -1,9 +1,9 @@
 //! `registry import --rebuild`: the metadata database is lost, the blob store is not.
 //! Push images with skopeo into `registry serve`, move a tag, delete a tag and a manifest,
-//! stop it, delete the SQLite database, rebuild it from the blob store (twice: the second
+//! stop it, lose the database, rebuild it from the blob store (twice: the second
 //! run changes nothing), serve again and pull everything back with the same digests and
-//! tags, while what was deleted stays deleted. On a folder and on S3 (SeaweedFS). Needs
-//! `skopeo` (and SeaweedFS for the S3 case); fails without them.
+//! tags, while what was deleted stays deleted. On a folder and on S3 (SeaweedFS), into
+//! SQLite and PostgreSQL. Needs `skopeo`, SeaweedFS and PostgreSQL; fails without them.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Output;
 
 use common::import_flow::{MANIFESTS, Sample, TAGS};
-use common::services::{Backends, Blobs, Meta};
+use common::services::{Backends, Blobs, Meta, postgres};
 use common::skopeo_flow::skopeo_try;
 use common::{Api, tempdir};
 
@@ -28,8 +28,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Deletes the SQLite database of `stores` (with its WAL and shared-memory files).
-fn lose_database(stores: &Backends) {
+/// The database of `stores` is lost: the SQLite file (with its WAL and shared-memory
+/// files) is deleted; a PostgreSQL database is replaced by a new, empty one, as after
+/// restoring a server without a backup. Returns the stores to rebuild into.
+fn lose_database(stores: &Backends) -> Backends {
+    if stores.meta == Meta::Postgres {
+        let mut fresh = stores.clone();
+        fresh.metadata = postgres().unique_database("rebuilt");
+        return fresh;
+    }
     let path = PathBuf::from(stores.metadata.strip_prefix("sqlite://").unwrap());
     for suffix in ["", "-wal", "-shm"] {
         let mut file = path.clone().into_os_string();
@@ -41,11 +48,12 @@ fn lose_database(stores: &Backends) {
         }
     }
     assert!(!path.exists());
+    stores.clone()
 }
 
-fn rebuild_after_losing_the_database(blobs: Blobs) {
+fn rebuild_after_losing_the_database(blobs: Blobs, meta: Meta) {
     let dir = tempdir();
-    let stores = Backends::fresh(blobs, Meta::Sqlite, "rebuild", dir.path());
+    let stores = Backends::fresh(blobs, meta, "rebuild", dir.path());
     let sample = Sample::create(dir.path(), 2, 120_000);
     let rt = tokio::runtime::Runtime::new().unwrap();
 
@@ -81,7 +89,7 @@ fn rebuild_after_losing_the_database(blobs: Blobs) {
     assert!(exit.success(), "{exit}\n{}", server.log());
 
     // 2. The database is lost; rebuild it from the blob store, twice.
-    lose_database(&stores);
+    let stores = lose_database(&stores);
     // The sample's, plus in `moved` the index with its children and the untagged image.
     let manifests = MANIFESTS + 4;
     let tags = TAGS + 1; // and moved:t
@@ -90,7 +98,7 @@ fn rebuild_after_losing_the_database(blobs: Blobs) {
         let stdout = text(&out.stdout);
         assert!(
             out.status.success(),
-            "{run} rebuild on {blobs:?} failed: {stdout}\n{}",
+            "{run} rebuild on {blobs:?} into {meta:?} failed: {stdout}\n{}",
             text(&out.stderr)
         );
         // Nothing to copy: every blob is already where it belongs.
@@ -137,12 +145,17 @@ fn rebuild_after_losing_the_database(blobs: Blobs) {
 
 #[test]
 fn rebuild_on_a_folder() {
-    rebuild_after_losing_the_database(Blobs::Fs);
+    rebuild_after_losing_the_database(Blobs::Fs, Meta::Sqlite);
 }
 
 #[test]
 fn rebuild_on_s3() {
-    rebuild_after_losing_the_database(Blobs::S3);
+    rebuild_after_losing_the_database(Blobs::S3, Meta::Sqlite);
+}
+
+#[test]
+fn rebuild_on_s3_into_postgres() {
+    rebuild_after_losing_the_database(Blobs::S3, Meta::Postgres);
 }
 
 #[test]
