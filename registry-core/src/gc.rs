@@ -172,6 +172,11 @@ impl Registry {
                 break;
             }
         }
+        if !dry_run && !report.manifests.is_empty() {
+            // The deleted manifests' records are removed in the background; a one-off
+            // pass (`registry gc`) may exit right after it returns.
+            self.inner.recovery.flush().await;
+        }
         report.queued = gc.queue_length().await?;
         Ok(report)
     }
