@@ -18,14 +18,19 @@
 //! [`revision_record`], [`tag_record`] and [`parse_link`] build and read them.
 //!
 //! # What the records guarantee
-//! They trail the metadata database: the registry writes them after its database commit,
-//! and neither a failed write nor a crash fails the request that was already committed.
-//! So a rebuild recovers what the records say, which is the database's state except for
-//! the last changes before a crash (a record the store had not yet made durable, or one
-//! the registry had not yet written). With several replicas, two replicas changing the
-//! same tag at the same moment may write their records in the opposite order from their
-//! database commits; the record then names the tag's previous target. Records never name
-//! bytes that were not pushed: a tag record points at a manifest that was committed.
+//! They trail the metadata database: the registry writes them after its database commit
+//! (in the background, see `registry-core`'s `Registry::flush_recovery`), and neither a
+//! failed write nor a crash fails the request that was already committed. So a rebuild
+//! recovers what the records say, which is the database's state except for:
+//! - the last changes before a crash: records still queued in the registry, or not yet
+//!   durable in the store. A lost write loses a manifest or tag; a lost removal brings a
+//!   deleted tag back, or a deleted manifest if its bytes were not collected yet;
+//! - races on one tag: a request queues its record right after its commit, not
+//!   atomically with it, so requests changing the same tag at the same moment (in one
+//!   process or on several replicas) may leave the record naming the tag's previous
+//!   target, until the tag's next change.
+//!
+//! Records never name a manifest that was not committed.
 
 use async_trait::async_trait;
 use bytes::Bytes;
