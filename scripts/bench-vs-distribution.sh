@@ -244,8 +244,11 @@ for rep in $(seq "$first_rep" "$((first_rep + reps - 1))"); do
     "$bench" --server-pid "$ours_pid" --server ours --rep "$rep" proc | tee -a "$results"
     "$bench" --server-pid "$theirs_pid" --server distribution --rep "$rep" proc | tee -a "$results"
     stop_servers
-    # Deleting distribution's 10,000-repository tree (~450,000 files) takes minutes on a
-    # slow disk; it waits for the end so it never overlaps a measurement.
+    # The 64 MiB blobs (about 5 GiB per repetition for both servers) go now, or three
+    # repetitions can fill the disk; deleting a hundred large files takes a moment.
+    # Deleting distribution's 10,000-repository tree (~450,000 small files) takes minutes
+    # on a slow disk; it waits for the end so it never overlaps a measurement.
+    find "$work/rep-$rep" -type f -size +1M -delete
 done
 echo "== done in $((SECONDS - started))s" >&2
 
