@@ -245,6 +245,8 @@ impl Registry {
             report.repositories += 1;
             self.import_repository(source, &repo, &mut report).await?;
         }
+        // The recovery records of what was imported, so a later rebuild finds it too.
+        self.inner.recovery.flush().await;
         Ok(report)
     }
 
@@ -384,7 +386,7 @@ impl Registry {
         .with_annotations(parsed.annotations.clone())
         .with_blob_refs(parsed.required_blobs())
         .with_manifest_refs(parsed.required_manifests())
-        .with_tag(tag);
+        .with_tag(tag.clone());
         match crate::gc::retry_while_being_deleted(|| self.inner.metadata.put_manifest(&manifest))
             .await
         {
@@ -407,6 +409,10 @@ impl Registry {
                 .put_bytes(&id, digest, bytes.clone())
                 .await?;
         }
+        self.inner
+            .recovery
+            .manifest_recorded(repo, digest, tag)
+            .await;
         Ok(true)
     }
 

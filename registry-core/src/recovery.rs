@@ -143,6 +143,16 @@ impl RecoveryWriter {
         tag: Option<Tag>,
     ) {
         self.copy(digest, content).await;
+        self.manifest_recorded(repo, digest, tag).await;
+    }
+
+    /// Records a manifest (and its tag) whose bytes the caller stored itself (import).
+    pub(crate) async fn manifest_recorded(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        tag: Option<Tag>,
+    ) {
         if self.blobs.recovery().is_some() {
             self.record(RecordJob::ManifestPut {
                 repo: repo.clone(),

@@ -53,6 +53,28 @@ fn images_pushed_to_distribution_pull_from_us_after_import() {
         );
         assert!(again.skipped.is_empty(), "{again:?}");
         assert_eq!((again.manifests, again.tags), (first.manifests, first.tags));
+        drop(registry);
+
+        // What was imported is in the blob store's recovery records too: a database lost
+        // after the import is rebuilt from the blob store alone.
+        let blobs = storage_fs::FsBlobStore::open(data.join("blobs")).unwrap();
+        let metadata =
+            metadata_sqlite::SqliteMetadataStore::open(dir.path().join("rebuilt.db")).unwrap();
+        let rebuilt = Registry::new(
+            Arc::new(blobs),
+            Arc::new(metadata),
+            RegistryConfig::default(),
+        )
+        .rebuild()
+        .await
+        .unwrap();
+        assert!(rebuilt.skipped.is_empty(), "{rebuilt:?}");
+        assert_eq!(rebuilt.blobs_copied, 0, "{rebuilt:?}");
+        assert_eq!(
+            (rebuilt.repositories, rebuilt.manifests, rebuilt.tags),
+            (first.repositories, first.manifests, first.tags),
+            "{rebuilt:?}"
+        );
     });
 
     // 3. Serve the imported state and pull everything back with skopeo and over HTTP.
