@@ -97,7 +97,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:5000]. Port 0 picks a free port.
     #[arg(long, env = "REGISTRY_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Blob storage: `fs:///abs/path` or a plain path [default: ./registry-data/blobs].
+    /// Blob storage: `fs:///abs/path` or a plain path [default: ./registry-data/blobs],
+    /// or `s3://BUCKET/PREFIX?endpoint=URL&region=R` (credentials from the `AWS_*`
+    /// variables or `~/.aws/credentials`).
     #[arg(long, env = "REGISTRY_STORAGE", value_name = "URL")]
     pub storage: Option<String>,
     /// Metadata database: `sqlite://relative/path`, `sqlite:///abs/path` or a plain path
