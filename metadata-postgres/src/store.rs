@@ -382,7 +382,8 @@ async fn put_manifest_tx(
 
     match &m.tag {
         Some(tag) => {
-            let previous = point_tag(tx, repo_id, tag.as_str(), manifest_id, now).await?;
+            let previous =
+                point_tag(tx, repo_id, tag.as_str(), manifest_id, m.tag_immutable, now).await?;
             // Re-tagging leaves the previous manifest possibly untagged.
             if let Some(previous) = previous {
                 gc::enqueue(tx, gc::Kind::Manifest, repo, &previous, now).await?;
@@ -400,12 +401,15 @@ async fn put_manifest_tx(
 /// Points the tag at `manifest_id` and returns the digest of the manifest it pointed at
 /// before, if another. The tag row is locked (or inserted) before it is read, so of two
 /// puts moving one tag the second sees the first's manifest as the previous one, and
-/// every manifest a tag leaves is queued for review.
+/// every manifest a tag leaves is queued for review. An `immutable` tag that points at
+/// another manifest is refused under that same lock, so of two first pushes of one tag
+/// the second sees the first's manifest and fails (and its transaction rolls back).
 async fn point_tag(
     tx: &Transaction<'_>,
     repo_id: i64,
     tag: &str,
     manifest_id: i64,
+    immutable: bool,
     now: i64,
 ) -> Result<Option<String>, Fail> {
     let lock = tx
@@ -430,6 +434,13 @@ async fn point_tag(
     for _ in 0..3 {
         if let Some(row) = tx.query_opt(&lock, &[&repo_id, &tag]).await? {
             let current: i64 = row.try_get(0)?;
+            if immutable && current != manifest_id {
+                let digest: String = row.try_get(1)?;
+                return Err(Fail::Meta(MetadataError::TagImmutable {
+                    tag: tag.to_string(),
+                    current: parse_digest(&digest)?,
+                }));
+            }
             tx.execute(&update, &[&repo_id, &tag, &manifest_id, &now])
                 .await?;
             return Ok((current != manifest_id)

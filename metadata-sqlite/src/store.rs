@@ -409,6 +409,23 @@ fn put_manifest_tx(conn: &Connection, m: &NewManifest, annotations: &str) -> Res
             manifests: missing_manifests,
         }));
     }
+    // An immutable tag may be created, never moved. Checked here, before anything is
+    // written, inside the writer's transaction: no other change runs in between.
+    if let (Some(tag), true, Some(repo_id)) = (&m.tag, m.tag_immutable, existing_repo) {
+        let current: Option<String> = conn
+            .prepare_cached(
+                "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
+                 WHERE t.repo_id = ?1 AND t.name = ?2",
+            )?
+            .query_row(params![repo_id, tag.as_str()], |r| r.get(0))
+            .optional()?;
+        if let Some(current) = current.filter(|c| c != m.digest.as_str()) {
+            return Err(Fail(MetadataError::TagImmutable {
+                tag: tag.to_string(),
+                current: parse_digest(&current)?,
+            }));
+        }
+    }
 
     let repo_id = match existing_repo {
         Some(id) => id,

@@ -258,6 +258,12 @@ impl IntoResponse for RegistryError {
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                     res
                 }
+                MetadataError::TagImmutable { tag, current } => error_response(
+                    StatusCode::FORBIDDEN,
+                    ErrorCode::Denied,
+                    format!("tag {tag} is immutable: it already points at {current}"),
+                    None,
+                ),
                 e @ MetadataError::Backend { .. } => unavailable(&e),
                 other => internal(&other),
             },

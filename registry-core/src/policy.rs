@@ -36,7 +36,8 @@ pub struct Policy {
     /// Repositories whose tags, once pushed, always point at the same manifest: a push of
     /// a different manifest over an existing tag is `403 DENIED` and the old one stays.
     /// Re-pushing the same manifest is fine (clients retry), and tags can still be deleted
-    /// by whoever may delete.
+    /// by whoever may delete. The metadata store checks it in the transaction that moves
+    /// the tag, so of two racing first pushes of one tag only one succeeds.
     #[serde(default)]
     pub immutable_tags: Vec<NamePattern>,
     /// Largest blob accepted, in bytes: larger uploads are `400 SIZE_INVALID` and their

@@ -59,6 +59,9 @@ pub enum MetadataError {
     /// yet: link it again once they are (see [`crate::gc`]).
     #[error("blob {0} is being garbage-collected")]
     BlobBeingDeleted(Digest),
+    /// `put_manifest` with `tag_immutable` found the tag pointing at another manifest.
+    #[error("tag {tag} is immutable: it already points at {current}")]
+    TagImmutable { tag: String, current: Digest },
     /// A stored row could not be decoded (a bug or a hand-edited database).
     #[error("corrupt metadata: {0}")]
     Corrupt(String),

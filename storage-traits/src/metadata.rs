@@ -43,6 +43,11 @@ pub struct NewManifest {
     pub manifest_refs: Vec<Digest>,
     /// The tag to point at this manifest, if pushed by tag.
     pub tag: Option<Tag>,
+    /// The tag may be created but never moved: if it already points at another manifest,
+    /// `put_manifest` stores nothing and returns [`MetadataError::TagImmutable`]. Checked
+    /// in the same transaction that moves tags, so of two first pushes of one tag with
+    /// different manifests exactly one succeeds.
+    pub tag_immutable: bool,
 }
 
 impl NewManifest {
@@ -63,6 +68,7 @@ impl NewManifest {
             blob_refs: Vec::new(),
             manifest_refs: Vec::new(),
             tag: None,
+            tag_immutable: false,
         }
     }
 
@@ -88,6 +94,10 @@ impl NewManifest {
     }
     pub fn with_tag(mut self, t: Option<Tag>) -> Self {
         self.tag = t;
+        self
+    }
+    pub fn with_tag_immutable(mut self, immutable: bool) -> Self {
+        self.tag_immutable = immutable;
         self
     }
 }

@@ -67,21 +67,6 @@ pub(super) async fn put(
         }
         Reference::Tag(t) => (Digest::sha256_of(&content), Some(t.clone())),
     };
-    // Checked before anything is written. Two racing first pushes of one tag can both
-    // pass; the policy guards against overwriting a published tag, not against that.
-    if let Some(t) = &tag
-        && inner.config.policy.tags_immutable(repo)
-        && let Some(existing) = inner.metadata.get_manifest(repo, reference).await?
-        && existing.digest != digest
-    {
-        return Err(RegistryError::oci(
-            ErrorCode::Denied,
-            format!(
-                "tag {t} of {repo} is immutable: it already points at {}",
-                existing.digest
-            ),
-        ));
-    }
     let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
     let manifest = NewManifest::new(
         repo.clone(),
@@ -94,7 +79,10 @@ pub(super) async fn put(
     .with_annotations(parsed.annotations.clone())
     .with_blob_refs(parsed.required_blobs())
     .with_manifest_refs(parsed.required_manifests())
+    .with_tag_immutable(tag.is_some() && inner.config.policy.tags_immutable(repo))
     .with_tag(tag);
+    // An immutable tag is checked by the store in the transaction that moves tags, so two
+    // racing first pushes of one tag cannot both succeed.
     crate::gc::retry_while_being_deleted(|| inner.metadata.put_manifest(&manifest)).await?;
     // Manifests are blobs too: their bytes, and records of the repository and tag, are
     // kept in the blob store so the metadata can be rebuilt from it alone. Written after

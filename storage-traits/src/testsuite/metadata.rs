@@ -111,6 +111,8 @@ macro_rules! metadata_store_tests {
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) stale_uploads_by_last_write);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) concurrent_put_manifest_same_tag);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) concurrent_link_blob_same_digest);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) immutable_tag_is_never_moved);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) concurrent_first_pushes_of_an_immutable_tag);
     };
 }
 
@@ -1397,4 +1399,85 @@ pub async fn concurrent_link_blob_same_digest(store: &dyn MetadataStore) {
         our_repositories(store, &prefix, &Page::default()).await,
         expected
     );
+}
+
+/// `tag_immutable`: the tag is created, re-pushing its manifest is fine, another manifest
+/// is refused with `TagImmutable` and stores nothing; a mutable put still moves it.
+pub async fn immutable_tag_is_never_moved(store: &dyn MetadataStore) {
+    let repo = unique_repo("frozen");
+    let first = manifest(&repo, "first")
+        .with_tag(Some(tag("v1")))
+        .with_tag_immutable(true);
+    put(store, &first).await;
+    put(store, &first).await;
+    let other = manifest(&repo, "other")
+        .with_tag(Some(tag("v1")))
+        .with_tag_immutable(true);
+    match store.put_manifest(&other).await {
+        Err(MetadataError::TagImmutable { tag: t, current }) => {
+            assert_eq!((t.as_str(), &current), ("v1", &first.digest));
+        }
+        r => panic!("moving an immutable tag: expected TagImmutable, got {r:?}"),
+    }
+    let by_tag = store
+        .get_manifest(&repo, &Reference::Tag(tag("v1")))
+        .await
+        .expect("get_manifest")
+        .expect("tag resolves");
+    assert_eq!(by_tag.digest, first.digest, "a refused put moved the tag");
+    assert!(
+        store
+            .get_manifest(&repo, &Reference::Digest(other.digest.clone()))
+            .await
+            .expect("get_manifest")
+            .is_none(),
+        "a refused put stored its manifest"
+    );
+    // The flag only guards the tag: the refused manifest by digest, or a mutable put, go in.
+    put(store, &other.clone().with_tag(None)).await;
+    let moved = manifest(&repo, "moved").with_tag(Some(tag("v1")));
+    put(store, &moved).await;
+    let by_tag = store
+        .get_manifest(&repo, &Reference::Tag(tag("v1")))
+        .await
+        .expect("get_manifest")
+        .expect("tag resolves");
+    assert_eq!(by_tag.digest, moved.digest);
+}
+
+/// Racing first pushes of one immutable tag with different manifests: exactly one wins,
+/// the others get `TagImmutable` naming the winner, and the tag points at the winner.
+pub async fn concurrent_first_pushes_of_an_immutable_tag(store: &dyn MetadataStore) {
+    let repo = unique_repo("frozen-race");
+    let manifests: Vec<NewManifest> = (0..8)
+        .map(|i| {
+            manifest(&repo, &format!("racer-{i}"))
+                .with_tag(Some(tag("release")))
+                .with_tag_immutable(true)
+        })
+        .collect();
+    let results = join_all(manifests.iter().map(|m| store.put_manifest(m))).await;
+    let winners: Vec<&NewManifest> = manifests
+        .iter()
+        .zip(&results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(m, _)| m)
+        .collect();
+    assert_eq!(winners.len(), 1, "racing first pushes: {results:?}");
+    let winner = winners[0];
+    for r in &results {
+        match r {
+            Ok(()) => {}
+            Err(MetadataError::TagImmutable { current, .. }) => {
+                assert_eq!(current, &winner.digest)
+            }
+            Err(e) => panic!("a racing first push failed otherwise: {e}"),
+        }
+    }
+    let by_tag = store
+        .get_manifest(&repo, &Reference::Tag(tag("release")))
+        .await
+        .expect("get_manifest")
+        .expect("tag resolves");
+    assert_eq!(by_tag.digest, winner.digest);
 }
