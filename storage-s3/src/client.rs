@@ -302,37 +302,54 @@ impl Client {
         prefix: &str,
         token: Option<&str>,
     ) -> Result<ListObjectsV2Response, StorageError> {
-        let response = self
-            .send("LIST", prefix, || {
-                let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
-                action.with_prefix(prefix);
-                action.with_max_keys(self.list_page_size);
-                if let Some(t) = token {
-                    action.with_continuation_token(t);
-                }
-                self.http.get(self.signed(&action))
-            })
-            .await?;
-        if !response.status().is_success() {
-            return Err(status_error("LIST", prefix, response).await.into());
-        }
-        let body = text("LIST", prefix, response).await?;
-        ListObjectsV2::parse_response(&body)
-            .map_err(|e| protocol("LIST", prefix, format!("bad ListObjectsV2 XML: {e}")))
+        self.list(prefix, false, token).await
     }
 
-    /// One page of `ListObjectsV2` under `prefix`, grouped at `/`: the keys directly
-    /// under it, and the common prefixes (the "folders") of the deeper ones.
-    pub(crate) async fn list_folder_page(
+    /// The object names and folder names directly under `prefix` (`ListObjectsV2` grouped
+    /// at `/`, every page), relative to `prefix`; folders without their trailing `/`.
+    /// A marker object named like the prefix itself is no entry.
+    pub(crate) async fn list_folder(
         &self,
         prefix: &str,
+    ) -> Result<(Vec<String>, Vec<String>), StorageError> {
+        let (mut objects, mut folders) = (Vec::new(), Vec::new());
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.list(prefix, true, token.as_deref()).await?;
+            // Keys outside the asked prefix would be a server bug: skipped.
+            objects.extend(page.contents.into_iter().filter_map(|c| {
+                c.key
+                    .strip_prefix(prefix)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+            }));
+            folders.extend(page.common_prefixes.into_iter().filter_map(|p| {
+                p.prefix
+                    .strip_prefix(prefix)
+                    .and_then(|n| n.strip_suffix('/'))
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+            }));
+            match page.next_continuation_token {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok((objects, folders)),
+            }
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        grouped: bool,
         token: Option<&str>,
     ) -> Result<ListObjectsV2Response, StorageError> {
         let response = self
             .send("LIST", prefix, || {
                 let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
                 action.with_prefix(prefix);
-                action.with_delimiter("/");
+                if grouped {
+                    action.with_delimiter("/");
+                }
                 action.with_max_keys(self.list_page_size);
                 if let Some(t) = token {
                     action.with_continuation_token(t);

@@ -73,31 +73,12 @@ impl S3BucketReader {
         } else {
             format!("{}{dir}/", self.layout.prefix())
         };
-        let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .list_folder_page(&prefix, token.as_deref())
-                .await?;
-            let keys = page.contents.into_iter().map(|c| c.key);
-            let folders = page.common_prefixes.into_iter().map(|p| p.prefix);
-            for key in keys.chain(folders) {
-                // Keys outside the asked prefix would be a server bug; the folder marker
-                // some tools write (the prefix itself) is no entry.
-                let Some(rest) = key.strip_prefix(&prefix) else {
-                    continue;
-                };
-                let name = rest.trim_end_matches('/');
-                if !name.is_empty() && !name.contains('/') {
-                    names.push(name.to_string());
-                }
-            }
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
-            }
-        }
+        let (objects, folders) = self.client.list_folder(&prefix).await?;
+        let mut names: Vec<String> = objects
+            .into_iter()
+            .chain(folders)
+            .filter(|n| !n.contains('/'))
+            .collect();
         names.sort();
         names.dedup();
         Ok(names)

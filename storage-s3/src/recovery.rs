@@ -57,37 +57,18 @@ impl RecoveryLog for S3Recovery {
         } else {
             format!("{}{dir}/", self.root)
         };
-        let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .client
-                .list_folder_page(&prefix, token.as_deref())
-                .await?;
-            // Objects this store did not write (another tool's, a folder marker) may have
-            // names outside the record grammar: they are no records.
-            for key in page.contents.into_iter().map(|c| c.key) {
-                if let Some(name) = key.strip_prefix(&prefix).filter(|n| valid_record_name(n)) {
-                    names.push(name.to_string());
-                }
-            }
-            for folder in page.common_prefixes.into_iter().map(|p| p.prefix) {
-                let Some(name) = folder
-                    .strip_prefix(&prefix)
-                    .and_then(|n| n.strip_suffix('/'))
-                    .filter(|n| valid_record_name(n))
-                else {
-                    continue;
-                };
-                // A folder whose records were all deleted can linger on servers that keep
-                // folders as entries (SeaweedFS); it holds no record, so it is not listed.
-                if self.client.any_key(&folder).await? {
-                    names.push(name.to_string());
-                }
-            }
-            match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => break,
+        let (objects, folders) = self.client.list_folder(&prefix).await?;
+        // Objects this store did not write (another tool's, a folder marker) may have
+        // names outside the record grammar: they are no records.
+        let mut names: Vec<String> = objects
+            .into_iter()
+            .filter(|n| valid_record_name(n))
+            .collect();
+        for folder in folders.into_iter().filter(|n| valid_record_name(n)) {
+            // A folder whose records were all deleted can linger on servers that keep
+            // folders as entries (SeaweedFS); it holds no record, so it is not listed.
+            if self.client.any_key(&format!("{prefix}{folder}/")).await? {
+                names.push(folder);
             }
         }
         names.sort();
