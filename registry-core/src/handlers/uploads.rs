@@ -143,16 +143,13 @@ pub(super) async fn patch(
         .update_upload(id, session.offset, offset, hash_state.as_deref(), now_ms())
         .await?;
     if !swapped {
-        // Another request acknowledged bytes of this session while this one wrote. A
-        // store replicas share cannot get here (it records only one of two writes at an
-        // offset, see `BlobStore::shared_sessions`), and in one process the session claim
-        // keeps writes apart; if a store breaks that promise, what it holds may be this
-        // request's bytes under the other's hash state, so the session is abandoned rather
-        // than risk filing bytes under a digest they do not have. The client starts over.
-        discard(inner, id).await;
+        // Another request acknowledged bytes of this session first. The store already
+        // kept the two writes apart (the session claim in one process; a store replicas
+        // share records only one of two writes at an offset, see
+        // `BlobStore::shared_sessions`), so the session is intact: this request just lost.
         return Err(RegistryError::oci(
             ErrorCode::BlobUploadInvalid,
-            "upload session changed during this request; it was abandoned, start the upload again",
+            "upload session changed during this request",
         ));
     }
     Ok(accepted(repo, id, offset, StatusCode::ACCEPTED))
