@@ -108,12 +108,14 @@ start() {
 EOF
         # shellcheck disable=SC1091
         . "$DIR/ports.env"
+        # -volume.minFreeSpace: weed's default (1% of the disk) stops all writes while
+        # gigabytes are still free on a large disk that builds fill; tests write megabytes.
         # setsid: the server is not in the caller's process group, so a terminal's ^C or a
         # test harness signalling its group does not kill it behind the fixture's back.
         setsid "$weed" server -dir="$DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
             -master.port="$MASTER_PORT" -master.port.grpc="$MASTER_GRPC_PORT" \
             -master.volumeSizeLimitMB=64 -master.telemetry=false -master.electionTimeout=1s \
-            -volume.port="$VOLUME_PORT" -volume.port.grpc="$VOLUME_GRPC_PORT" -volume.max=64 -volume.preStopSeconds=0 \
+            -volume.port="$VOLUME_PORT" -volume.port.grpc="$VOLUME_GRPC_PORT" -volume.max=64 -volume.minFreeSpace=256MiB -volume.preStopSeconds=0 \
             -filer -filer.port="$FILER_PORT" -filer.port.grpc="$FILER_GRPC_PORT" \
             -filer.localSocket="$DIR/filer.sock" \
             -s3 -s3.port="$S3_PORT" -s3.port.grpc="$S3_GRPC_PORT" \
@@ -139,6 +141,11 @@ EOF
         if [ "$SECONDS" -ge "$deadline" ]; then
             log "S3 not ready after 90 s (last status $status); last lines of $DIR/weed.log:"
             tail -n 30 "$DIR/weed.log" >&2
+            # A volume server on a nearly full disk registers no capacity, and the log
+            # above then shows only the master failing to grow volumes.
+            if grep -m1 'disk free' "$DIR/weed.log" >&2; then
+                log "the disk holding $DIR is nearly full: SeaweedFS accepts no writes"
+            fi
             stop
             exit 1
         fi
