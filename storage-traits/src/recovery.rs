@@ -57,6 +57,14 @@ use crate::StorageError;
 ///   holding records alike), sorted, without duplicates; `""` is the top. A `dir` with
 ///   nothing below it lists empty. A folder whose last record was deleted is not listed.
 /// - `delete_record` of a missing record succeeds.
+/// - `records_under(dir)` returns every record whose path is `dir` or starts with `dir/`
+///   (`""`: every record), with its content, sorted by path (byte order, so `a/b-c`
+///   before `a/b/c`). A missing `dir` gives an empty list; a record's path gives just
+///   that record.
+/// - A path is never a record and a folder at once (`a` and `a/b`): the record layout
+///   (see the [module docs](self)) never needs it, and a store kept as a file tree
+///   cannot hold it. A store need not refuse such a pair, but what its listings then show
+///   is its own.
 #[async_trait]
 pub trait RecoveryLog: Send + Sync {
     /// Writes or replaces a record. Need not be durable when it returns: see the store's
@@ -71,6 +79,39 @@ pub trait RecoveryLog: Send + Sync {
 
     /// Removes a record; a missing one is fine.
     async fn delete_record(&self, path: &str) -> Result<(), StorageError>;
+
+    /// Every record at or below `dir` (`""` = all), with its content, sorted by path.
+    /// One call instead of a walk of `list_records` + `get_record`: a store whose
+    /// lookups each cost a scan (the fs journal) answers it in one pass.
+    ///
+    /// The default walks the tree: a `get_record` per name, and a `list_records` per name
+    /// that is no record (a folder, since a path is never both).
+    async fn records_under(&self, dir: &str) -> Result<Vec<(String, Bytes)>, StorageError> {
+        validate_record_dir(dir)?;
+        let mut out = Vec::new();
+        if !dir.is_empty()
+            && let Some(content) = self.get_record(dir).await?
+        {
+            return Ok(vec![(dir.to_string(), content)]);
+        }
+        // Depth first, with an explicit stack (an async fn cannot recurse unboxed).
+        let mut folders = vec![dir.to_string()];
+        while let Some(folder) = folders.pop() {
+            for name in self.list_records(&folder).await? {
+                let path = if folder.is_empty() {
+                    name
+                } else {
+                    format!("{folder}/{name}")
+                };
+                match self.get_record(&path).await? {
+                    Some(content) => out.push((path, content)),
+                    None => folders.push(path),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
 }
 
 /// The longest record path accepted (S3 keys are at most 1024 bytes, and a store adds its

@@ -34,6 +34,7 @@ macro_rules! recovery_log_tests {
         $crate::__recovery_log_case!([$(#[$attr])*] ($make) invalid_paths_refused);
         $crate::__recovery_log_case!([$(#[$attr])*] ($make) distribution_layout_round_trip);
         $crate::__recovery_log_case!([$(#[$attr])*] ($make) records_are_not_blobs);
+        $crate::__recovery_log_case!([$(#[$attr])*] ($make) records_under_a_folder);
     };
 }
 
@@ -370,4 +371,73 @@ pub async fn records_are_not_blobs(store: &dyn BlobStore) {
     let listed: Vec<Digest> = store.list().try_collect().await.expect("list");
     assert!(!listed.contains(&digest));
     log.delete_record(&path).await.expect("delete_record");
+}
+
+/// `records_under` returns the live records at or below a folder, with their contents,
+/// sorted by path: what a rebuild reads in one call.
+pub async fn records_under_a_folder(store: &dyn BlobStore) {
+    let log = log(store);
+    let t = top();
+    let written = [
+        (format!("{t}/b/x/link"), "1"),
+        (format!("{t}/a"), "2"),
+        (format!("{t}/b-c/link"), "3"),
+        (format!("{t}/b/y"), ""),
+        (format!("{t}/b/x/deep/er/link"), "4"),
+        (format!("{t}/gone/link"), "5"),
+        (format!("{t}/b/replaced"), "old"),
+    ];
+    for (p, c) in &written {
+        log.put_record(p, Bytes::copy_from_slice(c.as_bytes()))
+            .await
+            .expect("put_record");
+    }
+    log.put_record(&format!("{t}/b/replaced"), Bytes::from_static(b"new"))
+        .await
+        .expect("put_record");
+    log.delete_record(&format!("{t}/gone/link"))
+        .await
+        .expect("delete_record");
+    let owned = |pairs: &[(String, &str)]| -> Vec<(String, Bytes)> {
+        pairs
+            .iter()
+            .map(|(p, c)| (p.clone(), Bytes::copy_from_slice(c.as_bytes())))
+            .collect()
+    };
+    let under = |dir: String| async move { log.records_under(&dir).await.expect("records_under") };
+
+    // Byte order: `b-c` sorts before `b/`.
+    let all = owned(&[
+        (format!("{t}/a"), "2"),
+        (format!("{t}/b-c/link"), "3"),
+        (format!("{t}/b/replaced"), "new"),
+        (format!("{t}/b/x/deep/er/link"), "4"),
+        (format!("{t}/b/x/link"), "1"),
+        (format!("{t}/b/y"), ""),
+    ]);
+    assert_eq!(under(t.clone()).await, all);
+    assert_eq!(under(format!("{t}/b/x")).await, all[3..5].to_vec());
+    // Other cases share the store: "" holds theirs too, ours in order among them.
+    let everything = under(String::new()).await;
+    let ours: Vec<(String, Bytes)> = everything
+        .iter()
+        .filter(|(p, _)| p.starts_with(&format!("{t}/")))
+        .cloned()
+        .collect();
+    assert_eq!(ours, all);
+    assert!(everything.windows(2).all(|w| w[0].0 < w[1].0), "sorted");
+    // A record's own path: just that record. A prefix of a name is no folder.
+    assert_eq!(under(format!("{t}/b/x/link")).await, all[4..5].to_vec());
+    assert!(under(format!("{t}/b/x/li")).await.is_empty());
+    assert!(under(format!("{t}/gone")).await.is_empty());
+    assert!(under(format!("{t}/missing/folder")).await.is_empty());
+    match log.records_under(&format!("{t}/../x")).await {
+        Err(StorageError::InvalidRecordPath { .. }) => {}
+        other => panic!("records_under {t}/../x: expected InvalidRecordPath, got {other:?}"),
+    }
+
+    for (p, _) in &written {
+        log.delete_record(p).await.expect("delete_record");
+    }
+    assert!(under(t).await.is_empty());
 }
