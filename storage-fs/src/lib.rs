@@ -40,11 +40,12 @@
 //!
 //! Recovery records ([`RecoveryLog`](storage_traits::RecoveryLog), the repository and tag
 //! names a rebuild of the metadata needs) are appended to one journal,
-//! `recovery/journal`, replayed into memory on `open`, **without fsync**: they are only
-//! read when the metadata database is lost, and the registry writes them on every manifest
-//! push. A process crash loses none; a machine crash can lose those of the seconds before
-//! it (the kernel's writeback delay, about 30 s by default on Linux). Why a journal and
-//! not a file per record, its format and its compaction: see `src/recovery.rs`.
+//! `recovery/journal`, **without fsync**: they are only read when the metadata database
+//! is lost, and the registry writes them on every manifest push. A process crash loses
+//! none; a machine crash can lose those of the seconds before it (the kernel's writeback
+//! delay, about 30 s by default on Linux). Nothing per record is kept in memory: a lookup
+//! reads the journal through. Why a journal and not a file per record, its format, its
+//! lookups and its compaction: see `src/recovery.rs`.
 //!
 //! # One process per root
 //! A write below a session's length cuts the staging file there (so a retry after a

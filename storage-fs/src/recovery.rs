@@ -1,13 +1,28 @@
 //! The [`RecoveryLog`] of [`FsBlobStore`](crate::FsBlobStore): an append-only journal,
-//! `root/recovery/journal`, replayed into memory when the store opens.
+//! `root/recovery/journal`, with no index in memory.
 //!
 //! Why not one file per record, as distribution lays out its links: on ext4 each new
 //! record then costs a few directory and inode creations and a rename, measured at
 //! 0.2-0.45 ms of CPU each on the 2-core benchmark machine, and the registry writes two
 //! records per manifest push, which took the push's CPU cost from about 1.3 to 2.2 ms. An
-//! append costs about a microsecond. Records are few and small (a path and a digest), so
-//! the whole set lives in memory (roughly 250 bytes per record) and lookups and listings
-//! need no I/O.
+//! append costs about a microsecond.
+//!
+//! # No index
+//! The journal is the only copy of the records: the store keeps its length and nothing
+//! per record, so its memory does not grow with the records (an index of them took about
+//! 200 bytes per record, 18 MB for 110,000, with no bound). Puts and deletes only append.
+//! A lookup (`get_record`, `list_records`, `records_under`) reads the journal once from
+//! the start, on a blocking thread, keeping only its answer. Measured (release build, the
+//! 2-core benchmark machine, shared with other work): a journal of 110,000 records
+//! (22 MB) takes 25-55 ms per `get_record` or `list_records`, about 1.2-2.5 ms per MB,
+//! and 70-100 ms for a `records_under` of everything, contents included. Lookups are
+//! rare: a rebuild of the metadata (one `records_under` for all of it) and deleting a
+//! manifest by digest (the tags naming it).
+//!
+//! A lookup reads the journal up to the length it had when the lookup began, through a
+//! descriptor opened under the store's lock: a compaction renames a new journal in under
+//! that lock, and a descriptor opened before it still reads the old file, whose first
+//! `len` bytes are whole entries that hold every record as of that moment.
 //!
 //! # Format
 //! A header line, then one entry per change, in order:
@@ -19,29 +34,39 @@
 //! ```
 //!
 //! Paths follow the record grammar (no spaces or newlines), so entries parse without
-//! escaping.
+//! escaping. A record's state is its last entry.
 //!
 //! # Durability
 //! No fsync on writes: records are only read when the metadata database is lost, and an
 //! fsync per manifest push is what the registry avoids. A process crash loses nothing (the
 //! bytes are in the page cache); a machine crash can lose the entries of the last seconds
-//! (the kernel's writeback delay, about 30 s by default on Linux). Replay stops at the
-//! first entry that does not parse (a torn or zero-filled tail after such a crash) and
-//! cuts the journal there. When the journal has grown to more than twice its live
-//! records (and past 4 MiB) it is compacted: the live records are written to
-//! `journal.new`, fsynced, and renamed over the journal, whose directory is fsynced, so a
-//! crash during compaction leaves the old journal or the complete new one.
+//! (the kernel's writeback delay, about 30 s by default on Linux). Opening reads the
+//! journal through and cuts it at the first entry that does not parse (a torn or
+//! zero-filled tail after such a crash).
+//!
+//! # Compaction
+//! When the journal has grown past 4 MiB and to more than twice its length after the last
+//! compaction (or the length its live records take, measured when the store opens), it
+//! is rewritten with only the live records, on a blocking thread: one pass maps a 128-bit
+//! hash of each path (the first 16 bytes of its SHA-256) to the offset of its last entry,
+//! a second copies the puts that are last to `journal.new`, which is fsynced and renamed
+//! over the journal, whose directory is fsynced; a crash leaves the old journal or the
+//! complete new one. It holds the store's lock, so appends and lookups wait for it. That
+//! map is the only memory that grows with the records, and only
+//! while it is used: a hash table of 32-byte entries, 40 to 75 bytes per path in the
+//! journal (live or deleted), during compaction and while a journal larger than 4 MiB is
+//! opened (to measure its live records), freed after.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use storage_traits::recovery::{validate_record_dir, validate_record_path};
+use sha2::{Digest as _, Sha256};
+use storage_traits::recovery::{MAX_PATH_LEN, validate_record_dir, validate_record_path};
 use storage_traits::{RecoveryLog, StorageError};
 use tokio::sync::Mutex;
 
@@ -53,6 +78,10 @@ const JOURNAL: &str = "journal";
 const COMPACTING: &str = "journal.new";
 /// Below this size the journal is never compacted.
 const COMPACT_MIN: u64 = 4 * 1024 * 1024;
+/// The longest entry line that can parse: `+ <path> <u64>\n`.
+const MAX_LINE: u64 = (2 + MAX_PATH_LEN + 1 + 20 + 1) as u64;
+/// Read buffer of a scan.
+const SCAN_BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub(crate) struct FsRecovery {
@@ -62,19 +91,20 @@ pub(crate) struct FsRecovery {
 #[derive(Debug)]
 struct State {
     dir: PathBuf,
+    /// The journal, opened for appending.
     file: File,
-    /// Bytes of the journal, header included.
+    /// Bytes of the journal, header included; always the end of a whole entry.
     len: u64,
-    /// Bytes the live records would take in a compacted journal.
-    live: u64,
-    records: BTreeMap<String, Bytes>,
+    /// `len` right after the last compaction, or what a compaction would leave when the
+    /// store opened: compaction is due once `len` is twice this.
+    base: u64,
     /// A failed append could not be undone: the journal's tail is unknown, so nothing more
-    /// is appended until the store is opened again (replay then cuts the tail).
+    /// is appended until the store is opened again (which cuts the tail).
     broken: bool,
 }
 
 impl FsRecovery {
-    /// Opens (or creates) the journal in `dir` and replays it.
+    /// Opens (or creates) the journal in `dir`, checks it through and cuts a torn tail.
     pub(crate) fn open(dir: PathBuf) -> Result<Self, StorageError> {
         fs::create_dir_all(&dir).map_err(io_error("mkdir", &dir))?;
         let leftover = dir.join(COMPACTING);
@@ -90,69 +120,112 @@ impl FsRecovery {
             .create(true)
             .open(&path)
             .map_err(io_error("open", &path))?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)
-            .map_err(io_error("read", &path))?;
-        let (records, good) = if data.is_empty() {
+        let size = file.metadata().map_err(io_error("stat", &path))?.len();
+        // Only a journal that could be due for compaction is worth the index.
+        let index_it = size > COMPACT_MIN;
+        let (good, index) = match check_header(&file, size).map_err(io_error("read", &path))? {
+            Header::Ours => {
+                let reader = file.try_clone().map_err(io_error("open", &path))?;
+                replay(reader, size, index_it).map_err(io_error("read", &path))?
+            }
+            Header::Blank => (0, None),
+            Header::Foreign => {
+                return Err(StorageError::backend(
+                    BACKEND,
+                    format!(
+                        "{} is not a recovery journal of this version (expected the header {:?})",
+                        path.display(),
+                        String::from_utf8_lossy(HEADER.trim_ascii_end())
+                    ),
+                ));
+            }
+        };
+        if good < size {
+            file.set_len(good).map_err(io_error("truncate", &path))?;
+        }
+        let good = if good == 0 {
+            // New, or a crash right after creation left part of the header.
             file.write_all(HEADER).map_err(io_error("write", &path))?;
             sync_dir(&dir)?;
-            (BTreeMap::new(), HEADER.len())
+            HEADER.len() as u64
         } else {
-            replay(&data, &path)?
+            good
         };
-        if good < data.len() {
-            file.set_len(good as u64)
-                .map_err(io_error("truncate", &path))?;
-        }
-        let live = records.iter().map(|(p, c)| entry_len(p, c)).sum();
         let mut state = State {
             dir,
             file,
-            len: good as u64,
-            live,
-            records,
+            len: good,
+            base: good,
             broken: false,
         };
-        if state.compaction_due() {
-            state.compact()?;
+        if let Some(index) = index {
+            state.base = HEADER.len() as u64 + index.values().map(|e| e.put_len).sum::<u64>();
+            if state.compaction_due() {
+                state.compact(Some(index))?;
+            }
         }
         Ok(FsRecovery {
             state: Arc::new(Mutex::new(state)),
         })
     }
 
-    async fn append(&self, entry: Vec<u8>, change: Change) -> Result<(), StorageError> {
+    async fn append(&self, entry: Vec<u8>) -> Result<(), StorageError> {
         let mut state = Arc::clone(&self.state).lock_owned().await;
         // A small write to the page cache, no fsync: cheaper than handing it to a blocking
         // thread (see the module docs).
         state.append(&entry)?;
-        match change {
-            Change::Put(path, content) => {
-                state.live += entry.len() as u64;
-                if let Some(old) = state.records.insert(path.clone(), content) {
-                    state.live -= entry_len(&path, &old);
-                }
-            }
-            Change::Delete(path) => {
-                if let Some(old) = state.records.remove(&path) {
-                    state.live -= entry_len(&path, &old);
-                }
-            }
-        }
         if state.compaction_due() {
             blocking(move || {
                 let mut state = state;
-                state.compact()
+                state.compact(None)
             })
             .await?;
         }
         Ok(())
     }
+
+    /// Runs `scan` on a blocking thread over the journal's entries as they are now.
+    async fn scan<T, F>(&self, scan: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Entries) -> io::Result<T> + Send + 'static,
+    {
+        let snapshot = self.snapshot().await?;
+        blocking(move || snapshot.scan(scan)).await
+    }
+
+    /// The journal as it is now, to read on a blocking thread.
+    async fn snapshot(&self) -> Result<Snapshot, StorageError> {
+        let state = self.state.lock().await;
+        let path = state.journal();
+        // Opened under the lock, so it is the journal `len` belongs to even if a
+        // compaction renames another in right after (see the module docs). One `open(2)`,
+        // as cheap as the appends done inline.
+        let file = File::open(&path).map_err(io_error("open", &path))?;
+        Ok(Snapshot {
+            file,
+            len: state.len,
+            path,
+        })
+    }
 }
 
-enum Change {
-    Put(String, Bytes),
-    Delete(String),
+/// A descriptor of the journal and its length at one moment.
+struct Snapshot {
+    file: File,
+    len: u64,
+    path: PathBuf,
+}
+
+impl Snapshot {
+    fn scan<T>(self, scan: impl FnOnce(&mut Entries) -> io::Result<T>) -> Result<T, StorageError> {
+        let read = io_error("read", &self.path);
+        let mut entries = match Entries::after_header(self.file, self.len) {
+            Ok(entries) => entries,
+            Err(e) => return Err(read(e)),
+        };
+        scan(&mut entries).map_err(read)
+    }
 }
 
 impl State {
@@ -183,38 +256,298 @@ impl State {
     }
 
     fn compaction_due(&self) -> bool {
-        self.len > COMPACT_MIN && self.len > 2 * (self.live + HEADER.len() as u64)
+        self.len > COMPACT_MIN && self.len > 2 * self.base
     }
 
-    /// Writes the live records to a new journal and renames it over the old one (see the
-    /// module docs for why this one is fsynced).
-    fn compact(&mut self) -> Result<(), StorageError> {
-        let new = self.dir.join(COMPACTING);
-        let mut data = Vec::with_capacity(self.live as usize + HEADER.len());
-        data.extend_from_slice(HEADER);
-        for (path, content) in &self.records {
-            data.extend_from_slice(&put_entry(path, content));
+    /// Rewrites the journal with its live records (see the module docs); `index` if the
+    /// caller has it already.
+    fn compact(&mut self, index: Option<Index>) -> Result<(), StorageError> {
+        let result = self.try_compact(index);
+        if result.is_err() {
+            let _ = fs::remove_file(self.dir.join(COMPACTING));
+            // Not again on every append: once the journal has doubled again.
+            self.base = self.len;
         }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&new)
-            .map_err(io_error("open", &new))?;
-        file.write_all(&data).map_err(io_error("write", &new))?;
+        result
+    }
+
+    fn try_compact(&mut self, index: Option<Index>) -> Result<(), StorageError> {
+        let journal = self.journal();
+        let read = |op| io_error(op, &journal);
+        let index = match index {
+            Some(index) => index,
+            None => {
+                let file = File::open(&journal).map_err(read("open"))?;
+                let mut entries = Entries::after_header(file, self.len).map_err(read("read"))?;
+                index_entries(&mut entries).map_err(read("read"))?
+            }
+        };
+        let new = self.dir.join(COMPACTING);
+        let mut out = BufWriter::with_capacity(
+            SCAN_BUFFER,
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&new)
+                .map_err(io_error("open", &new))?,
+        );
+        let file = File::open(&journal).map_err(read("open"))?;
+        let mut entries = Entries::after_header(file, self.len).map_err(read("read"))?;
+        let mut written = HEADER.len() as u64;
+        out.write_all(HEADER).map_err(io_error("write", &new))?;
+        let last =
+            |offset: u64, path: &str| index.get(&path_key(path)).map(|e| e.offset) == Some(offset);
+        while let Some(entry) = entries.next_entry(last).map_err(read("read"))? {
+            if let Some(content) = entry.content {
+                let put = put_entry(entry.head.path(), &content);
+                out.write_all(&put).map_err(io_error("write", &new))?;
+                written += put.len() as u64;
+            }
+        }
+        let file = out
+            .into_inner()
+            .map_err(|e| io_error("write", &new)(e.into_error()))?;
         file.sync_data().map_err(io_error("fdatasync", &new))?;
         drop(file);
-        let journal = self.journal();
+        // Until the new journal is open for appending, appends would go to the old file.
+        self.broken = true;
         fs::rename(&new, &journal).map_err(io_error("rename", &new))?;
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new()
             .append(true)
             .open(&journal)
-            .map_err(io_error("open", &journal))?;
-        self.len = data.len() as u64;
+            .map_err(read("open"))?;
+        self.len = written;
+        self.base = written;
         self.broken = false;
         Ok(())
     }
+}
+
+/// What a journal's first bytes say.
+enum Header {
+    Ours,
+    /// Part of the header then zeros, or nothing: a journal a crash cut right after its
+    /// creation, which starts over.
+    Blank,
+    /// Anything else, not ours to cut.
+    Foreign,
+}
+
+fn check_header(file: &File, size: u64) -> io::Result<Header> {
+    let mut reader = BufReader::with_capacity(SCAN_BUFFER, file);
+    reader.seek(SeekFrom::Start(0))?;
+    let mut start = Vec::with_capacity(HEADER.len());
+    (&mut reader)
+        .take(HEADER.len() as u64)
+        .read_to_end(&mut start)?;
+    if start == HEADER {
+        return Ok(Header::Ours);
+    }
+    let matched = start.iter().zip(HEADER).take_while(|(a, b)| a == b).count();
+    if start[matched..].iter().any(|&b| b != 0) {
+        return Ok(Header::Foreign);
+    }
+    // The rest must be zeros too (a zero-filled tail); read in chunks, not at once.
+    let mut rest = size.saturating_sub(start.len() as u64);
+    while rest > 0 {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        if chunk.iter().any(|&b| b != 0) {
+            return Ok(Header::Foreign);
+        }
+        let n = chunk.len();
+        reader.consume(n);
+        rest = rest.saturating_sub(n as u64);
+    }
+    Ok(Header::Blank)
+}
+
+/// Reads the entries of a journal whose header checked out, up to `size`: how many bytes
+/// are whole entries (header included), and the index of them if `index_it`.
+fn replay(file: File, size: u64, index_it: bool) -> io::Result<(u64, Option<Index>)> {
+    let mut entries = Entries::after_header(file, size)?;
+    let mut index = index_it.then(Index::new);
+    loop {
+        match entries.next_entry(|_, _| false) {
+            Ok(Some(entry)) => {
+                if let Some(index) = &mut index {
+                    index.insert(path_key(entry.head.path()), entry.last());
+                }
+            }
+            Ok(None) => break,
+            // A torn tail: everything before it is good.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((entries.pos, index))
+}
+
+/// For each path (by [`path_key`]), its last entry.
+type Index = HashMap<[u8; 16], Last>;
+
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    offset: u64,
+    /// The entry's length if it is a put, 0 for a delete.
+    put_len: u64,
+}
+
+fn index_entries(entries: &mut Entries) -> io::Result<Index> {
+    let mut index = Index::new();
+    while let Some(entry) = entries.next_entry(|_, _| false)? {
+        index.insert(path_key(entry.head.path()), entry.last());
+    }
+    Ok(index)
+}
+
+/// 128 bits of the path's SHA-256: a collision, which would drop a record at compaction,
+/// takes about 2^64 paths.
+fn path_key(path: &str) -> [u8; 16] {
+    let hash = Sha256::digest(path.as_bytes());
+    let mut key = [0; 16];
+    key.copy_from_slice(&hash[..16]);
+    key
+}
+
+#[derive(Debug)]
+enum Head {
+    Put { path: String, len: u64 },
+    Delete { path: String },
+}
+
+impl Head {
+    fn path(&self) -> &str {
+        match self {
+            Head::Put { path, .. } | Head::Delete { path } => path,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    offset: u64,
+    /// Bytes of the whole entry.
+    len: u64,
+    head: Head,
+    /// A put's content, when the caller asked for it.
+    content: Option<Bytes>,
+}
+
+impl Entry {
+    fn last(&self) -> Last {
+        Last {
+            offset: self.offset,
+            put_len: match self.head {
+                Head::Put { .. } => self.len,
+                Head::Delete { .. } => 0,
+            },
+        }
+    }
+}
+
+/// The entries of a journal, read in order from just after the header up to an end.
+struct Entries {
+    reader: BufReader<File>,
+    /// Offset of the next entry.
+    pos: u64,
+    end: u64,
+    line: Vec<u8>,
+}
+
+fn torn() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "an entry does not parse")
+}
+
+impl Entries {
+    /// Entries of `file` (which starts with the header) up to `end`.
+    fn after_header(mut file: File, end: u64) -> io::Result<Entries> {
+        file.seek(SeekFrom::Start(HEADER.len() as u64))?;
+        Ok(Entries {
+            reader: BufReader::with_capacity(SCAN_BUFFER, file),
+            pos: HEADER.len() as u64,
+            end,
+            line: Vec::new(),
+        })
+    }
+
+    /// The next entry; `None` at the end. A put's content is read if `want(offset, path)`
+    /// and skipped otherwise. An entry that does not parse or does not end by `end` is an
+    /// [`io::ErrorKind::InvalidData`] error.
+    fn next_entry(&mut self, want: impl FnOnce(u64, &str) -> bool) -> io::Result<Option<Entry>> {
+        let left = self.end.saturating_sub(self.pos);
+        if left == 0 {
+            return Ok(None);
+        }
+        self.line.clear();
+        let n = (&mut self.reader)
+            .take(left.min(MAX_LINE))
+            .read_until(b'\n', &mut self.line)?;
+        let Some(line) = self.line.strip_suffix(b"\n") else {
+            return Err(torn());
+        };
+        let head = parse_head(line).ok_or_else(torn)?;
+        let offset = self.pos;
+        let mut len = n as u64;
+        let mut content = None;
+        if let Head::Put { path, len: size } = &head {
+            // Content, then a newline, all before `end`.
+            if len
+                .checked_add(*size)
+                .and_then(|l| l.checked_add(1))
+                .is_none_or(|l| l > left)
+            {
+                return Err(torn());
+            }
+            if want(offset, path) {
+                let mut data = Vec::new();
+                (&mut self.reader).take(*size).read_to_end(&mut data)?;
+                if data.len() as u64 != *size {
+                    return Err(torn());
+                }
+                content = Some(Bytes::from(data));
+            } else {
+                let skip = i64::try_from(*size).map_err(|_| torn())?;
+                self.reader.seek_relative(skip)?;
+            }
+            let mut newline = [0];
+            match self.reader.read_exact(&mut newline) {
+                Ok(()) if newline == *b"\n" => {}
+                Ok(()) => return Err(torn()),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(torn()),
+                Err(e) => return Err(e),
+            }
+            len += size + 1;
+        }
+        self.pos += len;
+        Ok(Some(Entry {
+            offset,
+            len,
+            head,
+            content,
+        }))
+    }
+}
+
+/// An entry's first line, without its newline.
+fn parse_head(line: &[u8]) -> Option<Head> {
+    let line = std::str::from_utf8(line).ok()?;
+    if let Some(path) = line.strip_prefix("- ") {
+        validate_record_path(path).ok()?;
+        return Some(Head::Delete {
+            path: path.to_string(),
+        });
+    }
+    let (path, len) = line.strip_prefix("+ ")?.rsplit_once(' ')?;
+    validate_record_path(path).ok()?;
+    Some(Head::Put {
+        path: path.to_string(),
+        len: len.parse().ok()?,
+    })
 }
 
 fn put_entry(path: &str, content: &[u8]) -> Vec<u8> {
@@ -229,115 +562,94 @@ fn delete_entry(path: &str) -> Vec<u8> {
     format!("- {path}\n").into_bytes()
 }
 
-fn entry_len(path: &str, content: &[u8]) -> u64 {
-    // "+ " path " " digits "\n" content "\n"
-    (path.len() + content.len() + content.len().to_string().len() + 5) as u64
-}
-
-/// The records a journal holds, and how many of its bytes parsed (the rest is a torn
-/// tail). A journal of another format is an error, not something to cut.
-fn replay(data: &[u8], path: &Path) -> Result<(BTreeMap<String, Bytes>, usize), StorageError> {
-    if !data.starts_with(HEADER) {
-        // A crash right after creation can leave a partial header; anything else is not
-        // ours to cut.
-        if HEADER.starts_with(data) || data.iter().all(|&b| b == 0) {
-            return Ok((BTreeMap::new(), 0));
-        }
-        return Err(StorageError::backend(
-            BACKEND,
-            format!(
-                "{} is not a recovery journal of this version (expected the header {:?})",
-                path.display(),
-                String::from_utf8_lossy(HEADER.trim_ascii_end())
-            ),
-        ));
+/// `dir/`, or `""` for the top.
+fn folder_prefix(dir: &str) -> String {
+    if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
     }
-    let mut records = BTreeMap::new();
-    let mut pos = HEADER.len();
-    while pos < data.len() {
-        match parse_entry(&data[pos..]) {
-            Some((used, Change::Put(p, c))) => {
-                records.insert(p, c);
-                pos += used;
-            }
-            Some((used, Change::Delete(p))) => {
-                records.remove(&p);
-                pos += used;
-            }
-            None => break,
-        }
-    }
-    Ok((records, pos))
-}
-
-/// One entry at the start of `data`: the change and its length in bytes.
-fn parse_entry(data: &[u8]) -> Option<(usize, Change)> {
-    let line_end = data.iter().position(|&b| b == b'\n')?;
-    let line = std::str::from_utf8(&data[..line_end]).ok()?;
-    if let Some(path) = line.strip_prefix("- ") {
-        validate_record_path(path).ok()?;
-        return Some((line_end + 1, Change::Delete(path.to_string())));
-    }
-    let (path, len) = line.strip_prefix("+ ")?.rsplit_once(' ')?;
-    validate_record_path(path).ok()?;
-    let len: usize = len.parse().ok()?;
-    let start = line_end + 1;
-    let end = start.checked_add(len)?;
-    if data.get(end) != Some(&b'\n') {
-        return None;
-    }
-    let content = Bytes::copy_from_slice(&data[start..end]);
-    Some((end + 1, Change::Put(path.to_string(), content)))
 }
 
 #[async_trait]
 impl RecoveryLog for FsRecovery {
     async fn put_record(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
         validate_record_path(path)?;
-        let entry = put_entry(path, &content);
-        self.append(entry, Change::Put(path.to_string(), content))
-            .await
+        self.append(put_entry(path, &content)).await
     }
 
     async fn get_record(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
         validate_record_path(path)?;
-        Ok(self.state.lock().await.records.get(path).cloned())
+        let path = path.to_string();
+        self.scan(move |entries| {
+            let mut found = None;
+            while let Some(entry) = entries.next_entry(|_, p| p == path)? {
+                if entry.head.path() == path {
+                    found = entry.content;
+                }
+            }
+            Ok(found)
+        })
+        .await
     }
 
     async fn list_records(&self, dir: &str) -> Result<Vec<String>, StorageError> {
         validate_record_dir(dir)?;
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
-        let state = self.state.lock().await;
-        let mut names: Vec<String> = Vec::new();
-        let range = state
-            .records
-            .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded));
-        for (path, _) in range {
-            let Some(rest) = path.strip_prefix(&prefix) else {
-                break; // past the folder: keys are sorted
-            };
-            let name = rest.split('/').next().unwrap_or(rest);
-            if names.last().map(String::as_str) != Some(name) {
-                names.push(name.to_string());
+        let prefix = folder_prefix(dir);
+        self.scan(move |entries| {
+            // Whether each path below `dir` is a record now.
+            let mut live: BTreeMap<String, bool> = BTreeMap::new();
+            while let Some(entry) = entries.next_entry(|_, _| false)? {
+                let is_put = matches!(entry.head, Head::Put { .. });
+                let path = match entry.head {
+                    Head::Put { path, .. } | Head::Delete { path } => path,
+                };
+                if let Some(rest) = path.strip_prefix(&prefix) {
+                    let rest = rest.to_string();
+                    live.insert(rest, is_put);
+                }
             }
-        }
-        // `b.c` sorts between `b-x` and `b/x` as a key, but after `b` as a name.
-        names.sort();
-        names.dedup();
-        Ok(names)
+            let names: BTreeSet<String> = live
+                .into_iter()
+                .filter(|(_, is)| *is)
+                .map(|(rest, _)| match rest.split_once('/') {
+                    Some((name, _)) => name.to_string(),
+                    None => rest,
+                })
+                .collect();
+            Ok(names.into_iter().collect())
+        })
+        .await
     }
 
     async fn delete_record(&self, path: &str) -> Result<(), StorageError> {
         validate_record_path(path)?;
-        if !self.state.lock().await.records.contains_key(path) {
-            return Ok(());
-        }
-        self.append(delete_entry(path), Change::Delete(path.to_string()))
-            .await
+        // Whether the record exists would take a scan; a delete of a missing one is a few
+        // bytes that the next compaction drops.
+        self.append(delete_entry(path)).await
+    }
+
+    async fn records_under(&self, dir: &str) -> Result<Vec<(String, Bytes)>, StorageError> {
+        validate_record_dir(dir)?;
+        let prefix = folder_prefix(dir);
+        let dir = dir.to_string();
+        self.scan(move |entries| {
+            let below = |p: &str| p == dir || p.starts_with(&prefix);
+            let mut records: BTreeMap<String, Option<Bytes>> = BTreeMap::new();
+            while let Some(entry) = entries.next_entry(|_, p| below(p))? {
+                if below(entry.head.path()) {
+                    let path = match entry.head {
+                        Head::Put { path, .. } | Head::Delete { path } => path,
+                    };
+                    records.insert(path, entry.content);
+                }
+            }
+            Ok(records
+                .into_iter()
+                .filter_map(|(path, content)| Some((path, content?)))
+                .collect())
+        })
+        .await
     }
 }
 
@@ -345,23 +657,177 @@ impl RecoveryLog for FsRecovery {
 mod tests {
     use super::*;
 
+    fn entries_of(data: &[u8]) -> Vec<io::Result<Option<Entry>>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j");
+        let mut all = HEADER.to_vec();
+        all.extend_from_slice(data);
+        fs::write(&path, &all).expect("write");
+        let file = File::open(&path).expect("open");
+        let mut entries = Entries::after_header(file, all.len() as u64).expect("entries");
+        let mut out = Vec::new();
+        loop {
+            let next = entries.next_entry(|_, _| true);
+            let stop = !matches!(next, Ok(Some(_)));
+            out.push(next);
+            if stop {
+                return out;
+            }
+        }
+    }
+
     #[test]
     fn entries_round_trip() {
-        let e = put_entry("a/b", b"x\ny");
-        assert_eq!(e.len() as u64, entry_len("a/b", b"x\ny"));
-        let Some((used, Change::Put(p, c))) = parse_entry(&e) else {
-            panic!("put entry does not parse");
+        let mut data = put_entry("a/b", b"x\ny");
+        data.extend_from_slice(&delete_entry("a/b"));
+        let got = entries_of(&data);
+        let [Ok(Some(put)), Ok(Some(del)), Ok(None)] = got.as_slice() else {
+            panic!("{got:?}");
         };
+        assert!(matches!(&put.head, Head::Put { path, len: 3 } if path == "a/b"));
+        assert_eq!(put.content.as_deref(), Some(&b"x\ny"[..]));
+        assert_eq!((put.offset, put.len), (HEADER.len() as u64, 12));
+        assert!(matches!(&del.head, Head::Delete { path } if path == "a/b"));
+        assert_eq!(del.offset, HEADER.len() as u64 + 12);
+    }
+
+    #[test]
+    fn torn_entries_do_not_parse() {
+        let e = put_entry("a/b", b"x\ny");
+        for torn in [
+            &e[..e.len() - 1],
+            b"+ a/b 5\nab",
+            b"+ a/b 2\nabc\n",
+            b"\0\0\0\0",
+            b"+ ../x 1\na\n",
+            b"- a b\n",
+            b"+ a/b 99999999999999999999999\n",
+        ] {
+            let got = entries_of(torn);
+            assert!(
+                matches!(got.as_slice(), [Err(e)] if e.kind() == io::ErrorKind::InvalidData),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(torn)
+            );
+        }
+        // A line longer than any valid one is torn without being read whole.
+        let long = vec![b'+'; 10 * MAX_LINE as usize];
+        assert!(matches!(entries_of(&long).as_slice(), [Err(_)]));
+    }
+
+    /// Compaction keeps each live record's last put, in journal order, and nothing else.
+    #[tokio::test]
+    async fn compaction_keeps_exactly_the_live_records() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = FsRecovery::open(dir.path().to_path_buf()).expect("open");
+        let put = |p: &'static str, c: &'static [u8]| {
+            let log = log.clone();
+            async move { log.put_record(p, Bytes::from_static(c)).await.expect("put") }
+        };
+        let delete = |p: &'static str| {
+            let log = log.clone();
+            async move { log.delete_record(p).await.expect("delete") }
+        };
+        put("a/kept", b"1").await;
+        put("a/replaced", b"old").await;
+        put("a/deleted", b"2").await;
+        put("a/back", b"3").await;
+        delete("a/back").await;
+        put("a/replaced", b"new").await;
+        delete("a/deleted").await;
+        delete("a/never").await;
+        put("a/back", b"4").await;
+        let journal = dir.path().join(JOURNAL);
+        let before = fs::metadata(&journal).expect("stat").len();
+
+        log.state.lock().await.compact(None).expect("compact");
+
+        let mut expected = HEADER.to_vec();
+        expected.extend_from_slice(&put_entry("a/kept", b"1"));
+        expected.extend_from_slice(&put_entry("a/replaced", b"new"));
+        expected.extend_from_slice(&put_entry("a/back", b"4"));
+        let data = fs::read(&journal).expect("read");
         assert_eq!(
-            (used, p.as_str(), c.as_ref()),
-            (e.len(), "a/b", &b"x\ny"[..])
+            String::from_utf8_lossy(&data),
+            String::from_utf8_lossy(&expected)
         );
-        let d = delete_entry("a/b");
-        assert!(matches!(parse_entry(&d), Some((n, Change::Delete(_))) if n == d.len()));
-        // Torn entries do not parse.
-        assert!(parse_entry(&e[..e.len() - 1]).is_none());
-        assert!(parse_entry(b"+ a/b 5\nab").is_none());
-        assert!(parse_entry(b"\0\0\0\0").is_none());
-        assert!(parse_entry(b"+ ../x 1\na\n").is_none());
+        assert!((data.len() as u64) < before);
+        {
+            let state = log.state.lock().await;
+            assert_eq!(
+                (state.len, state.base),
+                (data.len() as u64, data.len() as u64)
+            );
+        }
+        assert!(!dir.path().join(COMPACTING).exists());
+        // Appends go on in the new journal.
+        put("a/after", b"5").await;
+        assert_eq!(
+            log.records_under("a").await.expect("records_under"),
+            [
+                ("a/after".to_string(), Bytes::from_static(b"5")),
+                ("a/back".to_string(), Bytes::from_static(b"4")),
+                ("a/kept".to_string(), Bytes::from_static(b"1")),
+                ("a/replaced".to_string(), Bytes::from_static(b"new")),
+            ]
+        );
+        assert_eq!(log.get_record("a/deleted").await.expect("get"), None);
+    }
+
+    /// A lookup's snapshot taken before a compaction reads the old journal whole after
+    /// the new one is renamed in (and appended to): the design lookups rely on.
+    #[tokio::test]
+    async fn a_snapshot_outlives_a_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = FsRecovery::open(dir.path().to_path_buf()).expect("open");
+        for i in 0..20 {
+            log.put_record(&format!("r/{}", i % 4), Bytes::from(format!("{i}")))
+                .await
+                .expect("put");
+        }
+        let before = log.snapshot().await.expect("snapshot");
+        log.state.lock().await.compact(None).expect("compact");
+        log.put_record("r/9", Bytes::from_static(b"late"))
+            .await
+            .expect("put");
+        let after = log.snapshot().await.expect("snapshot");
+        assert!(after.len < before.len, "the new journal is shorter");
+        let all = |entries: &mut Entries| {
+            let mut seen = BTreeMap::new();
+            while let Some(e) = entries.next_entry(|_, _| true)? {
+                seen.insert(e.head.path().to_string(), e.content);
+            }
+            Ok(seen)
+        };
+        let old = before.scan(all).expect("scan");
+        let new = after.scan(all).expect("scan");
+        let expected: BTreeMap<String, Option<Bytes>> = (16..20)
+            .map(|i| (format!("r/{}", i % 4), Some(Bytes::from(format!("{i}")))))
+            .collect();
+        assert_eq!(old, expected);
+        let mut expected = expected;
+        expected.insert("r/9".to_string(), Some(Bytes::from_static(b"late")));
+        assert_eq!(new, expected);
+    }
+
+    /// A journal opened above 4 MiB measures its live records: mostly dead, it is
+    /// compacted right away, and a later one is due at twice the live size.
+    #[test]
+    fn open_compacts_a_mostly_dead_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut data = HEADER.to_vec();
+        let content = vec![b'x'; 1000];
+        while data.len() as u64 <= COMPACT_MIN {
+            data.extend_from_slice(&put_entry("churn/link", &content));
+        }
+        data.extend_from_slice(&put_entry("kept/link", b"k"));
+        fs::write(dir.path().join(JOURNAL), &data).expect("write");
+        let log = FsRecovery::open(dir.path().to_path_buf()).expect("open");
+        let mut expected = HEADER.to_vec();
+        expected.extend_from_slice(&put_entry("churn/link", &content));
+        expected.extend_from_slice(&put_entry("kept/link", b"k"));
+        assert_eq!(fs::read(dir.path().join(JOURNAL)).expect("read"), expected);
+        let state = log.state.try_lock().expect("unlocked");
+        assert_eq!(state.base, expected.len() as u64);
     }
 }
