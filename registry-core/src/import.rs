@@ -32,8 +32,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use oci_spec_types::{Digest, ParsedManifest, RepositoryName, Tag};
 use storage_traits::{
-    BlobStore, BlobStoreExt, ByteStream, MetadataError, NewManifest, RecoveryLog, StorageError,
+    BlobStore, BlobStoreExt, ByteStream, MetadataError, NewManifest, StorageError, recovery,
 };
+use tokio::sync::OnceCell;
 
 use crate::Registry;
 use crate::error::RegistryError;
@@ -106,24 +107,75 @@ impl ImportSource for FsSource {
 
 /// This registry's own blob store as the source, to rebuild a lost metadata database
 /// ([`Registry::rebuild`]). Repositories, manifest revisions and tags come from the
-/// store's recovery records ([`RecoveryLog`], kept next to the blobs in distribution's
-/// repository layout); manifest and blob bytes are the store's own blobs. Every blob the
-/// records name is therefore already in place: the import finds it there and only records
-/// it, copying nothing.
+/// store's recovery records ([`RecoveryLog`](storage_traits::RecoveryLog), kept next to
+/// the blobs in distribution's repository layout); manifest and blob bytes are the
+/// store's own blobs. Every blob the records name is therefore already in place: the
+/// import finds it there and only records it, copying nothing.
+///
+/// The records are read once, on the first listing or read of one, with
+/// [`records_under`](storage_traits::RecoveryLog::records_under), and kept in memory
+/// until the source is dropped (about 250 bytes per record): a lookup in the fs store's
+/// journal reads the whole journal, and an import makes about a dozen per repository.
+/// Later changes to the records are not seen.
 #[derive(Debug, Clone)]
 pub struct OwnStoreSource {
     blobs: Arc<dyn BlobStore>,
+    records: Arc<OnceCell<Records>>,
 }
 
 impl OwnStoreSource {
     /// `None` if the store keeps no recovery records.
     pub fn new(blobs: Arc<dyn BlobStore>) -> Option<Self> {
         blobs.recovery()?;
-        Some(OwnStoreSource { blobs })
+        Some(OwnStoreSource {
+            blobs,
+            records: Arc::new(OnceCell::new()),
+        })
     }
 
-    fn log(&self) -> Result<&dyn RecoveryLog, StorageError> {
-        self.blobs.recovery().ok_or_else(no_records)
+    async fn records(&self) -> Result<&Records, StorageError> {
+        self.records
+            .get_or_try_init(|| async {
+                let log = self.blobs.recovery().ok_or_else(no_records)?;
+                let mut all = log.records_under(recovery::REPOSITORIES).await?;
+                // The contract says sorted; the lookups below rely on it.
+                all.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok(Records(all))
+            })
+            .await
+    }
+}
+
+/// Every record under `repositories`, sorted by path.
+struct Records(Vec<(String, Bytes)>);
+
+impl Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Records({} records)", self.0.len())
+    }
+}
+
+impl Records {
+    fn get(&self, path: &str) -> Option<Bytes> {
+        let i = self
+            .0
+            .binary_search_by(|(p, _)| p.as_str().cmp(path))
+            .ok()?;
+        self.0.get(i).map(|(_, content)| content.clone())
+    }
+
+    /// The names directly inside `dir`, as `RecoveryLog::list_records` gives them.
+    fn list(&self, dir: &str) -> Vec<String> {
+        let prefix = format!("{dir}/");
+        let start = self
+            .0
+            .partition_point(|(p, _)| p.as_str() < prefix.as_str());
+        let names: BTreeSet<&str> = self.0[start..]
+            .iter()
+            .map_while(|(p, _)| p.strip_prefix(&prefix))
+            .map(|rest| rest.split('/').next().unwrap_or(rest))
+            .collect();
+        names.into_iter().map(str::to_string).collect()
     }
 }
 
@@ -170,18 +222,14 @@ fn own_path(path: &str) -> OwnPath<'_> {
 impl ImportSource for OwnStoreSource {
     async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
         match own_path(dir) {
-            OwnPath::Record(folder) => {
-                let mut names = self.log()?.list_records(folder).await?;
-                names.sort();
-                Ok(names)
-            }
+            OwnPath::Record(folder) => Ok(self.records().await?.list(folder)),
             OwnPath::Blob(_) | OwnPath::Nothing => Ok(Vec::new()),
         }
     }
 
     async fn read(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
         match own_path(path) {
-            OwnPath::Record(record) => self.log()?.get_record(record).await,
+            OwnPath::Record(record) => Ok(self.records().await?.get(record)),
             OwnPath::Blob(digest) => match self.blobs.get_bytes(&digest).await {
                 Ok(bytes) => Ok(Some(bytes)),
                 Err(StorageError::NotFound(_)) => Ok(None),
@@ -574,5 +622,45 @@ mod tests {
         ] {
             assert_eq!(own_path(&nothing), OwnPath::Nothing, "{nothing}");
         }
+    }
+
+    #[test]
+    fn records_list_and_get_like_the_log() {
+        let records = Records(
+            [
+                "repositories/a/_manifests/tags/v1/current/link",
+                "repositories/a/_manifests/tags/v1-x/current/link",
+                "repositories/a/b-c/_manifests/revisions/sha256/00/link",
+                "repositories/a/b/_manifests/revisions/sha256/01/link",
+                "repositories/a/b/_manifests/revisions/sha256/02/link",
+                "repositories/z/_layers/sha256/03/link",
+            ]
+            .iter()
+            .map(|p| (p.to_string(), Bytes::from(p.len().to_string())))
+            .collect(),
+        );
+        assert_eq!(records.list("repositories"), ["a", "z"]);
+        assert_eq!(records.list("repositories/a"), ["_manifests", "b", "b-c"]);
+        assert_eq!(
+            records.list("repositories/a/_manifests/tags"),
+            ["v1", "v1-x"]
+        );
+        assert_eq!(
+            records.list("repositories/a/b/_manifests/revisions/sha256"),
+            ["01", "02"]
+        );
+        assert!(
+            records
+                .list("repositories/a/b/_manifests/revisions/sha2")
+                .is_empty()
+        );
+        assert!(records.list("repositories/y").is_empty());
+        let link = "repositories/a/b/_manifests/revisions/sha256/02/link";
+        assert_eq!(records.get(link), Some(Bytes::from(link.len().to_string())));
+        assert_eq!(records.get("repositories/a/b"), None);
+        assert_eq!(
+            records.get("repositories/a/b/_manifests/revisions/sha256/02/lin"),
+            None
+        );
     }
 }
