@@ -203,7 +203,96 @@ pub fn parse_link(content: &[u8]) -> Option<Digest> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// The smallest log, to run the default `records_under` (every store overrides it).
+    #[derive(Default)]
+    struct MapLog(Mutex<BTreeMap<String, Bytes>>);
+
+    impl MapLog {
+        fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Bytes>> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    #[async_trait]
+    impl RecoveryLog for MapLog {
+        async fn put_record(&self, path: &str, content: Bytes) -> Result<(), StorageError> {
+            validate_record_path(path)?;
+            self.map().insert(path.to_string(), content);
+            Ok(())
+        }
+
+        async fn get_record(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
+            validate_record_path(path)?;
+            Ok(self.map().get(path).cloned())
+        }
+
+        async fn list_records(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+            validate_record_dir(dir)?;
+            let prefix = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{dir}/")
+            };
+            let mut names: Vec<String> = self
+                .map()
+                .keys()
+                .filter_map(|p| p.strip_prefix(&prefix)?.split('/').next())
+                .map(str::to_string)
+                .collect();
+            names.sort();
+            names.dedup();
+            Ok(names)
+        }
+
+        async fn delete_record(&self, path: &str) -> Result<(), StorageError> {
+            validate_record_path(path)?;
+            self.map().remove(path);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn default_records_under_walks_the_tree() {
+        futures::executor::block_on(async {
+            let log = MapLog::default();
+            for (p, c) in [
+                ("t/b/x/link", "1"),
+                ("t/a", "2"),
+                ("t/b-c/link", "3"),
+                ("t/b/x/deep/link", "4"),
+                ("u/link", "5"),
+            ] {
+                log.put_record(p, Bytes::from_static(c.as_bytes()))
+                    .await
+                    .unwrap();
+            }
+            let paths = |dir: &'static str| {
+                let log = &log;
+                async move {
+                    let got = log.records_under(dir).await.unwrap();
+                    got.into_iter().map(|(p, _)| p).collect::<Vec<_>>()
+                }
+            };
+            assert_eq!(
+                paths("t").await,
+                ["t/a", "t/b-c/link", "t/b/x/deep/link", "t/b/x/link"]
+            );
+            assert_eq!(paths("").await.len(), 5);
+            assert_eq!(paths("t/b/x/link").await, ["t/b/x/link"]);
+            assert!(paths("t/b/x/li").await.is_empty());
+            assert!(paths("missing").await.is_empty());
+            assert_eq!(
+                log.records_under("t/a").await.unwrap(),
+                [("t/a".to_string(), Bytes::from_static(b"2"))]
+            );
+            assert!(log.records_under("t/../a").await.is_err());
+        });
+    }
 
     #[test]
     fn paths() {
