@@ -10,11 +10,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt, stream};
 use storage_traits::recovery::{valid_record_name, validate_record_dir, validate_record_path};
 use storage_traits::{RecoveryLog, StorageError};
 
 use crate::client::{Body, Client};
+
+/// Record `GET`s in flight at once in `records_under`.
+const GETS_AT_ONCE: usize = 8;
 
 #[derive(Debug, Clone)]
 pub(crate) struct S3Recovery {
@@ -79,5 +82,43 @@ impl RecoveryLog for S3Recovery {
     async fn delete_record(&self, path: &str) -> Result<(), StorageError> {
         let key = self.key(path)?;
         self.client.delete(&key).await
+    }
+
+    /// One paginated listing of every key below `dir` (not a listing per folder, as the
+    /// default walk does), then a few `GET`s at a time.
+    async fn records_under(&self, dir: &str) -> Result<Vec<(String, Bytes)>, StorageError> {
+        validate_record_dir(dir)?;
+        if !dir.is_empty()
+            && let Some(content) = self.get_record(dir).await?
+        {
+            // A path is never a record and a folder at once (see the trait).
+            return Ok(vec![(dir.to_string(), content)]);
+        }
+        let prefix = if dir.is_empty() {
+            self.root.clone()
+        } else {
+            format!("{}{dir}/", self.root)
+        };
+        let mut paths = Vec::new();
+        let mut pages = self.client.list_keys(prefix);
+        while let Some(keys) = pages.try_next().await? {
+            // Folder markers and other tools' objects are no records.
+            paths.extend(keys.into_iter().filter_map(|key| {
+                let path = key.strip_prefix(&self.root)?;
+                validate_record_path(path).is_ok().then(|| path.to_string())
+            }));
+        }
+        let mut records: Vec<(String, Bytes)> = stream::iter(paths)
+            .map(|path| async move {
+                let content = self.get_record(&path).await?;
+                Ok::<_, StorageError>(content.map(|c| (path, c)))
+            })
+            .buffer_unordered(GETS_AT_ONCE)
+            // Deleted since the listing: gone.
+            .try_filter_map(|record| async move { Ok(record) })
+            .try_collect()
+            .await?;
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(records)
     }
 }
