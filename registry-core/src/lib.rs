@@ -156,7 +156,7 @@ impl Registry {
     ) -> Self {
         Registry {
             inner: Arc::new(Inner {
-                recovery: recovery::RecoveryWriter::new(Arc::clone(&blobs)),
+                recovery: recovery::RecoveryWriter::new(Arc::clone(&blobs), Arc::clone(&metadata)),
                 blobs,
                 metadata,
                 config,
