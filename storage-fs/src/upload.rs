@@ -21,7 +21,9 @@ use crate::error::{blocking, io_error};
 
 /// Bytes gathered from the input stream before one `write` call. Request bodies arrive in
 /// chunks of a few KiB; writing each would cost a system call and a thread hop apiece.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Held per upload in flight, so it is kept small (peak memory: docs/performance.md); at
+/// 256 KiB a 64 MiB push is 256 writes.
+const WRITE_BUFFER: usize = 256 * 1024;
 
 /// One async mutex per session id that is in use.
 #[derive(Debug, Default)]
@@ -117,16 +119,23 @@ pub(crate) async fn write(
     })
     .await?;
 
-    let mut buf = Vec::with_capacity(WRITE_BUFFER);
+    // Grows to what the body needs, at most WRITE_BUFFER: a small body (a manifest's
+    // copy) allocates its own size, not the whole buffer.
+    let mut buf = Vec::new();
     let mut len = offset;
     while let Some(chunk) = data.next().await {
         // An input error is returned as it is; bytes already written stay, and the retry
         // at the acknowledged offset truncates them.
         let chunk = chunk?;
         len += chunk.len() as u64;
-        buf.extend_from_slice(&chunk);
-        if buf.len() >= WRITE_BUFFER {
+        if !buf.is_empty() && buf.len() + chunk.len() > WRITE_BUFFER {
             (file, guard, buf) = write_block(file, guard, buf).await?;
+        }
+        if chunk.len() >= WRITE_BUFFER {
+            // Written as it came, without a copy (and without doubling the buffer).
+            (file, guard) = write_chunk(file, guard, chunk).await?;
+        } else {
+            buf.extend_from_slice(&chunk);
         }
     }
     if !buf.is_empty() {
@@ -151,6 +160,21 @@ async fn write_block(
         w.file.write_all(&buf).map_err(io_error("write", &w.path))?;
         buf.clear();
         Ok((w, guard, buf))
+    })
+    .await
+}
+
+/// One blocking `write_all` of a chunk too large to gather.
+async fn write_chunk(
+    mut w: Writer,
+    guard: SessionGuard,
+    chunk: bytes::Bytes,
+) -> Result<(Writer, SessionGuard), StorageError> {
+    blocking(move || {
+        w.file
+            .write_all(&chunk)
+            .map_err(io_error("write", &w.path))?;
+        Ok((w, guard))
     })
     .await
 }
