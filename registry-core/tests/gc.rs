@@ -259,20 +259,21 @@ async fn a_second_collector_waits_for_the_lease() {
 async fn pushes_racing_the_collector_never_lose_acknowledged_images() {
     let r = Arc::new(TestRegistry::new().await);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let passes = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let collector = {
         let r = r.clone();
         let stop = stop.clone();
+        let passes = passes.clone();
         tokio::spawn(async move {
-            let mut passes = 0u32;
             let mut freed = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(report) = r.registry.collect_garbage(&zero_grace(), false).await {
                     freed += report.blobs.len();
                 }
-                passes += 1;
+                passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::task::yield_now().await;
             }
-            (passes, freed)
+            freed
         })
     };
     // A few layers shared by every image, so pushes keep re-linking blobs the collector
@@ -282,10 +283,16 @@ async fn pushes_racing_the_collector_never_lose_acknowledged_images() {
     for p in 0..4u64 {
         let r = r.clone();
         let shared = shared.clone();
+        let passes = passes.clone();
         pushers.push(tokio::spawn(async move {
             let mut acked = Vec::new();
-            for i in 0..15u64 {
-                let own = data(p * 100 + i, 5_000);
+            // At least 15 images each, and on until the collector has made a few passes
+            // (on a loaded machine one pass can outlast 15 pushes).
+            for i in 0..200u64 {
+                if i >= 15 && passes.load(std::sync::atomic::Ordering::Relaxed) >= 3 {
+                    break;
+                }
+                let own = data(p * 1000 + i, 5_000);
                 let layers: Vec<&[u8]> = vec![&shared[(i % 3) as usize], &own];
                 let repo = format!("race/p{p}");
                 let tag = format!("t{i}");
@@ -316,8 +323,12 @@ async fn pushes_racing_the_collector_never_lose_acknowledged_images() {
         acked.extend(p.await.unwrap());
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (passes, freed) = collector.await.unwrap();
-    assert!(passes > 1, "the collector ran concurrently");
+    let freed = collector.await.unwrap();
+    let passes = passes.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        passes > 1,
+        "the collector ran concurrently: {passes} passes"
+    );
     assert!(freed > 0, "the collector freed deleted images' bytes");
     assert!(acked.len() >= 20, "most pushes succeed: {}", acked.len());
     // One more pass after the pushers are done must not hurt acknowledged images either.
