@@ -17,7 +17,7 @@ use futures::StreamExt;
 use storage_traits::{ByteStream, StorageError};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::error::{blocking, io_error};
+use crate::error::{BACKEND, blocking, io_error};
 
 /// Bytes gathered from the input stream before one `write` call. Request bodies arrive in
 /// chunks of a few KiB; writing each would cost a system call and a thread hop apiece.
@@ -123,25 +123,78 @@ pub(crate) async fn write(
     // copy) allocates its own size, not the whole buffer.
     let mut buf = Vec::new();
     let mut len = offset;
+    let mut early = EarlySync::default();
     while let Some(chunk) = data.next().await {
         // An input error is returned as it is; bytes already written stay, and the retry
         // at the acknowledged offset truncates them.
         let chunk = chunk?;
         len += chunk.len() as u64;
         if !buf.is_empty() && buf.len() + chunk.len() > WRITE_BUFFER {
+            early.wrote(buf.len());
             (file, guard, buf) = write_block(file, guard, buf).await?;
         }
         if chunk.len() >= WRITE_BUFFER {
             // Written as it came, without a copy (and without doubling the buffer).
+            early.wrote(chunk.len());
             (file, guard) = write_chunk(file, guard, chunk).await?;
         } else {
             buf.extend_from_slice(&chunk);
         }
+        early.maybe_start(&file).await?;
     }
     if !buf.is_empty() {
-        write_block(file, guard, buf).await?;
+        (file, guard, _) = write_block(file, guard, buf).await?;
     }
+    early.finish(&file).await?;
+    drop(guard);
     Ok(len)
+}
+
+/// Bytes written between two early syncs.
+const SYNC_EVERY: usize = 8 * 1024 * 1024;
+
+/// Syncs that run while a large body is still arriving. Dirty pages are otherwise left to
+/// the single `fdatasync` in [`finish`], which then writes the whole blob while the client
+/// waits; started every [`SYNC_EVERY`] bytes on a second descriptor, the disk writes one
+/// part while the next arrives. At most one runs at a time (a slower disk slows the
+/// upload rather than piling up syncs), and an error fails the write: `finish` syncs
+/// through a new descriptor, which would not hear of an error reported here.
+#[derive(Debug, Default)]
+struct EarlySync {
+    unsynced: usize,
+    running: Option<tokio::task::JoinHandle<io::Result<()>>>,
+}
+
+impl EarlySync {
+    fn wrote(&mut self, n: usize) {
+        self.unsynced += n;
+    }
+
+    async fn maybe_start(&mut self, w: &Writer) -> Result<(), StorageError> {
+        if self.unsynced < SYNC_EVERY {
+            return Ok(());
+        }
+        self.wait(w).await?;
+        let file = w.file.try_clone().map_err(io_error("dup", &w.path))?;
+        self.running = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    async fn wait(&mut self, w: &Writer) -> Result<(), StorageError> {
+        match self.running.take() {
+            None => Ok(()),
+            Some(sync) => sync
+                .await
+                .map_err(|e| StorageError::backend(BACKEND, e))?
+                .map_err(io_error("fdatasync", &w.path)),
+        }
+    }
+
+    /// Waits for the sync still running, if any.
+    async fn finish(mut self, w: &Writer) -> Result<(), StorageError> {
+        self.wait(w).await
+    }
 }
 
 #[derive(Debug)]

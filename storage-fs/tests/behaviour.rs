@@ -172,3 +172,31 @@ async fn missing_algorithm_directory_is_recreated() {
     let listed: Vec<Digest> = store.list().try_collect().await.unwrap();
     assert_eq!(listed, vec![digest]);
 }
+
+/// A body larger than the early-sync interval (8 MiB), in chunks smaller and larger than
+/// the write buffer, and a second write that resumes past an early sync: every byte lands
+/// where it belongs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_with_early_syncs_keep_every_byte() {
+    let (store, _dir) = open();
+    let data = random_bytes(21 * 1024 * 1024 + 123);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    let first = 17 * 1024 * 1024 + 7;
+    let len = store
+        .write_upload(&id, 0, chunked(&data[..first], &[65_536, 1_048_576, 3_000]))
+        .await
+        .unwrap();
+    assert_eq!(len, first as u64);
+    let len = store
+        .write_upload(&id, len, chunked(&data[first..], &[300_000]))
+        .await
+        .unwrap();
+    assert_eq!(len, data.len() as u64);
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), data);
+}
