@@ -1,5 +1,6 @@
 //! `/healthz` and `/readyz`: 200 while both stores answer, 503 with a JSON reason when one
-//! does not (a blob store that fails, a SQLite database whose folder is gone).
+//! does not (a blob store that fails, a SQLite database whose folder is gone, a blob
+//! store folder that is gone).
 
 #![allow(clippy::unwrap_used)]
 
@@ -183,6 +184,33 @@ async fn unavailable_when_the_sqlite_folder_is_removed() {
     assert_eq!(body["checks"]["blobs"], "ok");
     assert!(
         body["reason"].as_str().unwrap().starts_with("metadata: "),
+        "{body}"
+    );
+}
+
+/// The fs store's folder removed under the running registry (a volume unmounted): not
+/// ready, and a blob read is a 503, not a BLOB_UNKNOWN for every digest.
+#[tokio::test]
+async fn unavailable_when_the_blob_folder_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("blobs");
+    let blobs = storage_fs::FsBlobStore::open(&root).unwrap();
+    let metadata = metadata_sqlite::SqliteMetadataStore::open_in_memory().unwrap();
+    let registry = Registry::new(
+        Arc::new(blobs),
+        Arc::new(metadata),
+        RegistryConfig::default(),
+    );
+    let ops = registry.ops_router();
+    assert_eq!(probe(&ops, "/readyz").await.0, StatusCode::OK);
+
+    std::fs::remove_dir_all(&root).unwrap();
+    let (status, body) = probe(&ops, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["checks"]["metadata"], "ok");
+    assert_ne!(body["checks"]["blobs"], "ok");
+    assert!(
+        body["reason"].as_str().unwrap().starts_with("blobs: "),
         "{body}"
     );
 }

@@ -1,5 +1,5 @@
 //! I/O failures become [`StorageError::Backend`] with the operation and path attached, so
-//! the log says which file failed; the client only ever sees a 500.
+//! the log says which file failed; the client sees only that the store is unavailable.
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -65,6 +65,21 @@ impl FsBlobStore {
         self.layout.root()
     }
 
+    /// After a blob was not found: an error if the store's `blobs` folder itself is gone (a
+    /// volume unmounted or a root deleted under the running registry), so the registry
+    /// answers 503 and its readiness check fails, instead of calling every blob unknown.
+    /// One more `stat`, on misses only.
+    async fn folder_gone(&self) -> Option<StorageError> {
+        let dir = self.layout.blobs_dir();
+        match tokio::fs::metadata(&dir).await {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some(io_error("stat", &dir)(io::Error::other(
+                "the blob store's blobs folder is not a folder",
+            ))),
+            Err(e) => Some(io_error("stat", &dir)(e)),
+        }
+    }
+
     /// Where the blob `digest` is (or would be) stored.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.layout.blob_path(digest)
@@ -78,7 +93,10 @@ impl BlobStore for FsBlobStore {
         match tokio::fs::metadata(&path).await {
             Ok(m) if m.is_file() => Ok(Some(BlobInfo::new(m.len()))),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.folder_gone().await {
+                Some(gone) => Err(gone),
+                None => Ok(None),
+            },
             Err(e) => Err(io_error("stat", &path)(e)),
         }
     }
@@ -92,7 +110,10 @@ impl BlobStore for FsBlobStore {
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StorageError::NotFound(digest.clone()));
+                return Err(self
+                    .folder_gone()
+                    .await
+                    .unwrap_or_else(|| StorageError::NotFound(digest.clone())));
             }
             Err(e) => return Err(io_error("open", &path)(e)),
         };

@@ -200,3 +200,21 @@ async fn large_bodies_with_early_syncs_keep_every_byte() {
         .unwrap();
     assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), data);
 }
+
+/// With the store's folder gone (a volume unmounted under the registry), a missing blob is
+/// an outage, not "unknown": `stat` and `get` fail instead of answering not found.
+#[tokio::test]
+async fn a_removed_folder_is_an_error_not_a_missing_blob() {
+    let (store, dir) = open();
+    let digest = Digest::sha256_of(b"never stored");
+    assert_eq!(store.stat(&digest).await.unwrap(), None);
+    std::fs::remove_dir_all(dir.path().join("blobs")).unwrap();
+    assert!(matches!(
+        store.stat(&digest).await,
+        Err(storage_traits::StorageError::Backend { .. })
+    ));
+    assert!(matches!(
+        store.get(&digest, None).await,
+        Err(storage_traits::StorageError::Backend { .. })
+    ));
+}
