@@ -45,7 +45,7 @@
 //! none; a machine crash can lose those of the seconds before it (the kernel's writeback
 //! delay, about 30 s by default on Linux). Nothing per record is kept in memory: a lookup
 //! reads the journal through. Why a journal and not a file per record, its format, its
-//! lookups and its compaction: see `src/recovery.rs`.
+//! lookups and its compaction: see `src/recovery/mod.rs`.
 //!
 //! # One process per root
 //! A write below a session's length cuts the staging file there (so a retry after a
