@@ -974,6 +974,18 @@ impl MetadataStore for PostgresMetadataStore {
         .await
     }
 
+    async fn count_uploads(&self) -> Result<u64, MetadataError> {
+        self.retry(move || async move {
+            let c = self.client().await?;
+            let stmt = c
+                .prepare_cached("SELECT COUNT(*) FROM upload_sessions")
+                .await?;
+            let n: i64 = c.query_one(&stmt, &[]).await?.get(0);
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     fn gc(&self) -> Option<&dyn storage_traits::GcMetadata> {
         Some(self)
     }

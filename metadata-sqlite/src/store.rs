@@ -882,6 +882,16 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    async fn count_uploads(&self) -> Result<u64, MetadataError> {
+        self.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM upload_sessions")?
+                .query_row([], |row| row.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     fn gc(&self) -> Option<&dyn storage_traits::GcMetadata> {
         Some(self)
     }

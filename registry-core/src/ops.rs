@@ -145,10 +145,8 @@ impl Registry {
     /// `/metrics` calls this before each scrape; call it yourself if you export the
     /// metrics another way. A store that fails leaves the gauge at its last value.
     pub async fn refresh_store_gauges(&self) {
-        match self.inner.metadata.stale_uploads(i64::MAX).await {
-            Ok(sessions) => {
-                ::metrics::gauge!(metrics::UPLOADS_OPEN).set(sessions.len() as f64);
-            }
+        match self.inner.metadata.count_uploads().await {
+            Ok(n) => ::metrics::gauge!(metrics::UPLOADS_OPEN).set(n as f64),
             Err(e) => tracing::warn!(error = %e, "cannot count upload sessions for metrics"),
         }
         if let Some(gc) = self.inner.metadata.gc() {

@@ -278,6 +278,12 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
         updated_before_ms: i64,
     ) -> Result<Vec<UploadSession>, MetadataError>;
 
+    /// How many upload sessions are open (the `registry_uploads_open` gauge, read on
+    /// every metrics scrape). The default loads every session; stores count in place.
+    async fn count_uploads(&self) -> Result<u64, MetadataError> {
+        Ok(self.stale_uploads(i64::MAX).await?.len() as u64)
+    }
+
     /// The online garbage-collection ability, if this store has it.
     fn gc(&self) -> Option<&dyn crate::GcMetadata> {
         None

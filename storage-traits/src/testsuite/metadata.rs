@@ -109,6 +109,7 @@ macro_rules! metadata_store_tests {
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) upload_session_lifecycle);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) update_upload_is_compare_and_swap);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) stale_uploads_by_last_write);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) count_uploads_matches_the_sessions);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) concurrent_put_manifest_same_tag);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) concurrent_link_blob_same_digest);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) immutable_tag_is_never_moved);
@@ -1324,6 +1325,44 @@ pub async fn stale_uploads_by_last_write(store: &dyn MetadataStore) {
         1
     );
     assert!(store.delete_upload(&old.id).await.expect("delete_upload"));
+}
+
+/// `count_uploads` counts every open session, before and after this case's sessions are
+/// closed. Other cases may share the store and open or close sessions meanwhile (the
+/// PostgreSQL suite runs them concurrently on one database), so each count is compared
+/// with the listing in a window where the listing did not change.
+pub async fn count_uploads_matches_the_sessions(store: &dyn MetadataStore) {
+    let repo = unique_repo("count");
+    let ours: Vec<UploadSession> = (0..5).map(|i| session(&repo, 10_000 + i)).collect();
+    for s in &ours {
+        store.create_upload(s).await.expect("create_upload");
+    }
+    let open = count_against_listing(store).await;
+    assert!(open >= ours.len() as u64, "{open} < {}", ours.len());
+    for s in &ours {
+        assert!(store.delete_upload(&s.id).await.expect("delete_upload"));
+    }
+    count_against_listing(store).await;
+}
+
+/// `count_uploads`, checked against `stale_uploads` taken just before and after it.
+async fn count_against_listing(store: &dyn MetadataStore) -> u64 {
+    let listed = || async {
+        store
+            .stale_uploads(i64::MAX)
+            .await
+            .expect("stale_uploads")
+            .len() as u64
+    };
+    for _ in 0..50 {
+        let before = listed().await;
+        let counted = store.count_uploads().await.expect("count_uploads");
+        if listed().await == before {
+            assert_eq!(counted, before, "count_uploads against the listing");
+            return counted;
+        }
+    }
+    panic!("the sessions never held still for a comparison");
 }
 
 // ---------------------------------------------------------------------------------------
