@@ -91,7 +91,8 @@ pub(crate) async fn start(path: PathBuf, guard: SessionGuard) -> Result<(), Stor
 }
 
 /// Writes `data` at `offset`, discarding what the session held past it; returns the new
-/// length. No fsync here: durability is established once, in [`finish`].
+/// length. Durability is established in [`finish`]; the early syncs of a large body
+/// ([`EarlySync`]) only make that final sync shorter.
 pub(crate) async fn write(
     id: &str,
     path: PathBuf,
@@ -132,11 +133,12 @@ pub(crate) async fn write(
         if !buf.is_empty() && buf.len() + chunk.len() > WRITE_BUFFER {
             early.wrote(buf.len());
             (file, guard, buf) = write_block(file, guard, buf).await?;
+            buf.clear();
         }
         if chunk.len() >= WRITE_BUFFER {
             // Written as it came, without a copy (and without doubling the buffer).
             early.wrote(chunk.len());
-            (file, guard) = write_chunk(file, guard, chunk).await?;
+            (file, guard, _) = write_block(file, guard, chunk).await?;
         } else {
             buf.extend_from_slice(&chunk);
         }
@@ -145,7 +147,7 @@ pub(crate) async fn write(
     if !buf.is_empty() {
         (file, guard, _) = write_block(file, guard, buf).await?;
     }
-    early.finish(&file).await?;
+    early.wait(&file).await?;
     drop(guard);
     Ok(len)
 }
@@ -158,7 +160,8 @@ const SYNC_EVERY: usize = 8 * 1024 * 1024;
 /// waits; started every [`SYNC_EVERY`] bytes on a second descriptor, the disk writes one
 /// part while the next arrives. At most one runs at a time (a slower disk slows the
 /// upload rather than piling up syncs), and an error fails the write: `finish` syncs
-/// through a new descriptor, which would not hear of an error reported here.
+/// through a new descriptor, which would not hear of an error reported here. A sync
+/// changes no bytes, so unlike a write it does not need the session's lock.
 #[derive(Debug, Default)]
 struct EarlySync {
     unsynced: usize,
@@ -181,6 +184,7 @@ impl EarlySync {
         Ok(())
     }
 
+    /// Waits for the sync still running, if any.
     async fn wait(&mut self, w: &Writer) -> Result<(), StorageError> {
         match self.running.take() {
             None => Ok(()),
@@ -190,11 +194,6 @@ impl EarlySync {
                 .map_err(io_error("fdatasync", &w.path)),
         }
     }
-
-    /// Waits for the sync still running, if any.
-    async fn finish(mut self, w: &Writer) -> Result<(), StorageError> {
-        self.wait(w).await
-    }
 }
 
 #[derive(Debug)]
@@ -203,31 +202,21 @@ struct Writer {
     path: PathBuf,
 }
 
-/// One blocking `write_all`; the guard travels with it (see the module docs).
-async fn write_block(
+/// One blocking `write_all` of `data` (the gathered buffer, or a chunk too large to
+/// gather), handed back for reuse; the guard travels with it (see the module docs).
+async fn write_block<B>(
     mut w: Writer,
     guard: SessionGuard,
-    mut buf: Vec<u8>,
-) -> Result<(Writer, SessionGuard, Vec<u8>), StorageError> {
-    blocking(move || {
-        w.file.write_all(&buf).map_err(io_error("write", &w.path))?;
-        buf.clear();
-        Ok((w, guard, buf))
-    })
-    .await
-}
-
-/// One blocking `write_all` of a chunk too large to gather.
-async fn write_chunk(
-    mut w: Writer,
-    guard: SessionGuard,
-    chunk: bytes::Bytes,
-) -> Result<(Writer, SessionGuard), StorageError> {
+    data: B,
+) -> Result<(Writer, SessionGuard, B), StorageError>
+where
+    B: AsRef<[u8]> + Send + 'static,
+{
     blocking(move || {
         w.file
-            .write_all(&chunk)
+            .write_all(data.as_ref())
             .map_err(io_error("write", &w.path))?;
-        Ok((w, guard))
+        Ok((w, guard, data))
     })
     .await
 }
