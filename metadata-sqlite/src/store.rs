@@ -28,6 +28,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// closed when returned.
 const MAX_IDLE_READERS: usize = 4;
 
+/// Page cache of each reader connection, in KiB (SQLite's default is 2,000 KiB per
+/// connection). Readers run point lookups and short index scans whose pages stay hot in a
+/// few hundred KiB, and a miss costs one `pread` from the OS page cache. With the default,
+/// the readers held about 5 MB at the heap's peak in the load benchmark; at 1 MiB each the
+/// registry's peak RSS there fell by 4-5 MiB (docs/performance.md, round 4). The writer
+/// keeps the default: with a 1 MiB writer cache, in two of three runs of a
+/// populate-then-GET test every reader re-read all its pages on each transaction afterwards
+/// (65,000 `pread`s in 4 s of GETs instead of 5; manifest GET 20-30% slower). We did not
+/// find out why.
+const READER_CACHE_KIB: u32 = 1024;
+
 /// Prepared statements kept per connection. Above the number of distinct statements the
 /// store runs, so none is ever parsed twice on one connection (rusqlite's default, 16, is
 /// below it: the writer's statements evicted each other).
@@ -262,6 +273,8 @@ fn open_reader(path: &Path) -> Result<Connection, Fail> {
     )?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Negative: a size in KiB rather than in pages.
+    conn.pragma_update(None, "cache_size", -i64::from(READER_CACHE_KIB))?;
     Ok(conn)
 }
 
@@ -898,5 +911,32 @@ impl MetadataStore for SqliteMetadataStore {
 
     fn insights(&self) -> Option<&dyn storage_traits::InsightsMetadata> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn readers_get_the_small_page_cache_and_the_writer_keeps_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        let writer = Connection::open(&path).unwrap();
+        configure(&writer).unwrap();
+        let default: i64 = writer
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        let Ok(reader) = open_reader(&path) else {
+            panic!("cannot open a reader");
+        };
+        let size: i64 = reader
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(size, -i64::from(READER_CACHE_KIB));
+        // Negative sizes are KiB: the writer's is the larger.
+        assert!(default < size, "writer {default}, reader {size}");
     }
 }
