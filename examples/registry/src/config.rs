@@ -45,7 +45,9 @@ pub enum Command {
     Stats(StatsArgs),
 }
 
+/// `--from` or `--rebuild`, exactly one: clap's error for neither names both.
 #[derive(Debug, Clone, Default, Args)]
+#[group(id = "source", required = true, multiple = false)]
 pub struct ImportArgs {
     #[command(flatten)]
     pub common: ServeArgs,
@@ -53,18 +55,13 @@ pub struct ImportArgs {
     /// (a path or `fs://PATH`), or `s3://BUCKET/ROOTDIRECTORY?endpoint=URL&region=R`
     /// (as `--storage` takes it; credentials from the `AWS_*` variables or
     /// `~/.aws/credentials`, `&profile=P` for another profile).
-    #[arg(
-        long,
-        value_name = "PATH|URL",
-        required_unless_present = "rebuild",
-        conflicts_with = "rebuild"
-    )]
+    #[arg(long, value_name = "PATH|URL", group = "source")]
     pub from: Option<String>,
     /// Instead of importing from elsewhere, rebuild the metadata database (`--metadata`)
     /// from the blob store (`--storage`) alone, after the database was lost: manifests are
     /// blobs, and the registry keeps records of repositories and tags next to them.
     /// Copies nothing.
-    #[arg(long)]
+    #[arg(long, group = "source")]
     pub rebuild: bool,
 }
 
@@ -1146,7 +1143,14 @@ mod tests {
         assert_eq!(a.from.as_deref(), Some("/srv/dist"));
         assert!(!a.rebuild);
         assert_eq!(a.common.storage.as_deref(), Some("/srv/blobs"));
-        assert!(Cli::try_parse_from(["registry", "import"]).is_err());
+        let Err(neither) = Cli::try_parse_from(["registry", "import"]) else {
+            panic!("import needs --from or --rebuild");
+        };
+        let message = neither.to_string();
+        assert!(
+            message.contains("--from") && message.contains("--rebuild"),
+            "{message}"
+        );
         let cli = Cli::try_parse_from(["registry", "import", "--rebuild"]).unwrap();
         let Command::Import(a) = cli.command else {
             panic!("expected import");
