@@ -42,8 +42,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Histogram samples are buffered until drained; without scrapes this keeps them bounded.
-const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
+/// How often buffered histogram samples are drained into the buckets. The exporter
+/// queues every recorded duration (about 8 bytes each) until a scrape or an upkeep drains
+/// them, so the queue holds one period of requests: at the 70,000 manifest GETs a second
+/// of the load benchmark, 5 s of them were about 3 MB of the registry's peak memory.
+/// Draining costs the same work however it is split.
+const UPKEEP_PERIOD: Duration = Duration::from_secs(1);
 
 /// Installs a Prometheus recorder as the process-wide `metrics` recorder, once, and
 /// returns its handle. `None` if the application installed another recorder first (the
