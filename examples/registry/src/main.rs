@@ -27,6 +27,7 @@
 mod access;
 mod config;
 mod import;
+mod server;
 mod stats;
 mod tls;
 
@@ -283,15 +284,11 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         Some(config) => {
             tracing::info!("listening on https://{local}");
             let listener = tls::TlsListener::new(listener, config)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?;
+            server::serve(listener, app, shutdown).await;
         }
         None => {
             tracing::info!("listening on http://{local}");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await?;
+            server::serve(listener, app, shutdown).await;
         }
     }
     // Manifest copies and recovery records are written in the background after each
