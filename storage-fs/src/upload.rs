@@ -19,11 +19,13 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::error::{BACKEND, blocking, io_error};
 
-/// Bytes gathered from the input stream before one `write` call. Request bodies arrive in
-/// chunks of a few KiB; writing each would cost a system call and a thread hop apiece.
-/// Held per upload in flight, so it is kept small (peak memory: docs/performance.md); at
-/// 256 KiB a 64 MiB push is 256 writes.
-const WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes gathered from the input stream before one `write` call. Small chunks (a few KiB
+/// when the client is slow) are gathered, since writing each would cost a system call and
+/// a thread hop apiece; chunks of this size or more are written as they come, without a
+/// copy. Held per upload in flight, so it is kept small (peak memory: docs/performance.md,
+/// round 4). The registry binary reads bodies in chunks of up to 128 KiB, so most are
+/// written directly; a 64 MiB push is about 512 writes.
+const WRITE_BUFFER: usize = 128 * 1024;
 
 /// One async mutex per session id that is in use.
 #[derive(Debug, Default)]
@@ -140,6 +142,12 @@ pub(crate) async fn write(
             early.wrote(chunk.len());
             (file, guard, _) = write_block(file, guard, chunk).await?;
         } else {
+            // Vec's own doubling would take the buffer up to twice WRITE_BUFFER.
+            let needed = buf.len() + chunk.len();
+            if needed > buf.capacity() {
+                let target = needed.max(buf.capacity() * 2).min(WRITE_BUFFER);
+                buf.reserve_exact(target - buf.len());
+            }
             buf.extend_from_slice(&chunk);
         }
         early.maybe_start(&file).await?;

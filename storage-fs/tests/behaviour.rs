@@ -174,7 +174,7 @@ async fn missing_algorithm_directory_is_recreated() {
 }
 
 /// A body larger than the early-sync interval (8 MiB), in chunks smaller and larger than
-/// the write buffer, and a second write that resumes past an early sync: every byte lands
+/// the write buffer (some that make it grow in uneven steps), and a second write that resumes past an early sync: every byte lands
 /// where it belongs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_with_early_syncs_keep_every_byte() {
@@ -185,7 +185,14 @@ async fn large_bodies_with_early_syncs_keep_every_byte() {
     store.start_upload(&id).await.unwrap();
     let first = 17 * 1024 * 1024 + 7;
     let len = store
-        .write_upload(&id, 0, chunked(&data[..first], &[65_536, 1_048_576, 3_000]))
+        .write_upload(
+            &id,
+            0,
+            chunked(
+                &data[..first],
+                &[65_536, 1_048_576, 3_000, 100_000, 28_000, 131_071],
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(len, first as u64);
