@@ -222,3 +222,57 @@ fn help_lists_every_setting() {
         assert!(help.contains(needle), "help mentions {needle}:\n{help}");
     }
 }
+
+/// A blob upload whose body is still arriving at SIGTERM completes (201, and the blob is
+/// stored) before the registry exits.
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let dir = tempdir();
+    let mut server = Server::start(dir.path());
+    let body = common::random_bytes(common::seed(), 1024 * 1024);
+    let digest = common::sha256(&body);
+    let mut conn = TcpStream::connect(&server.addr).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "POST /v2/drain/test/blobs/uploads/?digest={digest} HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        server.addr,
+        body.len()
+    )
+    .unwrap();
+    let half = body.len() / 2;
+    conn.write_all(&body[..half]).unwrap();
+    conn.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let sent = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", server.pid())])
+        .status()
+        .expect("run sh");
+    assert!(sent.success());
+    std::thread::sleep(Duration::from_millis(300));
+    if let Err(e) = conn.write_all(&body[half..]) {
+        panic!("second half of the body: {e}\n{}", server.log());
+    }
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head)
+        .expect("a response after SIGTERM");
+    let status = String::from_utf8_lossy(&head).into_owned();
+    assert_eq!(status, "HTTP/1.1 201", "{}", server.log());
+
+    let exit = server
+        .wait_timeout(Duration::from_secs(30))
+        .expect("registry exits within 30 s of SIGTERM");
+    assert!(exit.success(), "exit status {exit}\n{}", server.log());
+    let stored = dir
+        .path()
+        .join("blobs/blobs/sha256")
+        .join(&digest["sha256:".len().."sha256:".len() + 2])
+        .join(&digest["sha256:".len()..]);
+    assert_eq!(std::fs::read(&stored).expect("blob file"), body);
+}
