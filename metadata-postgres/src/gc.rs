@@ -555,15 +555,8 @@ impl GcMetadata for PostgresMetadataStore {
     }
 
     async fn queue_length(&self) -> Result<u64, MetadataError> {
-        self.retry(move || async move {
-            let c = self.client().await?;
-            let stmt = c
-                .prepare_cached("SELECT COUNT(*)::BIGINT FROM gc_reviews")
-                .await?;
-            let n: i64 = c.query_one(&stmt, &[]).await?.try_get(0)?;
-            from_sql_int("review count", n)
-        })
-        .await
+        self.count_rows("SELECT COUNT(*)::BIGINT FROM gc_reviews", "review count")
+            .await
     }
 
     async fn acquire_lease(

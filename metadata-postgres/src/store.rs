@@ -164,6 +164,24 @@ impl PostgresMetadataStore {
     }
 }
 
+impl PostgresMetadataStore {
+    /// Runs `sql`, one `SELECT COUNT(*)::BIGINT` statement, and returns the count; `what`
+    /// names the rows in the error a negative count would be.
+    pub(crate) async fn count_rows(
+        &self,
+        sql: &'static str,
+        what: &'static str,
+    ) -> Result<u64, MetadataError> {
+        self.retry(move || async move {
+            let c = self.client().await?;
+            let stmt = c.prepare_cached(sql).await?;
+            let n: i64 = c.query_one(&stmt, &[]).await?.try_get(0)?;
+            from_sql_int(what, n)
+        })
+        .await
+    }
+}
+
 fn is_transient(e: &tokio_postgres::Error) -> bool {
     matches!(
         e.code(),
@@ -975,14 +993,10 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     async fn count_uploads(&self) -> Result<u64, MetadataError> {
-        self.retry(move || async move {
-            let c = self.client().await?;
-            let stmt = c
-                .prepare_cached("SELECT COUNT(*) FROM upload_sessions")
-                .await?;
-            let n: i64 = c.query_one(&stmt, &[]).await?.get(0);
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
+        self.count_rows(
+            "SELECT COUNT(*)::BIGINT FROM upload_sessions",
+            "upload session count",
+        )
         .await
     }
 
