@@ -45,10 +45,10 @@ fn max_idle_readers() -> usize {
 /// few hundred KiB, and a miss costs one `pread` from the OS page cache. With the default,
 /// the readers held about 5 MB at the heap's peak in the load benchmark; at 1 MiB each the
 /// registry's peak RSS there fell by 4-5 MiB (docs/performance.md, round 4). The writer
-/// keeps the default: with a 1 MiB writer cache, in two of three runs of a
-/// populate-then-GET test every reader re-read all its pages on each transaction afterwards
-/// (65,000 `pread`s in 4 s of GETs instead of 5; manifest GET 20-30% slower). We did not
-/// find out why.
+/// keeps the default: with a 1 MiB writer cache, in four of six runs of a populate-then-GET
+/// test every reader re-read all its pages on each transaction afterwards (about 65,000
+/// `pread`s during 4 s of GETs instead of 5; manifest GET about 20% slower in the whole
+/// benchmark sequence). We did not find out why.
 const READER_CACHE_KIB: u32 = 1024;
 
 /// Prepared statements kept per connection. Above the number of distinct statements the
