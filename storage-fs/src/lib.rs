@@ -58,6 +58,7 @@
 //! None.
 
 mod error;
+mod file_range;
 mod layout;
 mod recovery;
 mod store;

@@ -1,28 +1,23 @@
 //! [`FsBlobStore`] and its [`BlobStore`] implementation.
 
 use std::fs;
-use std::io::{self, SeekFrom};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, StreamExt};
 use oci_spec_types::Digest;
 use storage_traits::{
     BlobInfo, BlobStore, ByteStream, GetRange, GetResult, RecoveryLog, StorageError,
 };
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
-use tokio_util::io::ReaderStream;
 
 use crate::error::io_error;
+use crate::file_range;
 use crate::layout::{ALGORITHMS, Layout};
 use crate::recovery::FsRecovery;
 use crate::upload::{self, SessionLocks, sync_dir};
-
-/// Size of each read when streaming a blob out: large enough that an 8 MiB layer is a few
-/// dozen reads, small enough that many concurrent downloads stay cheap.
-const READ_BUFFER: usize = 256 * 1024;
 
 /// Digests found by `list` waiting for the consumer; bounds the walker's lead.
 const LIST_CHANNEL: usize = 1024;
@@ -107,8 +102,10 @@ impl BlobStore for FsBlobStore {
         range: Option<GetRange>,
     ) -> Result<GetResult, StorageError> {
         let path = self.layout.blob_path(digest);
-        let mut file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
+        // The size of the file we hold open: blobs are immutable, and a concurrent delete
+        // only unlinks the name.
+        let (file, size) = match open_with_len(path.clone()).await {
+            Ok(opened) => opened,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(self
                     .folder_gone()
@@ -117,32 +114,16 @@ impl BlobStore for FsBlobStore {
             }
             Err(e) => return Err(io_error("open", &path)(e)),
         };
-        // The size of the file we hold open: blobs are immutable, and a concurrent delete
-        // only unlinks the name.
-        let size = file
-            .metadata()
-            .await
-            .map_err(io_error("stat", &path))?
-            .len();
         let range = match range {
             None => 0..size,
             Some(r) => r
                 .resolve(size)
                 .ok_or(StorageError::RangeNotSatisfiable { size })?,
         };
-        if range.start > 0 {
-            file.seek(SeekFrom::Start(range.start))
-                .await
-                .map_err(io_error("seek", &path))?;
-        }
-        let reader = file.take(range.end - range.start);
-        let stream = ReaderStream::with_capacity(reader, READ_BUFFER)
-            .map_err(move |e| io_error("read", &path)(e))
-            .boxed();
         Ok(GetResult {
             size,
-            range,
-            stream,
+            range: range.clone(),
+            stream: file_range::stream(file, range, path),
         })
     }
 
@@ -191,25 +172,16 @@ impl BlobStore for FsBlobStore {
         let path = self.layout.upload_path(id)?;
         let (file, len) = {
             let _guard = self.locks.lock(id).await;
-            let file = match tokio::fs::File::open(&path).await {
-                Ok(f) => f,
+            match open_with_len(path.clone()).await {
+                Ok(opened) => opened,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(StorageError::UploadNotFound(id.to_string()));
                 }
                 Err(e) => return Err(io_error("open", &path)(e)),
-            };
-            let len = file
-                .metadata()
-                .await
-                .map_err(io_error("stat", &path))?
-                .len();
-            (file, len)
+            }
         };
         // The length at the time of the call: a later write does not extend this read.
-        let stream = ReaderStream::with_capacity(file.take(len), READ_BUFFER)
-            .map_err(move |e| io_error("read", &path)(e))
-            .boxed();
-        Ok(stream)
+        Ok(file_range::stream(file, 0..len, path))
     }
 
     async fn finish_upload(
@@ -315,4 +287,15 @@ fn read_dir_if_dir(dir: &Path) -> Result<Option<fs::ReadDir>, StorageError> {
         }
         Err(e) => Err(io_error("read_dir", dir)(e)),
     }
+}
+
+/// Opens `path` for reading and reads its length, in one trip to the blocking pool.
+async fn open_with_len(path: PathBuf) -> io::Result<(fs::File, u64)> {
+    tokio::task::spawn_blocking(move || {
+        let file = fs::File::open(&path)?;
+        let len = file.metadata()?.len();
+        Ok((file, len))
+    })
+    .await
+    .map_err(io::Error::other)?
 }
