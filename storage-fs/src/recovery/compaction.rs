@@ -2,7 +2,8 @@
 //! live records.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 
 use storage_traits::StorageError;
 
@@ -12,17 +13,49 @@ use super::{COMPACTING, State};
 use crate::error::io_error;
 use crate::upload::sync_dir;
 
+/// The journal as a compaction found it when it began: what its draft is made from.
+pub(super) struct Source {
+    dir: PathBuf,
+    journal: PathBuf,
+    /// Opened under the store's lock, so it reads the journal `len` belongs to.
+    file: File,
+    len: u64,
+}
+
+/// `journal.new` holding the live records of a [`Source`], written and synced; the entries
+/// appended since the source was taken are copied in when it is swapped in.
+pub(super) struct Draft {
+    new: PathBuf,
+    file: File,
+    /// The journal's length the draft covers.
+    upto: u64,
+    /// Bytes in the draft, header included.
+    written: u64,
+}
+
 impl State {
-    /// Rewrites the journal with its live records (see the [module docs](super#compaction));
-    /// `index` if the caller has it already.
-    pub(super) fn compact(&mut self, index: Option<Index>) -> Result<(), StorageError> {
-        self.compact_hashed(index, path_hash)
+    /// Starts a compaction: no other starts until [`finish_compaction`](Self::finish_compaction).
+    /// Under the store's lock.
+    pub(super) fn begin_compaction(&mut self) -> Result<Source, StorageError> {
+        let journal = self.journal();
+        let file = File::open(&journal).map_err(io_error("open", &journal))?;
+        self.compacting = true;
+        Ok(Source {
+            dir: self.dir.clone(),
+            journal,
+            file,
+            len: self.len,
+        })
     }
 
-    /// [`compact`](Self::compact), indexing by `hash` if there is no `index` (tests pass
-    /// one that collides).
-    fn compact_hashed(&mut self, index: Option<Index>, hash: PathHash) -> Result<(), StorageError> {
-        let result = self.try_compact(index, hash);
+    /// Ends a compaction, swapping its draft in if it got one (see the [module
+    /// docs](super#compaction)). Under the store's lock.
+    pub(super) fn finish_compaction(
+        &mut self,
+        draft: Result<Draft, StorageError>,
+    ) -> Result<(), StorageError> {
+        self.compacting = false;
+        let result = draft.and_then(|draft| self.swap_in(draft));
         if result.is_err() {
             let _ = fs::remove_file(self.dir.join(COMPACTING));
             // Not again on every append: once the journal has doubled again.
@@ -31,13 +64,66 @@ impl State {
         result
     }
 
-    fn try_compact(&mut self, index: Option<Index>, hash: PathHash) -> Result<(), StorageError> {
+    /// A whole compaction at once, the lock held throughout: when the store opens;
+    /// `index` if the caller has it already.
+    pub(super) fn compact(&mut self, index: Option<Index>) -> Result<(), StorageError> {
+        self.compact_hashed(index, path_hash)
+    }
+
+    /// [`compact`](Self::compact), indexing by `hash` if there is no `index` (tests pass
+    /// one that collides).
+    fn compact_hashed(&mut self, index: Option<Index>, hash: PathHash) -> Result<(), StorageError> {
+        let draft = self
+            .begin_compaction()
+            .and_then(|source| source.draft(index, hash));
+        self.finish_compaction(draft)
+    }
+
+    /// Appends to the draft what the journal got since its source was taken, then renames
+    /// it over the journal and appends there from now on.
+    fn swap_in(&mut self, draft: Draft) -> Result<(), StorageError> {
+        let Draft {
+            new,
+            mut file,
+            upto,
+            mut written,
+        } = draft;
         let journal = self.journal();
-        let read = |op| io_error(op, &journal);
+        if self.len > upto {
+            // Whole entries: `len` only ever stops at the end of one.
+            let mut tail = File::open(&journal).map_err(io_error("open", &journal))?;
+            tail.seek(SeekFrom::Start(upto))
+                .map_err(io_error("seek", &journal))?;
+            let copied = io::copy(&mut tail.take(self.len - upto), &mut file)
+                .map_err(io_error("copy", &new))?;
+            written += copied;
+            file.sync_data().map_err(io_error("fdatasync", &new))?;
+        }
+        drop(file);
+        fs::rename(&new, &journal).map_err(io_error("rename", &new))?;
+        // Until the new journal is open for appending, `self.file` is the old one.
+        self.broken = true;
+        sync_dir(&self.dir)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .map_err(io_error("open", &journal))?;
+        self.len = written;
+        self.base = written;
+        self.broken = false;
+        Ok(())
+    }
+}
+
+impl Source {
+    /// Writes the live records to `journal.new` and syncs it: the long part of a
+    /// compaction, which runs without the store's lock.
+    pub(super) fn draft(self, index: Option<Index>, hash: PathHash) -> Result<Draft, StorageError> {
+        let read = |op| io_error(op, &self.journal);
         let index = match index {
             Some(index) => index,
             None => {
-                let file = File::open(&journal).map_err(read("open"))?;
+                let file = self.file.try_clone().map_err(read("open"))?;
                 let mut entries = Entries::after_header(file, self.len).map_err(read("read"))?;
                 index_entries(&mut entries, hash).map_err(read("read"))?
             }
@@ -52,8 +138,7 @@ impl State {
                 .open(&new)
                 .map_err(io_error("open", &new))?,
         );
-        let file = File::open(&journal).map_err(read("open"))?;
-        let mut entries = Entries::after_header(file, self.len).map_err(read("read"))?;
+        let mut entries = Entries::after_header(self.file, self.len).map_err(read("read"))?;
         let mut written = HEADER.len() as u64;
         out.write_all(HEADER).map_err(io_error("write", &new))?;
         let last = |offset: u64, path: &str| index.last_of(path) == Some(offset);
@@ -68,19 +153,12 @@ impl State {
             .into_inner()
             .map_err(|e| io_error("write", &new)(e.into_error()))?;
         file.sync_data().map_err(io_error("fdatasync", &new))?;
-        drop(file);
-        // Until the new journal is open for appending, appends would go to the old file.
-        self.broken = true;
-        fs::rename(&new, &journal).map_err(io_error("rename", &new))?;
-        sync_dir(&self.dir)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&journal)
-            .map_err(read("open"))?;
-        self.len = written;
-        self.base = written;
-        self.broken = false;
-        Ok(())
+        Ok(Draft {
+            new,
+            file,
+            upto: self.len,
+            written,
+        })
     }
 }
 
@@ -175,6 +253,92 @@ mod tests {
             ]
         );
         assert_eq!(log.get_record("a/deleted").await.expect("get"), None);
+    }
+
+    /// Appends and lookups go on while a compaction copies the live records, and what
+    /// they appended meanwhile is in the new journal, after the compacted records.
+    #[tokio::test]
+    async fn appends_during_a_compaction_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = FsRecovery::open(dir.path().to_path_buf()).expect("open");
+        let put = |p: &'static str, c: &'static [u8]| {
+            let log = log.clone();
+            async move { log.put_record(p, Bytes::from_static(c)).await.expect("put") }
+        };
+        put("a/kept", b"1").await;
+        put("a/replaced", b"old").await;
+        put("a/replaced", b"new").await;
+        put("a/gone", b"2").await;
+
+        let source = log.state.lock().await.begin_compaction().expect("begin");
+        assert!(log.state.lock().await.compacting);
+        // The lock is free: these would wait forever if the compaction held it.
+        put("a/later", b"3").await;
+        log.delete_record("a/gone").await.expect("delete");
+        put("a/replaced", b"newest").await;
+        assert_eq!(
+            log.get_record("a/later").await.expect("get"),
+            Some(Bytes::from_static(b"3"))
+        );
+        let draft = source.draft(None, path_hash);
+        log.state
+            .lock()
+            .await
+            .finish_compaction(draft)
+            .expect("finish");
+
+        let mut expected = HEADER.to_vec();
+        for (path, content) in [("a/kept", "1"), ("a/replaced", "new"), ("a/gone", "2")] {
+            expected.extend_from_slice(&put_entry(path, content.as_bytes()));
+        }
+        expected.extend_from_slice(&put_entry("a/later", b"3"));
+        expected.extend_from_slice(&delete_entry("a/gone"));
+        expected.extend_from_slice(&put_entry("a/replaced", b"newest"));
+        let data = fs::read(dir.path().join(JOURNAL)).expect("read");
+        assert_eq!(
+            String::from_utf8_lossy(&data),
+            String::from_utf8_lossy(&expected)
+        );
+        {
+            let state = log.state.lock().await;
+            assert!(!state.compacting);
+            assert_eq!(
+                (state.len, state.base),
+                (data.len() as u64, data.len() as u64)
+            );
+        }
+        put("a/after", b"4").await;
+        assert_eq!(
+            log.records_under("a").await.expect("records_under"),
+            [
+                ("a/after".to_string(), Bytes::from_static(b"4")),
+                ("a/kept".to_string(), Bytes::from_static(b"1")),
+                ("a/later".to_string(), Bytes::from_static(b"3")),
+                ("a/replaced".to_string(), Bytes::from_static(b"newest")),
+            ]
+        );
+    }
+
+    /// A compaction that fails leaves the journal as it was, and the next one is due only
+    /// once the journal has doubled again.
+    #[tokio::test]
+    async fn a_failed_compaction_keeps_the_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = FsRecovery::open(dir.path().to_path_buf()).expect("open");
+        log.put_record("a/kept", Bytes::from_static(b"1"))
+            .await
+            .expect("put");
+        let before = fs::read(dir.path().join(JOURNAL)).expect("read");
+        let failed = Err(StorageError::backend("fs", "disk full"));
+        let mut state = log.state.lock().await;
+        state.compacting = true;
+        assert!(state.finish_compaction(failed).is_err());
+        assert!(!state.compacting && state.base == state.len && !state.broken);
+        drop(state);
+        assert_eq!(fs::read(dir.path().join(JOURNAL)).expect("read"), before);
+        log.put_record("a/more", Bytes::from_static(b"2"))
+            .await
+            .expect("appends go on");
     }
 
     /// A lookup's snapshot taken before a compaction reads the old journal whole after

@@ -48,11 +48,25 @@
 //! # Compaction
 //! When the journal has grown past 4 MiB and to more than twice its length after the last
 //! compaction (or the length its live records take, measured when the store opens), it
-//! is rewritten with only the live records, on a blocking thread: one pass finds the
-//! offset of each path's last entry, a second copies the puts that are last to
-//! `journal.new`, which is fsynced and renamed over the journal, whose directory is
-//! fsynced; a crash leaves the old journal or the complete new one. It holds the store's
-//! lock, so appends and lookups wait for it. In [`compaction`].
+//! is rewritten with only the live records, on a blocking thread, in two parts:
+//!
+//! 1. Without the store's lock (appends and lookups go on): one pass over the journal as
+//!    it was when the compaction began finds the offset of each path's last entry, a
+//!    second copies the puts that are last to `journal.new`, which is fsynced. This is the
+//!    part that grows with the journal.
+//! 2. Under the lock: the entries appended since the compaction began are copied to the
+//!    end of `journal.new` as they are (each record's state is still its last entry), it is
+//!    fsynced again and renamed over the journal, whose directory is fsynced. Appends and
+//!    lookups wait only for this part.
+//!
+//! A crash leaves the old journal or the complete new one (a leftover `journal.new` is
+//! removed on open). One compaction runs at a time. In [`compaction`].
+//!
+//! Measured (release build, the 2-core machine): one task appending 300,000 records of
+//! 1 KB as fast as it can (compactions up to 256 MiB), another appending one record every
+//! 200 µs: that one's slowest append took 51-53 ms, against 500-523 ms when the whole
+//! compaction held the lock (two runs each). Most of what remains is the tail: the first
+//! task appended tens of MB while the records were copied.
 //!
 //! The first pass keeps a 64-bit hash of each path (the first 8 bytes of its SHA-256) and
 //! the offset of its last entry, sorted by hash ([`Index`]). When a hash comes again, the
@@ -114,6 +128,8 @@ struct State {
     /// A failed append could not be undone: the journal's tail is unknown, so nothing more
     /// is appended until the store is opened again (which cuts the tail).
     broken: bool,
+    /// A compaction has begun and not finished: no other begins.
+    compacting: bool,
 }
 
 impl FsRecovery {
@@ -170,6 +186,7 @@ impl FsRecovery {
             len: good,
             base: good,
             broken: false,
+            compacting: false,
         };
         if let Some(index) = index {
             state.base = HEADER.len() as u64 + index.live;
@@ -183,18 +200,25 @@ impl FsRecovery {
     }
 
     async fn append(&self, entry: Vec<u8>) -> Result<(), StorageError> {
-        let mut state = Arc::clone(&self.state).lock_owned().await;
-        // A small write to the page cache, no fsync: cheaper than handing it to a blocking
-        // thread (see the module docs).
-        state.append(&entry)?;
-        if state.compaction_due() {
-            blocking(move || {
-                let mut state = state;
-                state.compact(None)
-            })
-            .await?;
-        }
-        Ok(())
+        let source = {
+            let mut state = self.state.lock().await;
+            // A small write to the page cache, no fsync: cheaper than handing it to a
+            // blocking thread (see the module docs).
+            state.append(&entry)?;
+            if !state.compaction_due() {
+                return Ok(());
+            }
+            state.begin_compaction()
+        };
+        // The lock is free while the live records are copied: other appends and lookups go
+        // on. One blocking task for the whole compaction, so it finishes (and a later one
+        // can begin) even if this request is dropped.
+        let shared = Arc::clone(&self.state);
+        blocking(move || {
+            let draft = source.and_then(|source| source.draft(None, path_hash));
+            shared.blocking_lock().finish_compaction(draft)
+        })
+        .await
     }
 
     /// Runs `scan` on a blocking thread over the journal's entries as they are now.
@@ -269,7 +293,7 @@ impl State {
     }
 
     fn compaction_due(&self) -> bool {
-        self.len > COMPACT_MIN && self.len > 2 * self.base
+        !self.compacting && self.len > COMPACT_MIN && self.len > 2 * self.base
     }
 }
 
