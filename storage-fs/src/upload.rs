@@ -13,6 +13,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use storage_traits::{ByteStream, StorageError};
 use tokio::sync::OwnedMutexGuard;
@@ -21,12 +22,15 @@ use crate::error::{BACKEND, blocking, io_error};
 
 /// Bytes gathered from the input stream before one `write` call. Small chunks are
 /// gathered, since writing each would cost a system call and a thread hop apiece; chunks of
-/// this size or more are written as they come, without a copy. Held per upload in flight,
-/// so it is kept small (peak memory: docs/performance.md, round 4). The registry binary
-/// reads bodies in chunks of up to 128 KiB, so two are gathered per write: at 128 KiB (one
-/// write per chunk, no copy) a 64 MiB push at c=1 took 86-91 ms of CPU against 75-80 ms
-/// at 256 KiB (three alternating runs each).
-const WRITE_BUFFER: usize = 256 * 1024;
+/// this size or more are written as they come, without a copy. Two blocks are held per
+/// upload in flight (one being written while the next gathers, see [`Pipeline`]), so it is
+/// kept small (peak memory: docs/performance.md). The registry binary reads bodies in
+/// chunks of up to 128 KiB, which at this size are written without the gathering copy.
+/// Measured against one 256 KiB write at a time (three alternating runs each, 64 MiB
+/// pushes): 764-802 MiB/s at c=1 against 657-740, and a peak of 16.8-17.7 MiB after c=4
+/// against 17.9-19.1; two 256 KiB blocks were faster still at c=1 (809-877 MiB/s) but held
+/// more at c=4 (18.8-19.1 MiB).
+const WRITE_BUFFER: usize = 128 * 1024;
 
 /// One async mutex per session id that is in use.
 #[derive(Debug, Default)]
@@ -104,7 +108,7 @@ pub(crate) async fn write(
     mut data: ByteStream,
 ) -> Result<u64, StorageError> {
     let on_open = not_found_as_upload(id, "open", &path);
-    let (mut file, mut guard) = blocking(move || {
+    let (file, guard) = blocking(move || {
         let mut file = OpenOptions::new()
             .write(true)
             .open(&path)
@@ -123,25 +127,40 @@ pub(crate) async fn write(
     })
     .await?;
 
+    let mut early = EarlySync::new(&file)?;
+    let mut out = Pipeline::Idle(file, guard);
     // Grows to what the body needs, at most WRITE_BUFFER: a small body (a manifest's
     // copy) allocates its own size, not the whole buffer.
     let mut buf = Vec::new();
     let mut len = offset;
-    let mut early = EarlySync::default();
     while let Some(chunk) = data.next().await {
-        // An input error is returned as it is; bytes already written stay, and the retry
-        // at the acknowledged offset truncates them.
-        let chunk = chunk?;
+        // An input error is returned as it is (after the write in flight); bytes already
+        // written stay, and the retry at the acknowledged offset truncates them.
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let _ = out.finish().await;
+                return Err(e);
+            }
+        };
         len += chunk.len() as u64;
         if !buf.is_empty() && buf.len() + chunk.len() > WRITE_BUFFER {
             early.wrote(buf.len());
-            (file, guard, buf) = write_block(file, guard, buf).await?;
-            buf.clear();
+            let full = std::mem::take(&mut buf);
+            if let Some(Block::Gathered(spare)) = out.submit(Block::Gathered(full)).await? {
+                buf = spare;
+                buf.clear();
+            }
         }
         if chunk.len() >= WRITE_BUFFER {
             // Written as it came, without a copy (and without doubling the buffer).
             early.wrote(chunk.len());
-            (file, guard, _) = write_block(file, guard, chunk).await?;
+            if let Some(Block::Gathered(spare)) = out.submit(Block::Chunk(chunk)).await?
+                && buf.capacity() == 0
+            {
+                buf = spare;
+                buf.clear();
+            }
         } else {
             // Vec's own doubling would take the buffer up to twice WRITE_BUFFER.
             let needed = buf.len() + chunk.len();
@@ -151,14 +170,84 @@ pub(crate) async fn write(
             }
             buf.extend_from_slice(&chunk);
         }
-        early.maybe_start(&file).await?;
+        early.maybe_start().await?;
     }
     if !buf.is_empty() {
-        (file, guard, _) = write_block(file, guard, buf).await?;
+        out.submit(Block::Gathered(buf)).await?;
     }
-    early.wait(&file).await?;
+    let (_file, guard) = out.finish().await?;
+    early.wait().await?;
     drop(guard);
     Ok(len)
+}
+
+/// What one blocking `write_all` writes: the gathered buffer, or a chunk too large to
+/// gather.
+enum Block {
+    Gathered(Vec<u8>),
+    Chunk(Bytes),
+}
+
+impl AsRef<[u8]> for Block {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Block::Gathered(v) => v,
+            Block::Chunk(b) => b,
+        }
+    }
+}
+
+type Written = Result<(Writer, SessionGuard, Block), StorageError>;
+
+/// The session's file, with at most one block being written on the blocking pool while
+/// the next one gathers: receiving and hashing the body overlap the writes. The guard
+/// travels with the write (see the module docs).
+enum Pipeline {
+    Idle(Writer, SessionGuard),
+    Writing(tokio::task::JoinHandle<Written>),
+    /// Only while a submit is between the two.
+    Gone,
+}
+
+impl Pipeline {
+    /// Waits for the write in flight, if any, then starts writing `block`; returns the
+    /// block that finished (for its buffer).
+    async fn submit(&mut self, block: Block) -> Result<Option<Block>, StorageError> {
+        let (mut w, guard, done) = match std::mem::replace(self, Pipeline::Gone) {
+            Pipeline::Idle(w, guard) => (w, guard, None),
+            Pipeline::Writing(write) => {
+                let (w, guard, done) = join(write).await?;
+                (w, guard, Some(done))
+            }
+            Pipeline::Gone => return Err(gone()),
+        };
+        *self = Pipeline::Writing(tokio::task::spawn_blocking(move || {
+            w.file
+                .write_all(block.as_ref())
+                .map_err(io_error("write", &w.path))?;
+            Ok((w, guard, block))
+        }));
+        Ok(done)
+    }
+
+    /// Waits for the write in flight, if any.
+    async fn finish(self) -> Result<(Writer, SessionGuard), StorageError> {
+        match self {
+            Pipeline::Idle(w, guard) => Ok((w, guard)),
+            Pipeline::Writing(write) => join(write).await.map(|(w, guard, _)| (w, guard)),
+            Pipeline::Gone => Err(gone()),
+        }
+    }
+}
+
+async fn join(write: tokio::task::JoinHandle<Written>) -> Written {
+    write.await.map_err(|e| StorageError::backend(BACKEND, e))?
+}
+
+/// A submit whose write failed leaves no file to write to; the session's upload fails with
+/// that write's error, and nothing submits again.
+fn gone() -> StorageError {
+    StorageError::backend(BACKEND, "upload write after a failed write")
 }
 
 /// Bytes written between two early syncs.
@@ -171,36 +260,49 @@ const SYNC_EVERY: usize = 8 * 1024 * 1024;
 /// upload rather than piling up syncs), and an error fails the write: `finish` syncs
 /// through a new descriptor, which would not hear of an error reported here. A sync
 /// changes no bytes, so unlike a write it does not need the session's lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct EarlySync {
+    /// A second descriptor of the session's file: the first travels with the writes.
+    file: Arc<File>,
+    path: PathBuf,
     unsynced: usize,
     running: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
 impl EarlySync {
+    fn new(w: &Writer) -> Result<EarlySync, StorageError> {
+        let file = w.file.try_clone().map_err(io_error("dup", &w.path))?;
+        Ok(EarlySync {
+            file: Arc::new(file),
+            path: w.path.clone(),
+            unsynced: 0,
+            running: None,
+        })
+    }
+
     fn wrote(&mut self, n: usize) {
         self.unsynced += n;
     }
 
-    async fn maybe_start(&mut self, w: &Writer) -> Result<(), StorageError> {
+    async fn maybe_start(&mut self) -> Result<(), StorageError> {
         if self.unsynced < SYNC_EVERY {
             return Ok(());
         }
-        self.wait(w).await?;
-        let file = w.file.try_clone().map_err(io_error("dup", &w.path))?;
+        self.wait().await?;
+        let file = Arc::clone(&self.file);
         self.running = Some(tokio::task::spawn_blocking(move || file.sync_data()));
         self.unsynced = 0;
         Ok(())
     }
 
     /// Waits for the sync still running, if any.
-    async fn wait(&mut self, w: &Writer) -> Result<(), StorageError> {
+    async fn wait(&mut self) -> Result<(), StorageError> {
         match self.running.take() {
             None => Ok(()),
             Some(sync) => sync
                 .await
                 .map_err(|e| StorageError::backend(BACKEND, e))?
-                .map_err(io_error("fdatasync", &w.path)),
+                .map_err(io_error("fdatasync", &self.path)),
         }
     }
 }
@@ -209,25 +311,6 @@ impl EarlySync {
 struct Writer {
     file: File,
     path: PathBuf,
-}
-
-/// One blocking `write_all` of `data` (the gathered buffer, or a chunk too large to
-/// gather), handed back for reuse; the guard travels with it (see the module docs).
-async fn write_block<B>(
-    mut w: Writer,
-    guard: SessionGuard,
-    data: B,
-) -> Result<(Writer, SessionGuard, B), StorageError>
-where
-    B: AsRef<[u8]> + Send + 'static,
-{
-    blocking(move || {
-        w.file
-            .write_all(data.as_ref())
-            .map_err(io_error("write", &w.path))?;
-        Ok((w, guard, data))
-    })
-    .await
 }
 
 /// Makes the session's bytes the blob at `target`: fdatasync the staging file, rename it

@@ -225,3 +225,51 @@ async fn a_removed_folder_is_an_error_not_a_missing_blob() {
         Err(storage_traits::StorageError::Backend { .. })
     ));
 }
+
+/// A body that fails after several blocks (one usually still being written when the error
+/// comes) returns the input error, and a write dropped mid-body (the client hung up) leaves
+/// the session to the retry at offset 0: only the retry's bytes are in the blob. Whether a
+/// block still in flight at the drop waits for the lock is not forced here (the blocks are
+/// written before the drop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_dropped_body_leaves_the_session_to_the_retry() {
+    use futures::StreamExt;
+    use storage_traits::StorageError;
+
+    let (store, _dir) = open();
+    let data = random_bytes(4 * 1024 * 1024);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    let blocks = |byte: u8, n: usize| {
+        futures::stream::iter((0..n).map(move |_| Ok(Bytes::from(vec![byte; 256 * 1024]))))
+    };
+
+    let failing = blocks(1, 8)
+        .chain(futures::stream::once(async {
+            Err(StorageError::Input("client went away".into()))
+        }))
+        .boxed();
+    let result = store.write_upload(&id, 0, failing).await;
+    assert!(matches!(result, Err(StorageError::Input(_))), "{result:?}");
+
+    // Bytes that must not show: the body stops arriving, and the request is dropped.
+    let stalled = blocks(2, 16).chain(futures::stream::pending()).boxed();
+    let dropped = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        store.write_upload(&id, 0, stalled),
+    )
+    .await;
+    assert!(dropped.is_err(), "the stalled body cannot finish");
+
+    let len = store
+        .write_upload(&id, 0, chunked(&data, &[100_000, 300_000]))
+        .await
+        .unwrap();
+    assert_eq!(len, data.len() as u64);
+    let digest = Digest::sha256_of(&data);
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), data);
+}
