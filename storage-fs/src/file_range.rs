@@ -8,9 +8,10 @@
 //!
 //! Here each chunk is read first with `preadv2(RWF_NOWAIT)` right on the async thread:
 //! Linux then copies only what is already in the page cache and never waits for the disk
-//! (`EAGAIN` instead), which costs about as much as the copy itself (tens of microseconds
-//! for a chunk). Only what must come from the disk goes to the blocking pool. Either way the
-//! bytes land straight in the buffer the HTTP body sends.
+//! (`EAGAIN` instead), so the async thread spends about what the copy costs and never
+//! blocks on I/O. Only what must come from the disk goes to the blocking pool. Either way
+//! the bytes land straight in the buffer the HTTP body sends. Server CPU for 2 GiB of pulls
+//! at concurrency 4 went from 60-62 to 37-38 ticks (docs/performance.md, round 5).
 //!
 //! Each download recycles its buffers: a chunk's memory goes back to the download's pool
 //! when the body drops the chunk, and the next read reuses it. Without that, every chunk
