@@ -14,6 +14,8 @@
 //! Every step is idempotent (a blob already in the store is not copied again, links and
 //! manifests are upserts), so re-running an import, or resuming one that stopped, is safe.
 //! Blob bytes are hashed while copied, so a corrupt source file is reported, not imported.
+//! Repositories are imported one after another, and a repository's blobs
+//! four at a time (`COPY_CONCURRENCY`).
 //!
 //! Sources: [`FsSource`] reads a root in a local folder; the `registry` binary adds one
 //! over an S3 prefix (distribution's `s3` driver). [`OwnStoreSource`] reads this
@@ -268,6 +270,10 @@ pub struct ImportReport {
 
 const V2: &str = "docker/registry/v2";
 
+/// Blobs of one repository copied at once, so that a source or a store across a network
+/// (S3) has several transfers in flight rather than one.
+const COPY_CONCURRENCY: usize = 4;
+
 fn blob_path(d: &Digest) -> String {
     let hex = d.hex();
     format!(
@@ -314,11 +320,36 @@ impl Registry {
         report: &mut ImportReport,
     ) -> Result<(), RegistryError> {
         let base = format!("{V2}/repositories/{repo}");
-        for digest in link_dir(source, &format!("{base}/_layers"), report).await? {
-            if let Some(size) = self.copy_blob(source, &digest, report).await? {
-                self.link(repo, &digest, size).await?;
-                report.links += 1;
+        let layers = link_dir(source, &format!("{base}/_layers"), report).await?;
+        // Copied several at a time, in order (so the report reads the same every run);
+        // every copy finishes before an error is returned, so none is left half-done.
+        let copies: Vec<_> = futures::stream::iter(layers)
+            .map(|digest| async move {
+                let mut own = ImportReport::default();
+                let copied = self.copy_blob(source, &digest, &mut own).await;
+                (digest, copied, own)
+            })
+            .buffered(COPY_CONCURRENCY)
+            .collect()
+            .await;
+        let mut failed = None;
+        for (digest, copied, own) in copies {
+            report.blobs_copied += own.blobs_copied;
+            report.bytes_copied += own.bytes_copied;
+            report.skipped.extend(own.skipped);
+            match copied {
+                Ok(Some(size)) => {
+                    self.link(repo, &digest, size).await?;
+                    report.links += 1;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         // Manifests, children before the indexes that reference them: retry the ones that
         // miss a child until a round makes no progress.

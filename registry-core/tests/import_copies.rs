@@ -1,0 +1,139 @@
+//! Import copies a repository's blobs several at a time, reports what it skips in the same
+//! order on every run, and links everything it copied.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use oci_spec_types::Digest;
+use registry_core::import::{FsSource, ImportSource};
+use storage_traits::{ByteStream, StorageError};
+
+use common::{TestRegistry, data};
+
+const V2: &str = "docker/registry/v2";
+
+/// Writes a blob's `data` file and the repository's `_layers` link to it.
+fn add_blob(root: &Path, repo: &str, content: &[u8], stored: &[u8]) -> Digest {
+    let digest = Digest::sha256_of(content);
+    let hex = digest.hex();
+    let dir = root.join(format!("{V2}/blobs/sha256/{}/{hex}", &hex[..2]));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("data"), stored).unwrap();
+    let link = root.join(format!("{V2}/repositories/{repo}/_layers/sha256/{hex}"));
+    std::fs::create_dir_all(&link).unwrap();
+    std::fs::write(link.join("link"), digest.to_string()).unwrap();
+    digest
+}
+
+/// An [`FsSource`] whose blob streams open slowly and count how many are open at once.
+#[derive(Debug)]
+struct Counting {
+    inner: FsSource,
+    open: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl ImportSource for Counting {
+    async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+        self.inner.list(dir).await
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
+        self.inner.read(path).await
+    }
+
+    async fn open(&self, path: &str) -> Result<Option<ByteStream>, StorageError> {
+        let now = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        let guard = Open(self.open.clone());
+        // Slow enough that copies started together are open at the same time.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(stream) = self.inner.open(path).await? else {
+            return Ok(None);
+        };
+        // Counted as open until the copy has read (and dropped) the stream.
+        Ok(Some(
+            stream
+                .map(move |chunk| {
+                    let _held = &guard;
+                    chunk
+                })
+                .boxed(),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_are_copied_several_at_a_time_and_reported_in_order() {
+    let reg = TestRegistry::new().await;
+    let source_dir = tempfile::tempdir().unwrap();
+    let root = source_dir.path();
+    let mut good = Vec::new();
+    let mut corrupt = Vec::new();
+    for i in 0..10u64 {
+        let content = data(i, 40_000 + i as usize);
+        if i % 4 == 3 {
+            // Bytes that do not match the digest: skipped, with the reason.
+            corrupt.push(add_blob(root, "app", &content, b"not the content"));
+        } else {
+            good.push((add_blob(root, "app", &content, &content), content));
+        }
+    }
+    let open = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let source = Counting {
+        inner: FsSource::new(root),
+        open: open.clone(),
+        most: most.clone(),
+    };
+
+    let report = reg.registry.import(&source).await.unwrap();
+
+    let most = most.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&most), "{most} blob streams open at once");
+    assert_eq!(open.load(Ordering::SeqCst), 0, "every stream dropped");
+    assert_eq!(report.blobs_copied, good.len());
+    assert_eq!(report.links, good.len());
+    let expected_bytes: usize = good.iter().map(|(_, c)| c.len()).sum();
+    assert_eq!(report.bytes_copied, expected_bytes as u64);
+    // In the order the links were listed (sorted by digest), every run.
+    let mut sorted = corrupt.clone();
+    sorted.sort_by_key(|d| d.to_string());
+    let reasons: Vec<String> = sorted
+        .iter()
+        .map(|d| format!("blob {d}: source bytes do not match the digest"))
+        .collect();
+    assert_eq!(report.skipped, reasons);
+    let again = reg.registry.import(&source).await.unwrap();
+    assert_eq!(again.skipped, reasons);
+    assert_eq!((again.blobs_copied, again.links), (0, good.len()));
+
+    // Every good blob is stored and linked; no corrupt one is.
+    for (digest, content) in &good {
+        let reply = reg.get(&format!("/v2/app/blobs/{digest}")).await;
+        assert_eq!(reply.status, 200, "{digest}");
+        assert_eq!(reply.body, content.as_slice());
+    }
+    for digest in &corrupt {
+        let reply = reg.get(&format!("/v2/app/blobs/{digest}")).await;
+        assert_eq!(reply.status, 404, "{digest}");
+    }
+}
