@@ -17,9 +17,23 @@ use http_body_util::BodyExt;
 use oci_spec_types::Digest;
 use registry_core::{Registry, RegistryConfig};
 use storage_traits::{
-    BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult, StorageError,
+    BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult, MetadataStore, StorageError,
 };
 use tower::ServiceExt;
+
+/// A registry on these stores with the default settings, and its ops router.
+fn registry_with(
+    blobs: impl BlobStore + 'static,
+    metadata: impl MetadataStore + 'static,
+) -> (Registry, axum::Router) {
+    let registry = Registry::new(
+        Arc::new(blobs),
+        Arc::new(metadata),
+        RegistryConfig::default(),
+    );
+    let ops = registry.ops_router();
+    (registry, ops)
+}
 
 async fn probe(router: &axum::Router, path: &str) -> (StatusCode, serde_json::Value) {
     let req = Request::get(path).body(Body::empty()).unwrap();
@@ -129,12 +143,7 @@ async fn unavailable_while_the_blob_store_fails() {
         down: down.clone(),
     };
     let metadata = metadata_sqlite::SqliteMetadataStore::open(dir.path().join("db")).unwrap();
-    let registry = Registry::new(
-        Arc::new(blobs),
-        Arc::new(metadata),
-        RegistryConfig::default(),
-    );
-    let ops = registry.ops_router();
+    let (registry, ops) = registry_with(blobs, metadata);
 
     assert_eq!(probe(&ops, "/readyz").await.0, StatusCode::OK);
     down.store(true, Ordering::SeqCst);
@@ -170,12 +179,7 @@ async fn unavailable_when_the_sqlite_folder_is_removed() {
     let db_dir = dir.path().join("db");
     std::fs::create_dir_all(&db_dir).unwrap();
     let metadata = metadata_sqlite::SqliteMetadataStore::open(db_dir.join("registry.db")).unwrap();
-    let registry = Registry::new(
-        Arc::new(blobs),
-        Arc::new(metadata),
-        RegistryConfig::default(),
-    );
-    let ops = registry.ops_router();
+    let (_registry, ops) = registry_with(blobs, metadata);
 
     std::fs::remove_dir_all(&db_dir).unwrap();
     assert_unready(&ops, "metadata", "blobs").await;
@@ -205,12 +209,7 @@ async fn unavailable_when_the_blob_folder_is_removed() {
     let root = dir.path().join("blobs");
     let blobs = storage_fs::FsBlobStore::open(&root).unwrap();
     let metadata = metadata_sqlite::SqliteMetadataStore::open_in_memory().unwrap();
-    let registry = Registry::new(
-        Arc::new(blobs),
-        Arc::new(metadata),
-        RegistryConfig::default(),
-    );
-    let ops = registry.ops_router();
+    let (_registry, ops) = registry_with(blobs, metadata);
     assert_eq!(probe(&ops, "/readyz").await.0, StatusCode::OK);
 
     std::fs::remove_dir_all(&root).unwrap();
