@@ -276,9 +276,9 @@ async fn concurrent_appends_across_compactions_keep_every_record() {
         c.resize(1000, b'x');
         Bytes::from(c)
     };
-    // Each writer puts PUTS records of its own (about 24 MiB in all, so the journal
-    // doubles and compacts a few times past the 4 MiB floor), and keeps replacing one
-    // more; every tenth of its records is deleted again.
+    // Each writer puts PUTS records of its own and replaces one more record as often
+    // (about 48 MB appended in all, so the journal doubles and compacts a few times past
+    // the 4 MiB floor); one in ten of its own records is deleted again.
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let store = Arc::clone(&store);

@@ -101,15 +101,17 @@ impl State {
         }
         drop(file);
         fs::rename(&new, &journal).map_err(io_error("rename", &new))?;
-        // Until the new journal is open for appending, `self.file` is the old one.
+        // The journal is the new file now: lookups read it up to `len`. Until it is open for
+        // appending, `self.file` is the old one, so appends wait for a reopen of the store
+        // if what follows fails.
+        self.len = written;
+        self.base = written;
         self.broken = true;
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new()
             .append(true)
             .open(&journal)
             .map_err(io_error("open", &journal))?;
-        self.len = written;
-        self.base = written;
         self.broken = false;
         Ok(())
     }

@@ -56,8 +56,9 @@
 //!    part that grows with the journal.
 //! 2. Under the lock: the entries appended since the compaction began are copied to the
 //!    end of `journal.new` as they are (each record's state is still its last entry), it is
-//!    fsynced again and renamed over the journal, whose directory is fsynced. Appends and
-//!    lookups wait only for this part.
+//!    fsynced again and renamed over the journal, whose directory is fsynced. Other appends
+//!    and lookups wait only for this part; the append that started the compaction waits
+//!    for both (and gets its error, though its own entry was written).
 //!
 //! A crash leaves the old journal or the complete new one (a leftover `journal.new` is
 //! removed on open). One compaction runs at a time. In [`compaction`].
@@ -91,6 +92,7 @@ mod index;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -211,11 +213,20 @@ impl FsRecovery {
             state.begin_compaction()
         };
         // The lock is free while the live records are copied: other appends and lookups go
-        // on. One blocking task for the whole compaction, so it finishes (and a later one
-        // can begin) even if this request is dropped.
+        // on (this one waits for the whole compaction). One blocking task for all of it, so
+        // it finishes, and a later one can begin, even if this request is dropped; a panic
+        // while drafting ends it like an error, rather than leaving `compacting` set.
         let shared = Arc::clone(&self.state);
         blocking(move || {
-            let draft = source.and_then(|source| source.draft(None, path_hash));
+            let draft = source.and_then(|source| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| source.draft(None, path_hash)))
+                    .unwrap_or_else(|_| {
+                        Err(StorageError::backend(
+                            BACKEND,
+                            "journal compaction panicked",
+                        ))
+                    })
+            });
             shared.blocking_lock().finish_compaction(draft)
         })
         .await
