@@ -28,6 +28,7 @@ use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -268,6 +269,28 @@ pub struct ImportReport {
     pub skipped: Vec<String>,
 }
 
+impl ImportReport {
+    /// Adds the counts and skips of a part done on its own (one blob's copy).
+    fn add(&mut self, part: ImportReport) {
+        let ImportReport {
+            repositories,
+            blobs_copied,
+            bytes_copied,
+            links,
+            manifests,
+            tags,
+            skipped,
+        } = part;
+        self.repositories += repositories;
+        self.blobs_copied += blobs_copied;
+        self.bytes_copied += bytes_copied;
+        self.links += links;
+        self.manifests += manifests;
+        self.tags += tags;
+        self.skipped.extend(skipped);
+    }
+}
+
 const V2: &str = "docker/registry/v2";
 
 /// Blobs of one repository copied at once, so that a source or a store across a network
@@ -321,34 +344,43 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let base = format!("{V2}/repositories/{repo}");
         let layers = link_dir(source, &format!("{base}/_layers"), report).await?;
-        // Copied several at a time, in order (so the report reads the same every run);
-        // every copy finishes before an error is returned, so none is left half-done.
+        // Several at a time, each linked as soon as it is copied, and reported in link
+        // order (the same on every run). After an error no further copy starts; those
+        // already running finish, so none is left half-done, and the first error is
+        // returned.
+        let failed = AtomicBool::new(false);
         let copies: Vec<_> = futures::stream::iter(layers)
-            .map(|digest| async move {
-                let mut own = ImportReport::default();
-                let copied = self.copy_blob(source, &digest, &mut own).await;
-                (digest, copied, own)
+            .map(|digest| {
+                let failed = &failed;
+                async move {
+                    let mut own = ImportReport::default();
+                    if failed.load(Ordering::Relaxed) {
+                        return (Ok(()), own);
+                    }
+                    let result = match self.copy_blob(source, &digest, &mut own).await {
+                        Ok(Some(size)) => self.link(repo, &digest, size).await.map(|()| {
+                            own.links += 1;
+                        }),
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    if result.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    (result, own)
+                }
             })
             .buffered(COPY_CONCURRENCY)
             .collect()
             .await;
-        let mut failed = None;
-        for (digest, copied, own) in copies {
-            report.blobs_copied += own.blobs_copied;
-            report.bytes_copied += own.bytes_copied;
-            report.skipped.extend(own.skipped);
-            match copied {
-                Ok(Some(size)) => {
-                    self.link(repo, &digest, size).await?;
-                    report.links += 1;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    failed.get_or_insert(e);
-                }
+        let mut first_error = None;
+        for (result, own) in copies {
+            report.add(own);
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
             }
         }
-        if let Some(e) = failed {
+        if let Some(e) = first_error {
             return Err(e);
         }
         // Manifests, children before the indexes that reference them: retry the ones that

@@ -40,6 +40,22 @@ struct Counting {
     inner: FsSource,
     open: Arc<AtomicUsize>,
     most: Arc<AtomicUsize>,
+    /// Every `open` call.
+    opened: Arc<AtomicUsize>,
+    /// Opening this path fails, as a source that went away would.
+    fail: Option<String>,
+}
+
+impl Counting {
+    fn new(root: &Path) -> Counting {
+        Counting {
+            inner: FsSource::new(root),
+            open: Arc::default(),
+            most: Arc::default(),
+            opened: Arc::default(),
+            fail: None,
+        }
+    }
 }
 
 struct Open(Arc<AtomicUsize>);
@@ -61,11 +77,21 @@ impl ImportSource for Counting {
     }
 
     async fn open(&self, path: &str) -> Result<Option<ByteStream>, StorageError> {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        if self.fail.as_deref() == Some(path) {
+            return Err(StorageError::backend("test", "source unreachable"));
+        }
         let now = self.open.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);
         let guard = Open(self.open.clone());
-        // Slow enough that copies started together are open at the same time.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Slow enough that copies started together are open at the same time, and slower
+        // for digests that sort first, so copies finish in another order than they start.
+        let nibble = path
+            .rsplit('/')
+            .nth(1)
+            .and_then(|hex| u64::from_str_radix(&hex[..1], 16).ok())
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(30 + 8 * (15 - nibble))).await;
         let Some(stream) = self.inner.open(path).await? else {
             return Ok(None);
         };
@@ -97,13 +123,8 @@ async fn blobs_are_copied_several_at_a_time_and_reported_in_order() {
             good.push((add_blob(root, "app", &content, &content), content));
         }
     }
-    let open = Arc::new(AtomicUsize::new(0));
-    let most = Arc::new(AtomicUsize::new(0));
-    let source = Counting {
-        inner: FsSource::new(root),
-        open: open.clone(),
-        most: most.clone(),
-    };
+    let source = Counting::new(root);
+    let (open, most) = (source.open.clone(), source.most.clone());
 
     let report = reg.registry.import(&source).await.unwrap();
 
@@ -136,4 +157,38 @@ async fn blobs_are_copied_several_at_a_time_and_reported_in_order() {
         let reply = reg.get(&format!("/v2/app/blobs/{digest}")).await;
         assert_eq!(reply.status, 404, "{digest}");
     }
+}
+
+/// A source that fails part way: the import returns that error, starts no copy after it
+/// (only those already running finish), and what it copied before is linked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_stops_the_copies_and_keeps_what_was_linked() {
+    let reg = TestRegistry::new().await;
+    let source_dir = tempfile::tempdir().unwrap();
+    let root = source_dir.path();
+    let mut digests: Vec<Digest> = (0..12u64)
+        .map(|i| {
+            let content = data(100 + i, 10_000);
+            add_blob(root, "app", &content, &content)
+        })
+        .collect();
+    digests.sort_by_key(|d| d.to_string());
+    let broken = &digests[1];
+    let mut source = Counting::new(root);
+    source.fail = Some(format!(
+        "{V2}/blobs/sha256/{}/{}/data",
+        &broken.hex()[..2],
+        broken.hex()
+    ));
+    let opened = source.opened.clone();
+
+    let err = reg.registry.import(&source).await.unwrap_err();
+    assert!(err.to_string().contains("source unreachable"), "{err}");
+    // The failing copy and at most the few started with it: not all twelve.
+    let opened = opened.load(Ordering::SeqCst);
+    assert!(opened <= 5, "{opened} blobs opened after the failure");
+    let first = reg.get(&format!("/v2/app/blobs/{}", digests[0])).await;
+    assert_eq!(first.status, 200, "the copy before the failure is linked");
+    let last = reg.get(&format!("/v2/app/blobs/{}", digests[11])).await;
+    assert_eq!(last.status, 404, "no copy started after the failure");
 }
