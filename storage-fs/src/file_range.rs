@@ -71,7 +71,7 @@ async fn next_chunk(mut state: State) -> Result<Option<(Bytes, State)>, StorageE
         return Ok(None);
     }
     let len = usize::try_from(state.end - state.at).map_or(CHUNK, |left| left.min(CHUNK));
-    let mut buf = state.pool.take();
+    let mut buf = state.pool.take(len);
     let cached = match state.nowait {
         true => read_cached(&state.file, &mut buf[..len], state.at),
         false => FromCache::Unsupported,
@@ -153,18 +153,23 @@ fn read_full(file: &File, mut buf: Vec<u8>, len: usize, at: u64) -> io::Result<(
     Ok((buf, n))
 }
 
-/// The buffers one download recycles. Each is [`CHUNK`] bytes long, zeroed once when
-/// allocated, so reads can fill any part of it.
+/// The buffers one download recycles, zeroed once when allocated, so reads can fill any
+/// part of them.
 #[derive(Default)]
 struct Pool(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl Pool {
-    fn take(&self) -> Vec<u8> {
+    /// A buffer of at least `len` bytes (at most [`CHUNK`]): a spare one, or a new one of
+    /// exactly `len`, so a small blob (a config, a manifest) costs its size, not a chunk.
+    /// Only the last read of a range asks for less than a chunk, so a short buffer is
+    /// never wanted again.
+    fn take(&self, len: usize) -> Vec<u8> {
         self.0
             .lock()
             .ok()
             .and_then(|mut spare| spare.pop())
-            .unwrap_or_else(|| vec![0; CHUNK])
+            .filter(|buf| buf.len() >= len)
+            .unwrap_or_else(|| vec![0; len])
     }
 }
 

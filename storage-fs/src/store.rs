@@ -292,10 +292,28 @@ fn read_dir_if_dir(dir: &Path) -> Result<Option<fs::ReadDir>, StorageError> {
 /// Opens `path` for reading and reads its length, in one trip to the blocking pool.
 async fn open_with_len(path: PathBuf) -> io::Result<(fs::File, u64)> {
     tokio::task::spawn_blocking(move || {
-        let file = fs::File::open(&path)?;
+        let file = open_for_reading(&path)?;
         let len = file.metadata()?.len();
         Ok((file, len))
     })
     .await
     .map_err(io::Error::other)?
+}
+
+/// Opens `path` read-only, on Linux with `O_NOATIME`: nothing reads a blob's access time,
+/// and without the flag the first read of a new blob updates it (`relatime`), a write of
+/// the inode that would start from the read on the async thread (see `file_range`). The
+/// flag is refused (`EPERM`) for a file this process does not own; that opens as usual.
+fn open_for_reading(path: &Path) -> io::Result<fs::File> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::NOATIME | OFlags::CLOEXEC;
+        match rustix::fs::open(path, flags, Mode::empty()) {
+            Ok(fd) => return Ok(fs::File::from(fd)),
+            Err(rustix::io::Errno::PERM) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    fs::File::open(path)
 }

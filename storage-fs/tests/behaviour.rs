@@ -273,3 +273,35 @@ async fn a_failed_or_dropped_body_leaves_the_session_to_the_retry() {
         .unwrap();
     assert_eq!(std::fs::read(store.blob_path(&digest)).unwrap(), data);
 }
+
+/// Reading a blob leaves its access time alone (it is opened with `O_NOATIME` on Linux), so
+/// a download never writes the inode. Without the flag, `relatime` would update an access
+/// time older than the modification time on the first read.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_download_does_not_touch_the_access_time() {
+    use std::time::{Duration, SystemTime};
+
+    let (store, _dir) = open();
+    let data = random_bytes(300_000);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store
+        .put_bytes(&id, &digest, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    let path = store.blob_path(&digest);
+    let long_ago = SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_accessed(long_ago))
+        .unwrap();
+    let before = std::fs::metadata(&path).unwrap().accessed().unwrap();
+    assert_eq!(before, long_ago);
+
+    assert_eq!(store.get_bytes(&digest).await.unwrap(), data);
+    let after = std::fs::metadata(&path).unwrap().accessed().unwrap();
+    assert_eq!(after, before);
+}
