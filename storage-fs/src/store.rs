@@ -195,6 +195,17 @@ impl BlobStore for FsBlobStore {
         upload::finish(id, staging, target, size, self.locks.lock(id).await).await
     }
 
+    async fn put_whole(
+        &self,
+        id: &str,
+        digest: &Digest,
+        data: bytes::Bytes,
+    ) -> Result<(), StorageError> {
+        let staging = self.layout.upload_path(id)?;
+        let target = self.layout.blob_path(digest);
+        upload::put_whole(staging, target, data, self.locks.lock(id).await).await
+    }
+
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         let path = self.layout.upload_path(id)?;
         upload::abort(path, self.locks.lock(id).await).await

@@ -345,27 +345,63 @@ pub(crate) async fn finish(
         }
         file.sync_data().map_err(io_error("fdatasync", &staging))?;
         drop(file);
-
-        let Some(dir) = target.parent() else {
-            return Err(io_error("rename", &target)(io::Error::other(
-                "blob path has no parent",
-            )));
-        };
-        // Usually only the fan-out directory is new; its algorithm directory too only if
-        // someone removed it, or for an algorithm added after `open`.
-        let created: Vec<&Path> = dir.ancestors().take(2).filter(|d| !d.exists()).collect();
-        fs::create_dir_all(dir).map_err(io_error("mkdir", dir))?;
-        fs::rename(&staging, &target).map_err(io_error("rename", &staging))?;
-        sync_dir(dir)?;
-        // A new directory's own entry must be durable too.
-        for new_dir in created {
-            if let Some(parent) = new_dir.parent() {
-                sync_dir(parent)?;
-            }
-        }
-        Ok(())
+        commit(&staging, &target)
     })
     .await
+}
+
+/// [`BlobStore::put_whole`](storage_traits::BlobStore::put_whole): the staging file
+/// created, written, synced and committed in one trip to the blocking pool, where a
+/// session takes three (start, write, finish), each opening the file again. The
+/// registry stores every manifest's copy this way.
+pub(crate) async fn put_whole(
+    staging: PathBuf,
+    target: PathBuf,
+    data: bytes::Bytes,
+    guard: SessionGuard,
+) -> Result<(), StorageError> {
+    blocking(move || {
+        let _guard = guard;
+        // The same bytes are there already (the name is their digest).
+        if fs::symlink_metadata(&target).is_ok() {
+            return Ok(());
+        }
+        let written = File::create(&staging)
+            .map_err(io_error("create", &staging))
+            .and_then(|mut file| {
+                file.write_all(&data).map_err(io_error("write", &staging))?;
+                file.sync_data().map_err(io_error("fdatasync", &staging))
+            })
+            .and_then(|()| commit(&staging, &target));
+        if written.is_err() {
+            let _ = fs::remove_file(&staging);
+        }
+        written
+    })
+    .await
+}
+
+/// Renames the synced `staging` file to `target`, creating its directories, and makes the
+/// new entries durable.
+fn commit(staging: &Path, target: &Path) -> Result<(), StorageError> {
+    let Some(dir) = target.parent() else {
+        return Err(io_error("rename", target)(io::Error::other(
+            "blob path has no parent",
+        )));
+    };
+    // Usually only the fan-out directory is new; its algorithm directory too only if
+    // someone removed it, or for an algorithm added after `open`.
+    let created: Vec<&Path> = dir.ancestors().take(2).filter(|d| !d.exists()).collect();
+    fs::create_dir_all(dir).map_err(io_error("mkdir", dir))?;
+    fs::rename(staging, target).map_err(io_error("rename", staging))?;
+    sync_dir(dir)?;
+    // A new directory's own entry must be durable too.
+    for new_dir in created {
+        if let Some(parent) = new_dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the staging file; a session that is already gone is fine.

@@ -138,6 +138,31 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
         false
     }
 
+    /// Stores `data`, a whole blob held in memory (a manifest's copy), under `digest`: as
+    /// complete and durable when this returns as after [`finish_upload`](Self::finish_upload),
+    /// and an existing blob of that digest is kept. The default goes through an upload
+    /// session named `upload_id` (aborted if a step fails); a store can do it in fewer
+    /// steps. The caller checks `digest` against `data`.
+    async fn put_whole(
+        &self,
+        upload_id: &str,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        self.start_upload(upload_id).await?;
+        let size = data.len() as u64;
+        let stream = futures::stream::once(async move { Ok(data) }).boxed();
+        let result = async {
+            self.write_upload(upload_id, 0, stream).await?;
+            self.finish_upload(upload_id, digest, size).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.abort_upload(upload_id).await;
+        }
+        result
+    }
+
     /// The presigned-URL ability, if this store has it.
     fn signer(&self) -> Option<&dyn BlobSigner> {
         None
@@ -164,25 +189,14 @@ pub trait BlobSigner: Send + Sync {
 /// Conveniences built on [`BlobStore`]; backends never implement these.
 #[async_trait]
 pub trait BlobStoreExt: BlobStore {
-    /// Stores `data` under `digest` through a one-shot upload session.
+    /// Stores `data` under `digest`: [`BlobStore::put_whole`].
     async fn put_bytes(
         &self,
         upload_id: &str,
         digest: &Digest,
         data: Bytes,
     ) -> Result<(), StorageError> {
-        self.start_upload(upload_id).await?;
-        let size = data.len() as u64;
-        let stream = futures::stream::once(async move { Ok(data) }).boxed();
-        let result = async {
-            self.write_upload(upload_id, 0, stream).await?;
-            self.finish_upload(upload_id, digest, size).await
-        }
-        .await;
-        if result.is_err() {
-            let _ = self.abort_upload(upload_id).await;
-        }
-        result
+        self.put_whole(upload_id, digest, data).await
     }
 
     /// Reads a whole blob into memory. Only for small blobs (manifests, tests).

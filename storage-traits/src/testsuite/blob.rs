@@ -712,10 +712,21 @@ pub async fn finish_onto_existing_keeps_blob(store: &dyn BlobStore) {
         .abort_upload(&id)
         .await
         .expect("abort_upload after finish");
-    // And put_bytes of an existing blob succeeds too.
-    let again = put(store, &data).await;
-    assert_eq!(again, digest);
+    // And put_bytes of an existing blob succeeds too, keeping the stored bytes and
+    // leaving no session behind.
+    let id = upload_id();
+    store
+        .put_whole(&id, &digest, Bytes::from(data.clone()))
+        .await
+        .expect("put_whole of an existing blob");
     assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), data);
+    assert!(
+        matches!(
+            store.read_upload(&id).await.map(drop),
+            Err(StorageError::UploadNotFound(_))
+        ),
+        "put_whole left its session"
+    );
     cleanup(store, &[&digest]).await;
 }
 
@@ -801,6 +812,10 @@ pub async fn invalid_upload_ids_refused(store: &dyn BlobStore) {
         check("read_upload", store.read_upload(id).await.map(drop));
         check("finish_upload", store.finish_upload(id, &digest, 0).await);
         check("abort_upload", store.abort_upload(id).await);
+        check(
+            "put_whole",
+            store.put_whole(id, &digest, Bytes::from_static(b"x")).await,
+        );
     }
     // The longest valid id is accepted.
     let id = "a".repeat(128);
