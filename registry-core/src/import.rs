@@ -357,13 +357,10 @@ impl Registry {
                     if failed.load(Ordering::Relaxed) {
                         return (Ok(()), own);
                     }
-                    let result = match self.copy_blob(source, &digest, &mut own).await {
-                        Ok(Some(size)) => self.link(repo, &digest, size).await.map(|()| {
-                            own.links += 1;
-                        }),
-                        Ok(None) => Ok(()),
-                        Err(e) => Err(e),
-                    };
+                    let result = self
+                        .copy_and_link(source, repo, &digest, &mut own)
+                        .await
+                        .map(drop);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -479,11 +476,8 @@ impl Registry {
         // Distribution does not always keep a `_layers` link for every blob a manifest
         // uses (configs pushed by old clients, say): link what the source has.
         for blob in parsed.required_blobs() {
-            if self.inner.metadata.blob_link(repo, &blob).await?.is_none()
-                && let Some(size) = self.copy_blob(source, &blob, report).await?
-            {
-                self.link(repo, &blob, size).await?;
-                report.links += 1;
+            if self.inner.metadata.blob_link(repo, &blob).await?.is_none() {
+                self.copy_and_link(source, repo, &blob, report).await?;
             }
         }
         let manifest = NewManifest::new(
@@ -538,16 +532,23 @@ impl Registry {
         Ok(())
     }
 
-    /// Copies a blob from the source unless the store has it; its size, or `None` (and a
-    /// note in the report) if the source lacks it or its bytes do not match the digest.
-    async fn copy_blob(
+    /// Links the blob into `repo`, copying it from the source unless the store has it;
+    /// false (and a note in the report) if the source lacks it or its bytes do not match
+    /// the digest. As a push does, the link is committed before the copied bytes are
+    /// published, so the collector's re-check sees it and cannot delete them in between; a
+    /// link whose publish then fails points at nothing, answers 404 like an unknown blob,
+    /// and its own review removes it.
+    async fn copy_and_link(
         &self,
         source: &dyn ImportSource,
+        repo: &RepositoryName,
         digest: &Digest,
         report: &mut ImportReport,
-    ) -> Result<Option<u64>, RegistryError> {
+    ) -> Result<bool, RegistryError> {
         if let Some(info) = self.inner.blobs.stat(digest).await? {
-            return Ok(Some(info.size));
+            self.link(repo, digest, info.size).await?;
+            report.links += 1;
+            return Ok(true);
         }
         // A missing blob is the source's gap (reported); failing to read one that is
         // there is an error, or a flaky source would silently lose content.
@@ -555,7 +556,7 @@ impl Registry {
             report
                 .skipped
                 .push(format!("blob {digest}: not in the source"));
-            return Ok(None);
+            return Ok(false);
         };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let blobs = &self.inner.blobs;
@@ -577,26 +578,28 @@ impl Registry {
             if computed != *digest {
                 return Ok(None);
             }
+            self.link(repo, digest, size).await?;
             blobs.finish_upload(&id, digest, size).await?;
-            Ok::<_, StorageError>(Some(size))
+            Ok::<_, RegistryError>(Some(size))
         }
         .await;
         match result {
             Ok(Some(size)) => {
                 report.blobs_copied += 1;
                 report.bytes_copied += size;
-                Ok(Some(size))
+                report.links += 1;
+                Ok(true)
             }
             Ok(None) => {
                 let _ = blobs.abort_upload(&id).await;
                 report.skipped.push(format!(
                     "blob {digest}: source bytes do not match the digest"
                 ));
-                Ok(None)
+                Ok(false)
             }
             Err(e) => {
                 let _ = blobs.abort_upload(&id).await;
-                Err(e.into())
+                Err(e)
             }
         }
     }

@@ -192,3 +192,97 @@ async fn a_failing_source_stops_the_copies_and_keeps_what_was_linked() {
     let last = reg.get(&format!("/v2/app/blobs/{}", digests[11])).await;
     assert_eq!(last.status, 404, "no copy started after the failure");
 }
+
+/// A blob store that checks, whenever a blob is published, that the metadata already
+/// links it into `app`: an import links before it publishes, as a push does, so the
+/// collector can never delete bytes that are about to be linked.
+#[derive(Debug)]
+struct LinkFirst {
+    inner: storage_fs::FsBlobStore,
+    metadata: Arc<metadata_sqlite::SqliteMetadataStore>,
+    published: AtomicUsize,
+    unlinked: AtomicUsize,
+}
+
+#[async_trait]
+impl storage_traits::BlobStore for LinkFirst {
+    async fn stat(&self, d: &Digest) -> Result<Option<storage_traits::BlobInfo>, StorageError> {
+        self.inner.stat(d).await
+    }
+    async fn get(
+        &self,
+        d: &Digest,
+        r: Option<storage_traits::GetRange>,
+    ) -> Result<storage_traits::GetResult, StorageError> {
+        self.inner.get(d, r).await
+    }
+    async fn delete(&self, d: &Digest) -> Result<(), StorageError> {
+        self.inner.delete(d).await
+    }
+    fn list(&self) -> futures::stream::BoxStream<'static, Result<Digest, StorageError>> {
+        self.inner.list()
+    }
+    async fn start_upload(&self, id: &str) -> Result<(), StorageError> {
+        self.inner.start_upload(id).await
+    }
+    async fn write_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        data: ByteStream,
+    ) -> Result<u64, StorageError> {
+        self.inner.write_upload(id, offset, data).await
+    }
+    async fn read_upload(&self, id: &str) -> Result<ByteStream, StorageError> {
+        self.inner.read_upload(id).await
+    }
+    async fn finish_upload(&self, id: &str, d: &Digest, n: u64) -> Result<(), StorageError> {
+        use storage_traits::MetadataStore;
+        let repo = "app".parse().unwrap();
+        let linked = self.metadata.blob_link(&repo, d).await.unwrap().is_some();
+        self.published.fetch_add(1, Ordering::SeqCst);
+        if !linked {
+            self.unlinked.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.finish_upload(id, d, n).await
+    }
+    async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
+        self.inner.abort_upload(id).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imported_blob_is_linked_before_its_bytes_are_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata =
+        Arc::new(metadata_sqlite::SqliteMetadataStore::open(dir.path().join("db")).unwrap());
+    let blobs = Arc::new(LinkFirst {
+        inner: storage_fs::FsBlobStore::open(dir.path().join("blobs")).unwrap(),
+        metadata: metadata.clone(),
+        published: AtomicUsize::new(0),
+        unlinked: AtomicUsize::new(0),
+    });
+    let registry = registry_core::Registry::new(
+        blobs.clone(),
+        metadata,
+        registry_core::RegistryConfig::default(),
+    );
+    let source_dir = tempfile::tempdir().unwrap();
+    for i in 0..6u64 {
+        let content = data(200 + i, 5_000);
+        add_blob(source_dir.path(), "app", &content, &content);
+    }
+
+    let report = registry
+        .import(&FsSource::new(source_dir.path()))
+        .await
+        .unwrap();
+
+    assert_eq!((report.blobs_copied, report.links), (6, 6));
+    assert_eq!(blobs.published.load(Ordering::SeqCst), 6);
+    assert_eq!(
+        blobs.unlinked.load(Ordering::SeqCst),
+        0,
+        "published before linked"
+    );
+}
