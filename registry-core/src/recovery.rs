@@ -48,7 +48,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
 use storage_traits::recovery::{self, RecoveryLog};
-use storage_traits::{BlobStore, BlobStoreExt, MetadataStore};
+use storage_traits::{BlobStore, MetadataStore};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::Registry;
@@ -427,7 +427,7 @@ mod tests {
     use super::*;
     use metadata_sqlite::SqliteMetadataStore;
     use storage_fs::FsBlobStore;
-    use storage_traits::NewManifest;
+    use storage_traits::{BlobStoreExt, NewManifest};
 
     const MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 

@@ -118,14 +118,14 @@ impl BlobStore for Flaky {
         self.check()?;
         self.inner.finish_upload(id, d, n).await
     }
-    async fn put_whole(
+    async fn put_bytes(
         &self,
         id: &str,
         d: &Digest,
         data: bytes::Bytes,
     ) -> Result<(), StorageError> {
         self.check()?;
-        self.inner.put_whole(id, d, data).await
+        self.inner.put_bytes(id, d, data).await
     }
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         self.check()?;

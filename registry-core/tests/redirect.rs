@@ -68,13 +68,13 @@ impl BlobStore for Signing {
     async fn finish_upload(&self, id: &str, d: &Digest, n: u64) -> Result<(), StorageError> {
         self.0.finish_upload(id, d, n).await
     }
-    async fn put_whole(
+    async fn put_bytes(
         &self,
         id: &str,
         d: &Digest,
         data: bytes::Bytes,
     ) -> Result<(), StorageError> {
-        self.0.put_whole(id, d, data).await
+        self.0.put_bytes(id, d, data).await
     }
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         self.0.abort_upload(id).await

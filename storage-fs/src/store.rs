@@ -195,7 +195,7 @@ impl BlobStore for FsBlobStore {
         upload::finish(id, staging, target, size, self.locks.lock(id).await).await
     }
 
-    async fn put_whole(
+    async fn put_bytes(
         &self,
         id: &str,
         digest: &Digest,
@@ -203,7 +203,7 @@ impl BlobStore for FsBlobStore {
     ) -> Result<(), StorageError> {
         let staging = self.layout.upload_path(id)?;
         let target = self.layout.blob_path(digest);
-        upload::put_whole(staging, target, data, self.locks.lock(id).await).await
+        upload::put_bytes(staging, target, data, self.locks.lock(id).await).await
     }
 
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {

@@ -350,14 +350,14 @@ pub(crate) async fn finish(
     .await
 }
 
-/// [`BlobStore::put_whole`](storage_traits::BlobStore::put_whole): the staging file
+/// [`BlobStore::put_bytes`](storage_traits::BlobStore::put_bytes): the staging file
 /// created, written, synced and committed in one trip to the blocking pool, where a
 /// session takes three (start, write, finish), each opening the file again. The
 /// registry stores every manifest's copy this way.
-pub(crate) async fn put_whole(
+pub(crate) async fn put_bytes(
     staging: PathBuf,
     target: PathBuf,
-    data: bytes::Bytes,
+    data: Bytes,
     guard: SessionGuard,
 ) -> Result<(), StorageError> {
     blocking(move || {

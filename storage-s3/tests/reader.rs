@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use oci_spec_types::Digest;
 use storage_s3::{S3BlobStore, S3BucketReader};
-use storage_traits::BlobStoreExt;
+use storage_traits::BlobStore;
 use storage_traits::testsuite::blob::random_bytes;
 
 #[tokio::test]

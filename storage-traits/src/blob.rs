@@ -143,7 +143,7 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
     /// and an existing blob of that digest is kept. The default goes through an upload
     /// session named `upload_id` (aborted if a step fails); a store can do it in fewer
     /// steps. The caller checks `digest` against `data`.
-    async fn put_whole(
+    async fn put_bytes(
         &self,
         upload_id: &str,
         digest: &Digest,
@@ -189,16 +189,6 @@ pub trait BlobSigner: Send + Sync {
 /// Conveniences built on [`BlobStore`]; backends never implement these.
 #[async_trait]
 pub trait BlobStoreExt: BlobStore {
-    /// Stores `data` under `digest`: [`BlobStore::put_whole`].
-    async fn put_bytes(
-        &self,
-        upload_id: &str,
-        digest: &Digest,
-        data: Bytes,
-    ) -> Result<(), StorageError> {
-        self.put_whole(upload_id, digest, data).await
-    }
-
     /// Reads a whole blob into memory. Only for small blobs (manifests, tests).
     async fn get_bytes(&self, digest: &Digest) -> Result<Bytes, StorageError> {
         let mut res = self.get(digest, None).await?;

@@ -716,16 +716,16 @@ pub async fn finish_onto_existing_keeps_blob(store: &dyn BlobStore) {
     // leaving no session behind.
     let id = upload_id();
     store
-        .put_whole(&id, &digest, Bytes::from(data.clone()))
+        .put_bytes(&id, &digest, Bytes::from(data.clone()))
         .await
-        .expect("put_whole of an existing blob");
+        .expect("put_bytes of an existing blob");
     assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), data);
     assert!(
         matches!(
             store.read_upload(&id).await.map(drop),
             Err(StorageError::UploadNotFound(_))
         ),
-        "put_whole left its session"
+        "put_bytes left its session"
     );
     cleanup(store, &[&digest]).await;
 }
@@ -813,8 +813,8 @@ pub async fn invalid_upload_ids_refused(store: &dyn BlobStore) {
         check("finish_upload", store.finish_upload(id, &digest, 0).await);
         check("abort_upload", store.abort_upload(id).await);
         check(
-            "put_whole",
-            store.put_whole(id, &digest, Bytes::from_static(b"x")).await,
+            "put_bytes",
+            store.put_bytes(id, &digest, Bytes::from_static(b"x")).await,
         );
     }
     // The longest valid id is accepted.
