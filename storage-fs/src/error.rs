@@ -32,7 +32,13 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StorageError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StorageError::backend(BACKEND, e))?
+    joined(tokio::task::spawn_blocking(f)).await
+}
+
+/// The result of blocking work started earlier (see [`blocking`]); a panic in it is a
+/// backend error.
+pub(crate) async fn joined<T>(
+    task: tokio::task::JoinHandle<Result<T, StorageError>>,
+) -> Result<T, StorageError> {
+    task.await.map_err(|e| StorageError::backend(BACKEND, e))?
 }

@@ -29,12 +29,12 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use storage_traits::{ByteStream, StorageError};
 
-use crate::error::{BACKEND, io_error};
+use crate::error::{blocking, io_error};
 
 /// Size of each read: large enough that a 64 MiB layer is 256 reads, small enough that
 /// many concurrent downloads stay cheap (a download holds at most about three chunks: the
 /// one the body is sending and up to [`KEEP`] spare).
-pub(crate) const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 /// Spare buffers a download keeps for its next reads.
 const KEEP: usize = 2;
@@ -83,10 +83,8 @@ async fn next_chunk(mut state: State) -> Result<Option<(Bytes, State)>, StorageE
             state.nowait &= !matches!(cached, FromCache::Unsupported);
             let file = state.file.clone();
             let at = state.at;
-            tokio::task::spawn_blocking(move || read_full(&file, buf, len, at))
-                .await
-                .map_err(|e| StorageError::backend(BACKEND, e))?
-                .map_err(io_error("read", &state.path))?
+            let failed = io_error("read", &state.path);
+            blocking(move || read_full(&file, buf, len, at).map_err(failed)).await?
         }
     };
     if n == 0 {

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use storage_traits::{ByteStream, StorageError};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::error::{BACKEND, blocking, io_error};
+use crate::error::{BACKEND, blocking, io_error, joined};
 
 /// Bytes gathered from the input stream before one `write` call. Small chunks are
 /// gathered, since writing each would cost a system call and a thread hop apiece; chunks of
@@ -218,7 +218,7 @@ impl Pipeline {
         let (w, guard, done) = match std::mem::replace(self, Pipeline::Gone) {
             Pipeline::Idle(w, guard) => (w, guard, None),
             Pipeline::Writing(write) => {
-                let (w, guard, done) = join(write).await?;
+                let (w, guard, done) = joined(write).await?;
                 (w, guard, Some(done))
             }
             Pipeline::Gone => return Err(gone()),
@@ -236,14 +236,10 @@ impl Pipeline {
     async fn finish(self) -> Result<(Writer, SessionGuard), StorageError> {
         match self {
             Pipeline::Idle(w, guard) => Ok((w, guard)),
-            Pipeline::Writing(write) => join(write).await.map(|(w, guard, _)| (w, guard)),
+            Pipeline::Writing(write) => joined(write).await.map(|(w, guard, _)| (w, guard)),
             Pipeline::Gone => Err(gone()),
         }
     }
-}
-
-async fn join(write: tokio::task::JoinHandle<Written>) -> Written {
-    write.await.map_err(|e| StorageError::backend(BACKEND, e))?
 }
 
 /// A submit whose write failed leaves no file to write to; the session's upload fails with
@@ -268,7 +264,7 @@ struct EarlySync {
     file: Arc<File>,
     path: PathBuf,
     unsynced: usize,
-    running: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    running: Option<tokio::task::JoinHandle<Result<(), StorageError>>>,
 }
 
 impl EarlySync {
@@ -291,7 +287,10 @@ impl EarlySync {
         }
         self.wait().await?;
         let file = Arc::clone(&self.file);
-        self.running = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        let failed = io_error("fdatasync", &self.path);
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            file.sync_data().map_err(failed)
+        }));
         self.unsynced = 0;
         Ok(())
     }
@@ -300,10 +299,7 @@ impl EarlySync {
     async fn wait(&mut self) -> Result<(), StorageError> {
         match self.running.take() {
             None => Ok(()),
-            Some(sync) => sync
-                .await
-                .map_err(|e| StorageError::backend(BACKEND, e))?
-                .map_err(io_error("fdatasync", &self.path)),
+            Some(sync) => joined(sync).await,
         }
     }
 }
