@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use oci_spec_types::Digest;
 use storage_fs::FsBlobStore;
-use storage_traits::testsuite::blob::{chunked, random_bytes, upload_id};
+use storage_traits::testsuite::blob::{chunked, put, random_bytes, upload_id};
 use storage_traits::{BlobStore, BlobStoreExt};
 use tempfile::TempDir;
 
@@ -284,12 +284,7 @@ async fn a_download_does_not_touch_the_access_time() {
 
     let (store, _dir) = open();
     let data = random_bytes(300_000);
-    let digest = Digest::sha256_of(&data);
-    let id = upload_id();
-    store
-        .put_bytes(&id, &digest, Bytes::from(data.clone()))
-        .await
-        .unwrap();
+    let digest = put(&store, &data).await;
     let path = store.blob_path(&digest);
     let long_ago = SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
     std::fs::File::options()

@@ -185,6 +185,14 @@ mod tests {
     use crate::recovery::index::BLOCK;
     use crate::recovery::{COMPACT_MIN, FsRecovery, JOURNAL, replay};
 
+    /// `(path, content)` pairs as `records_under` returns them.
+    fn records(pairs: &[(&str, &'static [u8])]) -> Vec<(String, Bytes)> {
+        pairs
+            .iter()
+            .map(|(path, content)| (path.to_string(), Bytes::from_static(content)))
+            .collect()
+    }
+
     /// Compaction keeps each live record's last put, in journal order, and nothing else,
     /// whether the paths' hashes differ, all collide, or some do (by length: `a/kept` and
     /// `a/back`).
@@ -247,12 +255,12 @@ mod tests {
         put("a/after", b"5").await;
         assert_eq!(
             log.records_under("a").await.expect("records_under"),
-            [
-                ("a/after".to_string(), Bytes::from_static(b"5")),
-                ("a/back".to_string(), Bytes::from_static(b"4")),
-                ("a/kept".to_string(), Bytes::from_static(b"1")),
-                ("a/replaced".to_string(), Bytes::from_static(b"new")),
-            ]
+            records(&[
+                ("a/after", b"5"),
+                ("a/back", b"4"),
+                ("a/kept", b"1"),
+                ("a/replaced", b"new")
+            ])
         );
         assert_eq!(log.get_record("a/deleted").await.expect("get"), None);
     }
@@ -312,12 +320,12 @@ mod tests {
         put("a/after", b"4").await;
         assert_eq!(
             log.records_under("a").await.expect("records_under"),
-            [
-                ("a/after".to_string(), Bytes::from_static(b"4")),
-                ("a/kept".to_string(), Bytes::from_static(b"1")),
-                ("a/later".to_string(), Bytes::from_static(b"3")),
-                ("a/replaced".to_string(), Bytes::from_static(b"newest")),
-            ]
+            records(&[
+                ("a/after", b"4"),
+                ("a/kept", b"1"),
+                ("a/later", b"3"),
+                ("a/replaced", b"newest")
+            ])
         );
     }
 

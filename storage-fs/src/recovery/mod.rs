@@ -66,8 +66,9 @@
 //! Measured (release build, the 2-core machine): one task appending 300,000 records of
 //! 1 KB as fast as it can (compactions up to 256 MiB), another appending one record every
 //! 200 µs: that one's slowest append took 51-53 ms, against 500-523 ms when the whole
-//! compaction held the lock (two runs each). Most of what remains is the tail: the first
-//! task appended tens of MB while the records were copied.
+//! compaction held the lock (two runs each). What remains is part 2; not measured
+//! separately, the likely bulk of it is copying the tail, since the first task appended
+//! at full speed while the records were copied.
 //!
 //! The first pass keeps a 64-bit hash of each path (the first 8 bytes of its SHA-256) and
 //! the offset of its last entry, sorted by hash ([`Index`]). When a hash comes again, the
