@@ -19,6 +19,10 @@ pub enum RegistryError {
         message: String,
         detail: Option<serde_json::Value>,
     },
+    /// A request reached a layer without the [`ApiRequest`](crate::request::ApiRequest)
+    /// the edge decodes: the layers were assembled wrongly. A 500, never a second decode.
+    #[error("request was not decoded by the registry's edge layer")]
+    NotDecoded,
     /// No API endpoint at this path.
     #[error("no such endpoint")]
     NotFound,
@@ -43,8 +47,17 @@ pub enum RegistryError {
     #[error("unauthorized: {message}")]
     Unauthorized { challenge: String, message: String },
     /// An authenticator or authorizer backend failed: a 500 with the cause logged.
-    #[error(transparent)]
-    Auth(#[from] crate::auth::AuthError),
+    /// (`From<AuthError>` is in [`crate::auth`], which depends on this module, not the
+    /// other way round.)
+    #[error("authentication backend failed: {0}")]
+    AuthBackend(String),
+    /// A request body in a coding the server does not undo (`Transfer-Encoding: gzip`,
+    /// `Content-Encoding: gzip`): storing it would store the coded bytes.
+    #[error("unsupported coding: {0}")]
+    UnsupportedCoding(String),
+    /// Too many open upload sessions: `429` until some finish or expire.
+    #[error("too many open upload sessions (limit {limit})")]
+    TooManyUploads { limit: u64 },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -176,7 +189,7 @@ impl IntoResponse for RegistryError {
                     None,
                 );
                 let h = res.headers_mut();
-                if let Ok(v) = HeaderValue::from_str(&crate::handlers::range_header(offset)) {
+                if let Ok(v) = HeaderValue::from_str(&crate::upload_state::range_header(offset)) {
                     h.insert(header::RANGE, v);
                 }
                 if let Ok(v) = HeaderValue::from_str(&location) {
@@ -196,7 +209,26 @@ impl IntoResponse for RegistryError {
                 }
                 res
             }
-            RegistryError::Auth(e) => internal(&e),
+            e @ (RegistryError::AuthBackend(_) | RegistryError::NotDecoded) => internal(&e),
+            RegistryError::UnsupportedCoding(message) => error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::Unsupported,
+                message,
+                None,
+            ),
+            RegistryError::TooManyUploads { limit } => {
+                let mut res = error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyRequests,
+                    format!(
+                        "too many open upload sessions (limit {limit}); finish or cancel some, or retry later"
+                    ),
+                    None,
+                );
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+                res
+            }
             RegistryError::Storage(e) => match e {
                 StorageError::NotFound(d) => error_response(
                     StatusCode::NOT_FOUND,

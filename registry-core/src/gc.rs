@@ -18,8 +18,8 @@ use oci_spec_types::{Digest, RepositoryName};
 use storage_traits::{GcMetadata, GcOutcome, GcPolicy};
 
 use crate::Registry;
+use crate::clock::now_ms;
 use crate::error::RegistryError;
-use crate::handlers::now_ms;
 
 /// Settings of the collector.
 #[derive(Debug, Clone)]

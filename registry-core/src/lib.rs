@@ -27,6 +27,7 @@
 //! with `artifactType` filtering. Errors are the spec's codes ([`error`]).
 
 pub mod auth;
+mod clock;
 pub mod error;
 pub mod gc;
 mod handlers;
@@ -35,6 +36,7 @@ pub mod import;
 pub mod ops;
 pub mod policy;
 mod recovery;
+pub mod request;
 pub mod route;
 mod sessions;
 pub mod upload_state;
@@ -55,6 +57,10 @@ pub use policy::Policy;
 pub struct RegistryConfig {
     /// Upload sessions idle for longer than this are aborted and their bytes reclaimed.
     pub upload_expiry: Duration,
+    /// Most upload sessions open at once (`None`: no limit). Past it, starting one is
+    /// `429 TOOMANYREQUESTS`, so abandoned sessions cannot pile up faster than they
+    /// expire.
+    pub max_open_uploads: Option<u64>,
     /// Largest manifest accepted, in bytes (at most 4 MiB, the spec's recommendation).
     pub max_manifest_size: usize,
     /// Answer blob `GET`s with a redirect to a presigned URL, when the blob store can
@@ -92,6 +98,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             upload_expiry: Duration::from_secs(24 * 3600),
+            max_open_uploads: None,
             max_manifest_size: oci_spec_types::manifest::MAX_MANIFEST_SIZE,
             redirect: None,
             authenticator: Arc::new(auth::Anonymous),
@@ -104,6 +111,11 @@ impl Default for RegistryConfig {
 impl RegistryConfig {
     pub fn with_upload_expiry(mut self, expiry: Duration) -> Self {
         self.upload_expiry = expiry;
+        self
+    }
+
+    pub fn with_max_open_uploads(mut self, limit: Option<u64>) -> Self {
+        self.max_open_uploads = limit;
         self
     }
 
@@ -179,7 +191,8 @@ impl Registry {
                 self.inner.clone(),
                 auth::layer::middleware,
             ))
-            .layer(axum::middleware::from_fn(ops::middleware::track))
+            // Outermost: each request decoded once, into the value every layer reads.
+            .layer(axum::middleware::from_fn(ops::middleware::edge))
             .with_state(self.inner.clone())
     }
 
@@ -188,7 +201,7 @@ impl Registry {
     pub async fn reap_expired_uploads(&self) -> Result<usize, RegistryError> {
         let expiry_ms =
             i64::try_from(self.inner.config.upload_expiry.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = handlers::now_ms().saturating_sub(expiry_ms);
+        let cutoff = clock::now_ms().saturating_sub(expiry_ms);
         let stale = self.inner.metadata.stale_uploads(cutoff).await?;
         let mut removed = 0;
         for session in stale {

@@ -14,12 +14,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::Stream;
-use http::{HeaderMap, Method, header};
 use oci_spec_types::{ErrorCode, RepositoryName};
 use serde::Deserialize;
 
 use crate::auth::NamePattern;
 use crate::error::RegistryError;
+use crate::request::ApiRequest;
 use crate::route::Route;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -76,13 +76,9 @@ impl Policy {
     }
 
     /// What can be decided from the request line and headers alone.
-    pub(crate) fn check_request(
-        &self,
-        route: &Route,
-        method: &Method,
-        headers: &HeaderMap,
-    ) -> Result<(), RegistryError> {
-        let write = !(method == Method::GET || method == Method::HEAD);
+    pub(crate) fn check_request(&self, request: &ApiRequest) -> Result<(), RegistryError> {
+        let write = !request.is_read();
+        let route = &request.route;
         let on_repository = !matches!(route, Route::Base | Route::Catalog | Route::Extension(_));
         if self.read_only && write && on_repository {
             return Err(RegistryError::oci(
@@ -94,17 +90,13 @@ impl Policy {
             && matches!(route, Route::UploadStart(_) | Route::Upload(..))
             && write
         {
-            let declared = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            let declared = request.body.content_length;
             // A chunk's Content-Range end says how large the blob is at least.
-            let range_end = headers
-                .get(header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().rsplit_once('-'))
-                .and_then(|(_, end)| end.trim().parse::<u64>().ok())
-                .map(|end| end.saturating_add(1));
+            let range_end = request
+                .body
+                .content_range
+                .flatten()
+                .map(|r| r.end.saturating_add(1));
             if declared.max(range_end).is_some_and(|n| n > limit) {
                 return Err(blob_too_large(limit));
             }
@@ -213,15 +205,28 @@ mod tests {
         assert!(out[1].is_err() && tripped.get());
     }
 
+    fn request(method: &str, uri: &str) -> ApiRequest {
+        let (parts, ()) = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-length", "10")
+            .body(())
+            .unwrap()
+            .into_parts();
+        ApiRequest::decode(&parts).unwrap().unwrap()
+    }
+
     #[test]
     fn read_only_refuses_writes_only() {
         let p = Policy::new().with_read_only(true);
-        let repo: RepositoryName = "a".parse().unwrap();
-        let tags = Route::Tags(repo.clone());
-        let h = HeaderMap::new();
-        assert!(p.check_request(&tags, &Method::GET, &h).is_ok());
+        assert!(p.check_request(&request("GET", "/v2/a/tags/list")).is_ok());
         assert!(
-            p.check_request(&Route::UploadStart(repo), &Method::POST, &h)
+            p.check_request(&request("POST", "/v2/a/blobs/uploads/"))
+                .is_err()
+        );
+        let p = Policy::new().with_max_blob_size(Some(9));
+        assert!(
+            p.check_request(&request("POST", "/v2/a/blobs/uploads/"))
                 .is_err()
         );
     }

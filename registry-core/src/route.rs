@@ -3,11 +3,10 @@
 //! Repository names contain `/`, so the endpoint is recognised by its suffix, matched from
 //! the right (`…/manifests/<ref>`, `…/blobs/uploads/<id>`, `…/tags/list`), and whatever is
 //! left is the name, validated with the spec's grammar. Nothing is percent-decoded: an
-//! encoded slash or dot is simply not part of a valid name.
+//! encoded slash or dot is simply not part of a valid name, so a path has one spelling.
 
-use oci_spec_types::{Digest, NameError, Reference, RepositoryName};
-
-use crate::error::RegistryError;
+use oci_spec_types::{Digest, DigestError, NameError, Reference, ReferenceError, RepositoryName};
+use storage_traits::blob::valid_upload_id;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -20,25 +19,44 @@ pub enum Route {
     Blob(RepositoryName, Digest),
     /// `/v2/<name>/blobs/uploads/`
     UploadStart(RepositoryName),
-    /// `/v2/<name>/blobs/uploads/<id>`
+    /// `/v2/<name>/blobs/uploads/<id>`; the id is checked here, once, against
+    /// [`valid_upload_id`].
     Upload(RepositoryName, String),
     Referrers(RepositoryName, Digest),
-    /// `/v2/_ext/<rest>`: this registry's own API beyond the spec (insights, sorted and
+    /// `/v2/_ext/…`: this registry's own API beyond the spec (insights, sorted and
     /// filtered listings). `_` cannot start a repository name, so it never collides.
-    Extension(String),
+    Extension(Extension),
 }
 
-/// The route of a request, parsed once by the outermost middleware of
-/// [`Registry::router`](crate::Registry::router) and handed on in the request's extensions
-/// to authorisation and the dispatcher, which hands it back in the response's extensions
-/// for the event it amounts to. Crate-private, so no other layer can put one there; a
-/// request without it is parsed again.
-#[derive(Debug, Clone)]
-pub(crate) struct Parsed(pub(crate) Route);
+/// The endpoints under `/v2/_ext/` (see `docs/insights.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extension {
+    Summary,
+    Repositories,
+    Blobs,
+    Blob(Digest),
+    Catalog,
+    Tags(RepositoryName),
+}
+
+/// Why a path that names an endpoint could not be decoded. Which response it gets can
+/// depend on the method (an invalid manifest reference is `404` to a read, `400` to a
+/// push), so the mapping is [`crate::request`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    #[error("invalid manifest reference: {0}")]
+    Reference(ReferenceError),
+    #[error("invalid upload id")]
+    UploadId,
+}
 
 impl Route {
     /// Parses a path. `None` means the path is not an API endpoint at all (a 404).
-    pub fn parse(path: &str) -> Result<Option<Route>, RegistryError> {
+    pub fn parse(path: &str) -> Result<Option<Route>, RouteError> {
         let Some(rest) = path.strip_prefix("/v2") else {
             return Ok(None);
         };
@@ -52,45 +70,64 @@ impl Route {
             return Ok(Some(Route::Catalog));
         }
         if let Some(ext) = rest.strip_prefix("_ext/") {
-            return Ok(Some(Route::Extension(ext.to_string())));
+            return Ok(Extension::parse(ext)?.map(Route::Extension));
         }
         let segs: Vec<&str> = rest.split('/').collect();
         let n = segs.len();
         let tail = |k: usize| -> Option<&str> { (n > k).then(|| segs[n - 1 - k]) };
         // `name` is everything before the last `k` segments.
-        let name = |k: usize| -> Result<RepositoryName, RegistryError> {
-            let joined = segs[..n - k].join("/");
-            joined
-                .parse()
-                .map_err(|e: NameError| RegistryError::name_invalid(&e))
+        let name = |k: usize| -> Result<RepositoryName, RouteError> {
+            Ok(segs[..n - k].join("/").parse()?)
         };
         let route = match (tail(2), tail(1), tail(0)) {
             (_, Some("tags"), Some("list")) if n > 2 => Route::Tags(name(2)?),
             (Some("blobs"), Some("uploads"), Some("")) if n > 3 => Route::UploadStart(name(3)?),
             (Some("blobs"), Some("uploads"), Some(id)) if n > 3 => {
-                Route::Upload(name(3)?, id.to_string())
+                let repo = name(3)?;
+                if !valid_upload_id(id) {
+                    return Err(RouteError::UploadId);
+                }
+                Route::Upload(repo, id.to_string())
             }
             (_, Some("blobs"), Some("uploads")) if n > 2 => Route::UploadStart(name(2)?),
-            (_, Some("blobs"), Some(d)) if n > 2 => Route::Blob(name(2)?, parse_digest(d)?),
+            (_, Some("blobs"), Some(d)) if n > 2 => Route::Blob(name(2)?, d.parse()?),
             (_, Some("manifests"), Some(r)) if n > 2 => {
                 let repo = name(2)?;
-                let reference = r.parse().map_err(|e| match e {
-                    oci_spec_types::ReferenceError::Digest(e) => RegistryError::digest_invalid(&e),
-                    oci_spec_types::ReferenceError::Tag(e) => RegistryError::tag_invalid(&e),
-                })?;
-                Route::Manifest(repo, reference)
+                Route::Manifest(repo, r.parse().map_err(RouteError::Reference)?)
             }
-            (_, Some("referrers"), Some(d)) if n > 2 => {
-                Route::Referrers(name(2)?, parse_digest(d)?)
-            }
+            (_, Some("referrers"), Some(d)) if n > 2 => Route::Referrers(name(2)?, d.parse()?),
             _ => return Ok(None),
         };
         Ok(Some(route))
     }
+
+    /// The repository the endpoint is about, if any.
+    pub fn repository(&self) -> Option<&RepositoryName> {
+        match self {
+            Route::Tags(n)
+            | Route::Manifest(n, _)
+            | Route::Blob(n, _)
+            | Route::UploadStart(n)
+            | Route::Upload(n, _)
+            | Route::Referrers(n, _)
+            | Route::Extension(Extension::Tags(n)) => Some(n),
+            Route::Base | Route::Catalog | Route::Extension(_) => None,
+        }
+    }
 }
 
-pub(crate) fn parse_digest(s: &str) -> Result<Digest, RegistryError> {
-    s.parse().map_err(|e| RegistryError::digest_invalid(&e))
+impl Extension {
+    fn parse(path: &str) -> Result<Option<Extension>, RouteError> {
+        Ok(Some(match path.split_once('/') {
+            None if path == "summary" => Extension::Summary,
+            None if path == "repositories" => Extension::Repositories,
+            None if path == "blobs" => Extension::Blobs,
+            None if path == "catalog" => Extension::Catalog,
+            Some(("blobs", digest)) => Extension::Blob(digest.parse()?),
+            Some(("tags", name)) => Extension::Tags(name.parse()?),
+            _ => return Ok(None),
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +157,15 @@ mod tests {
         assert!(
             matches!(r(&format!("/v2/x/y/referrers/{d}")), Route::Referrers(n, _) if n.as_str() == "x/y")
         );
+        assert_eq!(
+            r("/v2/_ext/tags/a/b"),
+            Route::Extension(Extension::Tags("a/b".parse().unwrap()))
+        );
+        assert_eq!(
+            r(&format!("/v2/_ext/blobs/{d}")),
+            Route::Extension(Extension::Blob(d))
+        );
+        assert_eq!(r("/v2/_ext/summary"), Route::Extension(Extension::Summary));
     }
 
     #[test]
@@ -127,10 +173,17 @@ mod tests {
         assert_eq!(Route::parse("/v3/").unwrap(), None);
         assert_eq!(Route::parse("/v2/a").unwrap(), None);
         assert_eq!(Route::parse("/v2/tags/list").unwrap(), None);
+        assert_eq!(Route::parse("/v2/_ext/nothing").unwrap(), None);
         assert!(Route::parse("/v2/A/tags/list").is_err());
         assert!(Route::parse("/v2/a%2fb/tags/list").is_err());
         assert!(Route::parse("/v2/../x/tags/list").is_err());
         assert!(Route::parse("/v2/a/blobs/sha256:zz").is_err());
         assert!(Route::parse("/v2/a/manifests/bad*tag").is_err());
+        assert!(Route::parse("/v2/_ext/tags/A").is_err());
+        assert!(Route::parse("/v2/_ext/tags/secret%2Fapp").is_err());
+        assert_eq!(
+            Route::parse("/v2/a/blobs/uploads/..%2Fx"),
+            Err(RouteError::UploadId)
+        );
     }
 }

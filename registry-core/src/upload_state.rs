@@ -37,6 +37,12 @@ impl ChunkRange {
     }
 }
 
+/// The `Range` header value for upload progress: `0-<last byte>`. The spec's (ambiguous)
+/// convention for an empty session is `0-0`.
+pub fn range_header(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// Waiting for data; `offset` bytes acknowledged.

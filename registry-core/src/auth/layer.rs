@@ -1,36 +1,32 @@
-//! The middleware in front of every `/v2` handler: parse the route, authenticate,
-//! authorise, apply the request-level policies, and hand the [`Principal`] on in the
-//! request's extensions (the catalog filters with it). Handlers never see a request that
-//! was not allowed.
+//! The middleware in front of every `/v2` handler: authenticate, authorise, apply the
+//! request-level policies, and hand the [`Principal`] on in the request's extensions (the
+//! catalog and the insights filter with it). Handlers never see a request that was not
+//! allowed.
+//!
+//! It decides on the [`ApiRequest`] the edge decoded, never on the URI. When a mount's
+//! source may not be read, the mount is taken out of that same value, so the handler
+//! cannot mount what was refused, however the query spelled it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Uri};
 
 use super::{Access, Action, AuthError, Principal, effective_actions};
 use crate::Inner;
 use crate::error::RegistryError;
-use crate::route::{Parsed, Route};
+use crate::request::ApiRequest;
 
 pub(crate) async fn middleware(
     State(inner): State<Arc<Inner>>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
-    match check(&inner, &mut req).await {
-        Ok(()) => next.run(req).await,
-        Err(e) => {
-            let mut res = e.into_response();
-            res.headers_mut().insert(
-                "Docker-Distribution-API-Version",
-                HeaderValue::from_static("registry/2.0"),
-            );
-            res
-        }
+    let (mut parts, body) = req.into_parts();
+    match check(&inner, &mut parts).await {
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -41,24 +37,15 @@ enum Decision {
     AllowWithoutMount,
 }
 
-async fn check(inner: &Inner, req: &mut Request) -> Result<(), RegistryError> {
-    // The route, not the raw path, is what decisions are made on: a path whose name the
-    // grammar refuses is a NAME_INVALID here, before anyone is asked anything.
-    let route = match req.extensions_mut().remove::<Parsed>() {
-        Some(Parsed(route)) => route,
-        None => match Route::parse(req.uri().path())? {
-            Some(route) => route,
-            None => return Ok(()), // not an API endpoint: the dispatcher answers 404
-        },
+async fn check(inner: &Inner, parts: &mut http::request::Parts) -> Result<(), RegistryError> {
+    let Some(api) = parts.extensions.get::<ApiRequest>() else {
+        return Err(RegistryError::NotDecoded);
     };
-    let query: HashMap<String, String> = Query::try_from_uri(req.uri())
-        .map(|Query(q)| q)
-        .unwrap_or_default();
-    let access = Access::of(&route, req.method(), &query);
+    let access = Access::of(api);
     let authn = &inner.config.authenticator;
-    let principal = match authn.authenticate(req.headers()).await {
+    let principal = match authn.authenticate(&parts.headers).await {
         Ok(p) => p,
-        Err(e @ AuthError::Backend(_)) => return Err(RegistryError::Auth(e)),
+        Err(e @ AuthError::Backend(_)) => return Err(e.into()),
         Err(e) => {
             return Err(RegistryError::Unauthorized {
                 challenge: authn.challenge(&access, Some(&e)),
@@ -81,10 +68,7 @@ async fn check(inner: &Inner, req: &mut Request) -> Result<(), RegistryError> {
             ));
         }
     };
-    inner
-        .config
-        .policy
-        .check_request(&route, req.method(), req.headers())?;
+    inner.config.policy.check_request(api)?;
     if let Decision::AllowWithoutMount = decision {
         if authn.challenge_when_denied() {
             // Token clients ask for the source scope when challenged for it, and fall
@@ -95,10 +79,11 @@ async fn check(inner: &Inner, req: &mut Request) -> Result<(), RegistryError> {
                 message: "mounting needs pull access to the source repository".into(),
             });
         }
-        *req.uri_mut() = without_mount(req.uri())?;
+        if let Some(api) = parts.extensions.get_mut::<ApiRequest>() {
+            api.params.mount = None;
+        }
     }
-    req.extensions_mut().insert(principal);
-    req.extensions_mut().insert(Parsed(route));
+    parts.extensions.insert(principal);
     Ok(())
 }
 
@@ -134,52 +119,4 @@ async fn decide(
         }
     };
     Ok(allowed.then_some(Decision::Allow))
-}
-
-/// The URI with the `mount` and `from` query parameters removed (the rest kept as sent).
-/// Fails closed: if the URI cannot be rebuilt, the request is refused rather than passed
-/// on with the mount still in it.
-fn without_mount(uri: &Uri) -> Result<Uri, RegistryError> {
-    let query: Vec<&str> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|kv| {
-            let key = kv.split('=').next().unwrap_or("");
-            !kv.is_empty() && key != "mount" && key != "from"
-        })
-        .collect();
-    let mut pq = uri.path().to_string();
-    if !query.is_empty() {
-        pq.push('?');
-        pq.push_str(&query.join("&"));
-    }
-    let refused = |_| RegistryError::InvalidParameter("malformed upload query".into());
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(pq.parse().map_err(refused)?);
-    Uri::from_parts(parts)
-        .map_err(|_| RegistryError::InvalidParameter("malformed upload query".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drops_mount_keeps_the_rest() {
-        let uri: Uri = "/v2/a/blobs/uploads/?mount=sha256:x&from=b&digest=sha256:y"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            without_mount(&uri).unwrap().to_string(),
-            "/v2/a/blobs/uploads/?digest=sha256:y"
-        );
-        let uri: Uri = "/v2/a/blobs/uploads/?mount=sha256:x&from=b"
-            .parse()
-            .unwrap();
-        assert_eq!(
-            without_mount(&uri).unwrap().to_string(),
-            "/v2/a/blobs/uploads/"
-        );
-    }
 }

@@ -291,6 +291,14 @@ pub enum AuthError {
     Backend(String),
 }
 
+/// Every authentication or authorisation failure that reaches a handler is a backend's
+/// (the others are answered by the middleware with a challenge): a 500, cause logged.
+impl From<AuthError> for crate::error::RegistryError {
+    fn from(e: AuthError) -> Self {
+        crate::error::RegistryError::AuthBackend(e.to_string())
+    }
+}
+
 /// Establishes who sent a request.
 ///
 /// # Behavior

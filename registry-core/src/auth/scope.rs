@@ -1,12 +1,11 @@
 //! The access a request needs, computed from its parsed route and method.
 
-use std::collections::HashMap;
-
 use http::Method;
 use oci_spec_types::RepositoryName;
 
 use super::{Action, Actions};
-use crate::route::Route;
+use crate::request::ApiRequest;
+use crate::route::{Extension, Route};
 
 /// What a request needs to be allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +25,14 @@ pub enum Access {
 }
 
 impl Access {
-    /// The access `method` on `route` needs. `query` is the request's query, for the mount
-    /// source of `POST …/blobs/uploads/?mount=&from=`.
+    /// The access a decoded request needs: a function of the one value every layer
+    /// reads, so the mount source checked here is the one the handler mounts from.
     ///
     /// Upload sessions need push for every method, status and cancellation included: they
     /// are part of pushing, and the session id alone must not be a capability.
-    pub fn of(route: &Route, method: &Method, query: &HashMap<String, String>) -> Access {
-        let by_method = if method == Method::GET || method == Method::HEAD {
+    pub fn of(request: &ApiRequest) -> Access {
+        let method = &request.method;
+        let by_method = if request.is_read() {
             Action::Pull
         } else if method == Method::DELETE {
             Action::Delete
@@ -44,9 +44,11 @@ impl Access {
             actions: action.into(),
             mount_from: None,
         };
-        match route {
+        match &request.route {
             Route::Base => Access::Base,
-            // Insights reveal every repository's name and size: catalog-level access.
+            // A repository's own tags listing needs pull there; the registry-wide
+            // insights need catalog access and are filtered to what the caller may pull.
+            Route::Extension(Extension::Tags(n)) => repo(n, Action::Pull),
             Route::Catalog | Route::Extension(_) => Access::Catalog,
             Route::Tags(n) | Route::Manifest(n, _) | Route::Blob(n, _) | Route::Referrers(n, _) => {
                 repo(n, by_method)
@@ -55,10 +57,11 @@ impl Access {
             Route::UploadStart(n) => Access::Repository {
                 name: n.clone(),
                 actions: Action::Push.into(),
-                mount_from: query
-                    .contains_key("mount")
-                    .then(|| query.get("from").and_then(|f| f.parse().ok()))
-                    .flatten()
+                mount_from: request
+                    .params
+                    .mount
+                    .as_ref()
+                    .map(|m| m.from.clone())
                     .filter(|from| from != n),
             },
         }
@@ -95,18 +98,15 @@ mod tests {
     use super::*;
 
     fn access(method: Method, path: &str) -> Access {
-        let uri: http::Uri = path.parse().unwrap_or_default();
-        let query = uri
-            .query()
-            .map(|q| {
-                q.split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let route = Route::parse(uri.path()).ok().flatten();
-        route.map_or(Access::Base, |r| Access::of(&r, &method, &query))
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .map(http::Request::into_parts);
+        match request.map(|(parts, ())| ApiRequest::decode(&parts)) {
+            Ok(Ok(Some(r))) => Access::of(&r),
+            _ => Access::Base,
+        }
     }
 
     #[test]
@@ -142,7 +142,7 @@ mod tests {
             ),
             ["repository:a:pull,push", "repository:b/c:pull"]
         );
-        // An invalid `from` is no mount at all (the handler ignores it too).
+        // An invalid `from` is no mount at all (the handler sees none either).
         assert_eq!(
             scopes(
                 Method::POST,

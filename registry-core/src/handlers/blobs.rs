@@ -2,11 +2,11 @@
 
 use axum::body::Body;
 use axum::response::Response;
-use http::{HeaderMap, StatusCode, header};
+use http::{StatusCode, header};
 use oci_spec_types::{Digest, ErrorCode, RepositoryName};
 use storage_traits::GetRange;
 
-use super::{Result, empty, header_str, set_headers};
+use super::{Call, Result, empty, header_str, set_headers};
 use crate::Inner;
 use crate::error::RegistryError;
 
@@ -18,12 +18,12 @@ fn blob_unknown(digest: &Digest) -> RegistryError {
 }
 
 pub(super) async fn get(
-    inner: &Inner,
+    call: Call<'_>,
     repo: &RepositoryName,
     digest: &Digest,
-    headers: &HeaderMap,
     head: bool,
 ) -> Result<Response> {
+    let inner = call.inner;
     // The repository link is the authority: a blob another repository pushed is not
     // visible here until it is pushed or mounted into this one.
     let size = inner
@@ -31,7 +31,7 @@ pub(super) async fn get(
         .blob_link(repo, digest)
         .await?
         .ok_or_else(|| blob_unknown(digest))?;
-    let range = match header_str(headers, header::RANGE) {
+    let range = match header_str(call.headers, header::RANGE) {
         Some(r) => Some(parse_range(r).ok_or(RegistryError::RangeNotSatisfiable { size })?),
         None => None,
     };

@@ -1,15 +1,12 @@
 //! Content discovery: `_catalog`, `tags/list` and the referrers API.
 
-use std::collections::HashMap;
-
 use axum::response::Response;
 use http::StatusCode;
 use oci_spec_types::{Descriptor, Digest, ErrorCode, RepositoryName, media_type};
 use storage_traits::Page;
 
-use super::{Result, json_response, page, set_headers};
-use crate::Inner;
-use crate::auth::{Action, Principal};
+use super::visibility::Visibility;
+use super::{Call, Result, json_response, page, set_headers};
 use crate::error::RegistryError;
 
 /// Adds `Link: <…?n=N&last=LAST>; rel="next"` when a full page was returned, so clients
@@ -25,16 +22,12 @@ fn with_next_link(mut res: Response, base: &str, n: Option<usize>, items: &[Stri
     res
 }
 
-pub(super) async fn catalog(
-    inner: &Inner,
-    query: &HashMap<String, String>,
-    principal: Option<&Principal>,
-) -> Result<Response> {
-    let page = page(query)?;
+pub(super) async fn catalog(call: Call<'_>) -> Result<Response> {
+    let page = page(&call.request.params);
     let repos: Vec<String> = if page.limit == Some(0) {
         Vec::new()
     } else {
-        visible_repositories(inner, &page, principal).await?
+        visible_repositories(call, &page).await?
     };
     let body = serde_json::json!({ "repositories": repos }).to_string();
     Ok(with_next_link(
@@ -54,14 +47,9 @@ pub(super) async fn catalog(
 /// pages neither skip nor repeat; the cost is that a caller who sees few of many
 /// repositories makes the registry scan further for one page. A request without a
 /// principal (the middleware always sets one) is treated as anonymous.
-async fn visible_repositories(
-    inner: &Inner,
-    page: &Page,
-    principal: Option<&Principal>,
-) -> Result<Vec<String>> {
-    let anonymous = Principal::anonymous();
-    let principal = principal.unwrap_or(&anonymous);
-    let authorizer = inner.config.authorizer.as_ref();
+async fn visible_repositories(call: Call<'_>, page: &Page) -> Result<Vec<String>> {
+    let inner = call.inner;
+    let mut visibility = Visibility::catalog(call);
     let mut visible = Vec::new();
     let mut last = page.last.clone();
     loop {
@@ -71,11 +59,7 @@ async fn visible_repositories(
             .await?;
         let exhausted = page.limit.is_none_or(|n| batch.len() < n);
         for name in &batch {
-            if authorizer
-                .allowed(principal, name)
-                .await?
-                .contains(Action::Pull)
-            {
+            if visibility.may_pull(name.as_str()).await? {
                 visible.push(name.to_string());
                 if Some(visible.len()) == page.limit {
                     return Ok(visible);
@@ -89,13 +73,10 @@ async fn visible_repositories(
     }
 }
 
-pub(super) async fn tags(
-    inner: &Inner,
-    repo: &RepositoryName,
-    query: &HashMap<String, String>,
-) -> Result<Response> {
-    let page = page(query)?;
-    let tags = inner
+pub(super) async fn tags(call: Call<'_>, repo: &RepositoryName) -> Result<Response> {
+    let page = page(&call.request.params);
+    let tags = call
+        .inner
         .metadata
         .list_tags(repo, &page)
         .await?
@@ -121,16 +102,12 @@ pub(super) async fn tags(
 }
 
 pub(super) async fn referrers(
-    inner: &Inner,
+    call: Call<'_>,
     repo: &RepositoryName,
     subject: &Digest,
-    query: &HashMap<String, String>,
 ) -> Result<Response> {
-    let filter = query.get("artifactType").filter(|t| !t.is_empty());
-    let records = inner
-        .metadata
-        .referrers(repo, subject, filter.map(String::as_str))
-        .await?;
+    let filter = call.request.params.artifact_type.as_deref();
+    let records = call.inner.metadata.referrers(repo, subject, filter).await?;
     let manifests: Vec<Descriptor> = records
         .into_iter()
         .map(|r| Descriptor {

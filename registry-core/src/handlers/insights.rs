@@ -1,6 +1,11 @@
 //! `/v2/_ext/`: insights and listings beyond the distribution spec, as JSON. Documented in
 //! `docs/insights.md`.
 //!
+//! Every answer shows only repositories the caller may pull (by the authorizer and, with
+//! a bearer token, its grants, exactly as a pull of the repository would be decided);
+//! blob-level answers need pull on a repository that links the blob, and the
+//! registry-wide `summary` needs pull on every repository.
+//!
 //! - `summary`: totals, and manifests per artifact type grouped into kinds.
 //! - `repositories?sort=size|tags|last_push|name&n=`: per-repository footprint.
 //! - `blobs?n=`: most reused blobs; `blobs/<digest>`: who links and references one.
@@ -8,50 +13,53 @@
 //!   paginated with `Link` like `_catalog`.
 //! - `tags/<name>?prefix=&sort=name|last_push&n=&last=`: the same for a repository's tags.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::response::Response;
 use http::StatusCode;
 use oci_spec_types::{ErrorCode, RepositoryName};
-use storage_traits::InsightsMetadata;
-use storage_traits::insights::RepositoryOrder;
+use storage_traits::insights::{
+    BlobReuse, BlobUsage, RepositoryEntry, RepositoryOrder, RepositoryStats,
+};
+use storage_traits::{InsightsMetadata, Page};
 
-use super::{Result, json_response, set_headers};
-use crate::Inner;
+use super::visibility::Visibility;
+use super::{Call, Result, json_response, set_headers};
 use crate::error::RegistryError;
-use crate::route::parse_digest;
+use crate::route::Extension;
 
 /// Default and largest page size of the extension listings.
 const DEFAULT_N: usize = 100;
 const MAX_N: usize = 10_000;
+/// Most entries of a ranking read to fill one filtered page, and the page size of a
+/// full scan of the repository names.
+const MAX_SCAN: usize = 100_000;
+const SCAN_PAGE: usize = 1_000;
 
-pub(super) async fn get(
-    inner: &Inner,
-    path: &str,
-    query: &HashMap<String, String>,
-) -> Result<Response> {
-    let store = inner.metadata.insights().ok_or_else(|| {
+pub(super) async fn get(call: Call<'_>, ext: &Extension) -> Result<Response> {
+    let store = call.inner.metadata.insights().ok_or_else(|| {
         RegistryError::oci(
             ErrorCode::Unsupported,
             "this metadata store does not answer insight queries",
         )
     })?;
-    let n = match query.get("n") {
-        None => DEFAULT_N,
-        Some(v) => v
-            .parse::<usize>()
-            .map_err(|_| {
-                RegistryError::InvalidParameter(format!(
-                    "n must be a non-negative integer, got {v:?}"
-                ))
-            })?
-            .min(MAX_N),
-    };
-    let prefix = query.get("prefix").map(String::as_str).unwrap_or("");
-    let sort = query.get("sort").map(String::as_str).unwrap_or("name");
-    let body = match path.split_once('/') {
-        None if path == "summary" => summary(store).await?,
-        None if path == "repositories" => {
+    let params = &call.request.params;
+    let n = params.n.unwrap_or(DEFAULT_N).min(MAX_N);
+    let prefix = params.prefix.as_deref().unwrap_or("");
+    let sort = params.sort.as_deref().unwrap_or("name");
+    let last = params.last.as_deref();
+    let mut visibility = Visibility::insights(call);
+    let body = match ext {
+        Extension::Summary => {
+            if !sees_everything(call, &mut visibility).await? {
+                return Err(RegistryError::oci(
+                    ErrorCode::Denied,
+                    "the summary covers every repository: it needs pull access to all of them",
+                ));
+            }
+            summary(store).await?
+        }
+        Extension::Repositories => {
             let order = match sort {
                 "size" => RepositoryOrder::Size,
                 "tags" => RepositoryOrder::Tags,
@@ -59,25 +67,118 @@ pub(super) async fn get(
                 "name" => RepositoryOrder::Name,
                 other => return Err(bad_sort(other)),
             };
-            serde_json::json!({ "repositories": store.repository_stats(order, n).await? })
+            let ranked = move |limit| store.repository_stats(order, limit);
+            let stats = visible_prefix(n, store, &mut visibility, ranked).await?;
+            serde_json::json!({ "repositories": stats })
         }
-        None if path == "blobs" => {
-            serde_json::json!({ "blobs": store.most_reused_blobs(n).await? })
+        Extension::Blobs => {
+            let ranked = move |limit| store.most_reused_blobs(limit);
+            let blobs = visible_prefix(n, store, &mut visibility, ranked).await?;
+            serde_json::json!({ "blobs": blobs })
         }
-        Some(("blobs", digest)) => {
-            let digest = parse_digest(digest)?;
-            serde_json::to_value(store.blob_usage(&digest).await?).unwrap_or_default()
+        Extension::Blob(digest) => {
+            let usage = visible_usage(store.blob_usage(digest).await?, &mut visibility).await?;
+            if usage.linked_by.is_empty() {
+                return Err(RegistryError::oci(
+                    ErrorCode::BlobUnknown,
+                    format!("blob {digest} is not in any repository you may pull"),
+                ));
+            }
+            serde_json::to_value(usage).unwrap_or_default()
         }
-        None if path == "catalog" => {
-            return catalog(store, prefix, sort, n, query.get("last")).await;
-        }
-        Some(("tags", name)) => {
-            let repo: RepositoryName = name.parse().map_err(|e| RegistryError::name_invalid(&e))?;
-            return tags(store, &repo, prefix, sort, n, query.get("last")).await;
-        }
-        _ => return Err(RegistryError::NotFound),
+        Extension::Catalog => return catalog(store, &mut visibility, prefix, sort, n, last).await,
+        Extension::Tags(repo) => return tags(store, repo, prefix, sort, n, last).await,
     };
     Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+/// Whether the caller may pull every repository (the registry-wide totals are then
+/// theirs to see).
+async fn sees_everything(call: Call<'_>, visibility: &mut Visibility<'_>) -> Result<bool> {
+    let mut last = None;
+    loop {
+        let batch = call
+            .inner
+            .metadata
+            .list_repositories(&Page::new(last.take(), Some(SCAN_PAGE)))
+            .await?;
+        for name in &batch {
+            if !visibility.may_pull(name.as_str()).await? {
+                return Ok(false);
+            }
+        }
+        match batch.last() {
+            Some(name) if batch.len() == SCAN_PAGE => last = Some(name.to_string()),
+            _ => return Ok(true),
+        }
+    }
+}
+
+/// An entry of a ranking, and whether the caller may see it.
+trait Ranked {
+    async fn visible(
+        &self,
+        store: &dyn InsightsMetadata,
+        visibility: &mut Visibility<'_>,
+    ) -> Result<bool>;
+}
+
+impl Ranked for RepositoryStats {
+    async fn visible(&self, _: &dyn InsightsMetadata, v: &mut Visibility<'_>) -> Result<bool> {
+        v.may_pull(&self.name).await
+    }
+}
+
+/// A blob is visible when a repository the caller may pull links it.
+impl Ranked for BlobReuse {
+    async fn visible(&self, store: &dyn InsightsMetadata, v: &mut Visibility<'_>) -> Result<bool> {
+        let usage = store.blob_usage(&self.digest).await?;
+        Ok(!visible_usage(usage, v).await?.linked_by.is_empty())
+    }
+}
+
+/// The first `n` visible entries of a ranking the store answers by limit: asks for `n`,
+/// then for four times as many each time visible entries are still missing, until the
+/// store runs out. A caller who sees everything costs one query.
+async fn visible_prefix<'s, T, Q, QF>(
+    n: usize,
+    store: &'s dyn InsightsMetadata,
+    visibility: &mut Visibility<'_>,
+    mut ranking: Q,
+) -> Result<Vec<T>>
+where
+    T: Ranked,
+    Q: FnMut(usize) -> QF,
+    QF: Future<Output = std::result::Result<Vec<T>, storage_traits::MetadataError>> + 's,
+{
+    let mut limit = n;
+    loop {
+        let all = ranking(limit).await?;
+        let exhausted = all.len() < limit;
+        let mut visible = Vec::new();
+        for entry in all {
+            if visible.len() < n && entry.visible(store, visibility).await? {
+                visible.push(entry);
+            }
+        }
+        if visible.len() >= n || exhausted || limit >= MAX_SCAN {
+            return Ok(visible);
+        }
+        limit = limit.saturating_mul(4).min(MAX_SCAN);
+    }
+}
+
+/// A blob's users, without the repositories the caller may not pull (and without its
+/// size when none is left).
+async fn visible_usage(mut usage: BlobUsage, visibility: &mut Visibility<'_>) -> Result<BlobUsage> {
+    usage.linked_by = visibility.retain(usage.linked_by, |n| n.as_str()).await?;
+    usage.referenced_by = visibility
+        .retain(usage.referenced_by, |u| u.repository.as_str())
+        .await?;
+    if usage.linked_by.is_empty() {
+        usage.size = None;
+    }
+    Ok(usage)
 }
 
 fn bad_sort(s: &str) -> RegistryError {
@@ -174,32 +275,48 @@ fn cursor(at: Option<i64>, name: &str) -> String {
     }
 }
 
+/// The `_ext/catalog` page: store pages of `n` from the cursor, filtered to what the
+/// caller may pull, until `n` are found or the store runs out (as `_catalog` does). The
+/// next page's cursor is the last entry returned, so pages neither skip nor repeat.
 async fn catalog(
     store: &dyn InsightsMetadata,
+    visibility: &mut Visibility<'_>,
     prefix: &str,
     sort: &str,
     n: usize,
-    last: Option<&String>,
+    last: Option<&str>,
 ) -> Result<Response> {
-    let entries = match sort {
-        "name" => {
-            store
-                .repositories_by_name(prefix, last.map(String::as_str), n)
-                .await?
+    if !matches!(sort, "name" | "last_push") {
+        return Err(bad_sort(sort));
+    }
+    let mut cursor = last.map(str::to_string);
+    let mut entries = Vec::new();
+    let mut exhausted = n == 0;
+    while !exhausted && entries.len() < n {
+        let batch = match sort {
+            "name" => {
+                store
+                    .repositories_by_name(prefix, cursor.as_deref(), n)
+                    .await?
+            }
+            "last_push" => {
+                let after = cursor.as_deref().map(parse_cursor).transpose()?;
+                store.repositories_by_last_push(prefix, after, n).await?
+            }
+            other => return Err(bad_sort(other)),
+        };
+        exhausted = batch.len() < n;
+        cursor = batch.last().map(|e| cursor_of(sort, e));
+        for entry in visibility.retain(batch, |e| e.name.as_str()).await? {
+            if entries.len() < n {
+                entries.push(entry);
+            }
         }
-        "last_push" => {
-            let after = last.map(|l| parse_cursor(l)).transpose()?;
-            store.repositories_by_last_push(prefix, after, n).await?
-        }
-        other => return Err(bad_sort(other)),
-    };
+    }
     let next = (n > 0 && entries.len() == n)
         .then(|| entries.last())
         .flatten()
-        .map(|e| match sort {
-            "name" => e.name.to_string(),
-            _ => cursor(e.last_push, e.name.as_str()),
-        });
+        .map(|e| cursor_of(sort, e));
     let body = serde_json::json!({ "repositories": entries }).to_string();
     let n_s = n.to_string();
     let params = [("prefix", prefix), ("sort", sort), ("n", n_s.as_str())];
@@ -211,22 +328,25 @@ async fn catalog(
     ))
 }
 
+fn cursor_of(sort: &str, e: &RepositoryEntry) -> String {
+    match sort {
+        "name" => e.name.to_string(),
+        _ => cursor(e.last_push, e.name.as_str()),
+    }
+}
+
 async fn tags(
     store: &dyn InsightsMetadata,
     repo: &RepositoryName,
     prefix: &str,
     sort: &str,
     n: usize,
-    last: Option<&String>,
+    last: Option<&str>,
 ) -> Result<Response> {
     let entries = match sort {
-        "name" => {
-            store
-                .tags_by_name(repo, prefix, last.map(String::as_str), n)
-                .await?
-        }
+        "name" => store.tags_by_name(repo, prefix, last, n).await?,
         "last_push" => {
-            let after = match last.map(|l| parse_cursor(l)).transpose()? {
+            let after = match last.map(parse_cursor).transpose()? {
                 Some((Some(at), name)) => Some((at, name)),
                 Some((None, _)) => {
                     return Err(RegistryError::InvalidParameter(

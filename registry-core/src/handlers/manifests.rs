@@ -3,12 +3,12 @@
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use oci_spec_types::{Digest, ErrorCode, ParsedManifest, Reference, RepositoryName};
 use storage_traits::NewManifest;
 
-use super::{Result, empty, header_str, set_headers};
+use super::{Call, Result, empty, set_headers};
 use crate::Inner;
 use crate::error::RegistryError;
 
@@ -45,15 +45,20 @@ pub(super) async fn get(
     Ok(res)
 }
 
+/// `PUT` by tag, or by digest with any number of `?tag=` (the spec's "Pushing Manifests
+/// with Tags"): the manifest and every tag are stored in one transaction, and each tag
+/// named in the query is confirmed with an `OCI-Tag` header.
 pub(super) async fn put(
-    inner: &Inner,
+    call: Call<'_>,
     repo: &RepositoryName,
     reference: &Reference,
-    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    let inner = call.inner;
+    let query_tags = &call.request.params.tags;
     let content = read_limited(body, inner.config.max_manifest_size).await?;
-    let parsed = ParsedManifest::parse(header_str(headers, header::CONTENT_TYPE), &content)
+    let content_type = call.request.body.content_type.as_deref();
+    let parsed = ParsedManifest::parse(content_type, &content)
         .map_err(|e| RegistryError::manifest_invalid(&e))?;
     let (digest, tag) = match reference {
         Reference::Digest(d) => {
@@ -79,8 +84,10 @@ pub(super) async fn put(
     .with_annotations(parsed.annotations.clone())
     .with_blob_refs(parsed.required_blobs())
     .with_manifest_refs(parsed.required_manifests())
-    .with_tag_immutable(tag.is_some() && inner.config.policy.tags_immutable(repo))
-    .with_tag(tag);
+    // TEMPORARY until NewManifest holds several tags: the first one only.
+    .with_tag(tag.or_else(|| query_tags.first().cloned()));
+    let immutable = manifest.tag.is_some() && inner.config.policy.tags_immutable(repo);
+    let manifest = manifest.with_tag_immutable(immutable);
     // An immutable tag is checked by the store in the transaction that moves tags, so two
     // racing first pushes of one tag cannot both succeed.
     crate::gc::retry_while_being_deleted(|| inner.metadata.put_manifest(&manifest)).await?;
@@ -108,7 +115,13 @@ pub(super) async fn put(
     if let Some(s) = subject {
         out.push(("OCI-Subject", s.to_string()));
     }
-    Ok(empty(StatusCode::CREATED, &out))
+    let mut res = empty(StatusCode::CREATED, &out);
+    for tag in query_tags {
+        if let Ok(v) = HeaderValue::from_str(tag.as_str()) {
+            res.headers_mut().append("OCI-Tag", v);
+        }
+    }
+    Ok(res)
 }
 
 pub(super) async fn delete(

@@ -5,22 +5,20 @@
 //! the body into the blob store through a hasher, persists offset and hash state with a
 //! compare-and-swap, and commits.
 
-use std::collections::HashMap;
-
 use axum::body::Body;
 use axum::response::Response;
 use futures::TryStreamExt;
-use http::{HeaderMap, StatusCode, header};
+use http::StatusCode;
 use oci_spec_types::{Algorithm, Digest, ErrorCode, RepositoryName};
-use storage_traits::{UploadSession, blob::valid_upload_id};
+use storage_traits::UploadSession;
 
-use super::{Result, content_length, empty, header_str, now_ms, range_header};
+use super::{Call, Result, empty, now_ms};
 use crate::Inner;
 use crate::error::RegistryError;
 use crate::hashing::{SharedHasher, digest_of_upload};
 use crate::policy::{SizeLimited, blob_too_large};
-use crate::route::parse_digest;
-use crate::upload_state::{ChunkRange, Effect, Event, State, step};
+use crate::request::Mount;
+use crate::upload_state::{ChunkRange, Effect, Event, State, range_header, step};
 
 fn location(repo: &RepositoryName, id: &str) -> String {
     format!("/v2/{repo}/blobs/uploads/{id}")
@@ -56,21 +54,18 @@ fn created(repo: &RepositoryName, digest: &Digest) -> Response {
     )
 }
 
-pub(super) async fn start(
-    inner: &Inner,
-    repo: &RepositoryName,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Response> {
-    let digest = query.get("digest").map(|d| parse_digest(d)).transpose()?;
-    if let Some(mount) = query.get("mount") {
-        let mount = parse_digest(mount)?;
-        if let Some(from) = query
-            .get("from")
-            .and_then(|f| f.parse::<RepositoryName>().ok())
-            && let Some(size) = inner.metadata.blob_link(&from, &mount).await?
-        {
+pub(super) async fn start(call: Call<'_>, repo: &RepositoryName, body: Body) -> Result<Response> {
+    let inner = call.inner;
+    let params = &call.request.params;
+    // The mount is the one the auth middleware checked (and left in place only when the
+    // caller may pull its source).
+    if let Some(Mount {
+        digest: mount,
+        from,
+    }) = &params.mount
+    {
+        let mount = mount.clone();
+        if let Some(size) = inner.metadata.blob_link(from, &mount).await? {
             // Link, then check the bytes: once the link is committed the collector keeps
             // them, so bytes seen after it stay. (Checking first would leave a window in
             // which a whole collection could delete them under the new link.) A link to
@@ -87,6 +82,11 @@ pub(super) async fn start(
         }
         // Not mountable: the spec's fallback is an ordinary session.
     }
+    if let Some(limit) = inner.config.max_open_uploads
+        && inner.metadata.count_uploads().await? >= limit
+    {
+        return Err(RegistryError::TooManyUploads { limit });
+    }
     let id = uuid::Uuid::new_v4().simple().to_string();
     inner.blobs.start_upload(&id).await?;
     let session = UploadSession::new(id.clone(), repo.clone(), now_ms());
@@ -94,12 +94,12 @@ pub(super) async fn start(
         let _ = inner.blobs.abort_upload(&id).await;
         return Err(e.into());
     }
-    let Some(digest) = digest else {
+    let Some(digest) = params.digest.clone() else {
         return Ok(accepted(repo, &id, 0, StatusCode::ACCEPTED));
     };
     // Monolithic upload: the whole blob in this request.
     let _guard = inner.sessions.claim(&id)?;
-    let result = finish(inner, repo, &session, digest, headers, body).await;
+    let result = finish(call, repo, &session, digest, body).await;
     if result.is_err() {
         discard(inner, &id).await;
     }
@@ -107,19 +107,19 @@ pub(super) async fn start(
 }
 
 pub(super) async fn patch(
-    inner: &Inner,
+    call: Call<'_>,
     repo: &RepositoryName,
     id: &str,
-    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    let inner = call.inner;
     let session = load(inner, repo, id).await?;
     let _guard = inner.sessions.claim(id)?;
     let loc = location(repo, id);
-    let range = chunk_range(headers, session.offset, &loc)?;
+    let range = chunk_range(call, session.offset, &loc)?;
     let event = Event::Patch {
         range,
-        length: content_length(headers),
+        length: call.request.body.content_length,
     };
     let (state, _) = step(
         State::Open {
@@ -156,23 +156,21 @@ pub(super) async fn patch(
 }
 
 pub(super) async fn put(
-    inner: &Inner,
+    call: Call<'_>,
     repo: &RepositoryName,
     id: &str,
-    query: &HashMap<String, String>,
-    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    let inner = call.inner;
     let session = load(inner, repo, id).await?;
     let _guard = inner.sessions.claim(id)?;
-    let digest = query.get("digest").ok_or_else(|| {
+    let digest = call.request.params.digest.clone().ok_or_else(|| {
         RegistryError::oci(
             ErrorCode::DigestInvalid,
             "the digest query parameter is required",
         )
     })?;
-    let digest = parse_digest(digest)?;
-    finish(inner, repo, &session, digest, headers, body).await
+    finish(call, repo, &session, digest, body).await
 }
 
 pub(super) async fn status(inner: &Inner, repo: &RepositoryName, id: &str) -> Result<Response> {
@@ -192,19 +190,19 @@ pub(super) async fn cancel(inner: &Inner, repo: &RepositoryName, id: &str) -> Re
 
 /// The closing write: optional last chunk, digest check, commit, link.
 async fn finish(
-    inner: &Inner,
+    call: Call<'_>,
     repo: &RepositoryName,
     session: &UploadSession,
     digest: Digest,
-    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    let inner = call.inner;
     let loc = location(repo, &session.id);
-    let range = chunk_range(headers, session.offset, &loc)?;
+    let range = chunk_range(call, session.offset, &loc)?;
     let event = Event::Put {
         digest: digest.clone(),
         range,
-        length: content_length(headers),
+        length: call.request.body.content_length,
     };
     let up = |e| RegistryError::upload(e, &loc);
     let (state, _) = step(
@@ -270,10 +268,9 @@ async fn receive(
     Ok((written?, hasher))
 }
 
+/// The session, if it belongs to `repo`. (The id's grammar was checked when the route
+/// was decoded.)
 async fn load(inner: &Inner, repo: &RepositoryName, id: &str) -> Result<UploadSession> {
-    if !valid_upload_id(id) {
-        return Err(upload_unknown());
-    }
     inner
         .metadata
         .get_upload(id)
@@ -293,14 +290,15 @@ pub(crate) async fn discard(inner: &Inner, id: &str) {
     }
 }
 
-fn chunk_range(headers: &HeaderMap, offset: u64, loc: &str) -> Result<Option<ChunkRange>> {
-    match header_str(headers, header::CONTENT_RANGE) {
+/// The chunk's `Content-Range`, as the edge decoded it; a malformed one is `416` with
+/// the session's progress.
+fn chunk_range(call: Call<'_>, offset: u64, loc: &str) -> Result<Option<ChunkRange>> {
+    match call.request.body.content_range {
         None => Ok(None),
-        Some(v) => ChunkRange::parse(v)
-            .map(Some)
-            .ok_or_else(|| RegistryError::UploadOffset {
-                offset,
-                location: loc.to_string(),
-            }),
+        Some(Some(range)) => Ok(Some(range)),
+        Some(None) => Err(RegistryError::UploadOffset {
+            offset,
+            location: loc.to_string(),
+        }),
     }
 }

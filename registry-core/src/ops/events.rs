@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, Method, StatusCode, header};
 use oci_spec_types::Reference;
 
+use crate::request::ApiRequest;
 use crate::route::Route;
 
 /// What happened.
@@ -98,13 +99,13 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The event an exchange amounts to, if any. `received` is the request body's size;
 /// a blob pull's size is filled in when its body has been sent.
 pub(crate) fn from_exchange(
-    route: &Route,
-    method: &Method,
-    request_content_type: Option<&str>,
+    request: &ApiRequest,
     received: u64,
     status: StatusCode,
     response: &HeaderMap,
 ) -> Option<RegistryEvent> {
+    let method = &request.method;
+    let request_content_type = request.body.content_type.as_deref();
     let digest = header(response, "Docker-Content-Digest").map(str::to_string);
     let length = header(response, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
     let event = |action, target, repository: &oci_spec_types::RepositoryName| RegistryEvent {
@@ -118,11 +119,12 @@ pub(crate) fn from_exchange(
         duration: Duration::ZERO,
         timestamp: SystemTime::now(),
     };
+    // A push by digest names its tags in the query (the first one is the event's).
     let tag_of = |r: &Reference| match r {
         Reference::Tag(t) => Some(t.to_string()),
-        Reference::Digest(_) => None,
+        Reference::Digest(_) => request.params.tags.first().map(ToString::to_string),
     };
-    match route {
+    match &request.route {
         Route::Manifest(repo, reference) if *method == Method::PUT && status.is_success() => {
             Some(RegistryEvent {
                 media_type: request_content_type.map(str::to_string),
@@ -142,13 +144,13 @@ pub(crate) fn from_exchange(
         Route::Manifest(repo, reference)
             if *method == Method::DELETE && status == StatusCode::ACCEPTED =>
         {
-            let digest = match reference {
-                Reference::Digest(d) => Some(d.to_string()),
-                Reference::Tag(_) => None,
+            let (digest, tag) = match reference {
+                Reference::Digest(d) => (Some(d.to_string()), None),
+                Reference::Tag(t) => (None, Some(t.to_string())),
             };
             Some(RegistryEvent {
                 digest,
-                tag: tag_of(reference),
+                tag,
                 ..event(Action::Delete, Target::Manifest, repo)
             })
         }

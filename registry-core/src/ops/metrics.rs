@@ -24,6 +24,7 @@ use std::time::Duration;
 use http::Method;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::request::ApiRequest;
 use crate::route::Route;
 
 pub const HTTP_REQUESTS: &str = "registry_http_requests_total";
@@ -127,18 +128,23 @@ fn describe() {
 }
 
 /// The `route` label of a parsed path.
-pub(crate) fn route_label(route: &Result<Option<Route>, crate::RegistryError>) -> &'static str {
+pub(crate) fn route_label(
+    request: &Result<Option<ApiRequest>, crate::RegistryError>,
+) -> &'static str {
+    let route = match request {
+        Ok(Some(request)) => &request.route,
+        Ok(None) => return "other",
+        Err(_) => return "invalid",
+    };
     match route {
-        Ok(Some(Route::Base)) => "base",
-        Ok(Some(Route::Catalog)) => "catalog",
-        Ok(Some(Route::Tags(_))) => "tags",
-        Ok(Some(Route::Manifest(..))) => "manifest",
-        Ok(Some(Route::Blob(..))) => "blob",
-        Ok(Some(Route::UploadStart(_) | Route::Upload(..))) => "upload",
-        Ok(Some(Route::Referrers(..))) => "referrers",
-        Ok(Some(Route::Extension(_))) => "extension",
-        Ok(None) => "other",
-        Err(_) => "invalid",
+        Route::Base => "base",
+        Route::Catalog => "catalog",
+        Route::Tags(_) => "tags",
+        Route::Manifest(..) => "manifest",
+        Route::Blob(..) => "blob",
+        Route::UploadStart(_) | Route::Upload(..) => "upload",
+        Route::Referrers(..) => "referrers",
+        Route::Extension(_) => "extension",
     }
 }
 

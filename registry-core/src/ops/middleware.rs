@@ -1,4 +1,6 @@
-//! The request-side middleware of [`crate::Registry::router`]: metrics and events.
+//! The edge of [`crate::Registry::router`]: decodes each request once into an
+//! [`ApiRequest`] for every layer below, measures it, and turns the exchange into the
+//! event it amounts to.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,9 +11,9 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{Method, header};
+use http::HeaderValue;
 use http_body::{Frame, SizeHint};
 
 use super::events::{Action, RegistryEvent, Target, from_exchange};
@@ -19,34 +21,42 @@ use super::metrics::{
     HTTP_DURATION, HTTP_REQUEST_BYTES, HTTP_REQUESTS, HTTP_RESPONSE_BYTES, STORE_ERRORS,
     method_label, route_label,
 };
-use crate::route::{Parsed, Route};
+use crate::error::RegistryError;
+use crate::request::ApiRequest;
 
-/// Measures a request, logs the event it amounts to, and attaches pushes and deletes to
-/// the response's extensions.
-pub(crate) async fn track(req: Request, next: Next) -> Response {
+/// Decodes the request (a request that does not decode is answered here), measures it,
+/// logs the event it amounts to, and attaches pushes and deletes to the response's
+/// extensions.
+pub(crate) async fn edge(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let parsed = Route::parse(req.uri().path());
-    let route = route_label(&parsed);
-    let method = method_label(req.method());
-    let request_method = req.method().clone();
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let (mut parts, body) = req.into_parts();
+    let decoded = ApiRequest::decode(&parts);
+    let route = route_label(&decoded);
+    let method = method_label(&parts.method);
 
     let received = Arc::new(AtomicU64::new(0));
-    let (mut parts, body) = req.into_parts();
-    if let Ok(Some(route)) = parsed {
-        parts.extensions.insert(Parsed(route));
-    }
     let body = Body::new(Counted {
         inner: body,
         bytes: received.clone(),
         counter: ::metrics::counter!(HTTP_REQUEST_BYTES, "route" => route),
         finish: None,
     });
-    let mut res = next.run(Request::from_parts(parts, body)).await;
+    let mut res = match decoded {
+        Ok(Some(request)) => {
+            parts.extensions.insert(request);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        // Not ours: whatever the application serves there (its fallback, say).
+        Ok(None) if !is_api_path(parts.uri.path()) => {
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Ok(None) => RegistryError::NotFound.into_response(),
+        Err(e) => e.into_response(),
+    };
+    res.headers_mut().insert(
+        "Docker-Distribution-API-Version",
+        HeaderValue::from_static("registry/2.0"),
+    );
 
     let status = res.status();
     let elapsed = start.elapsed();
@@ -63,28 +73,27 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
         ::metrics::counter!(STORE_ERRORS, "route" => route).increment(1);
     }
 
-    // The dispatcher hands the route back with the responses it produced; the others
-    // (refused by authorisation, 404) are no push, pull or delete.
-    let event = match res.extensions_mut().remove::<Parsed>() {
-        Some(Parsed(r)) => from_exchange(
-            &r,
-            &request_method,
-            content_type.as_deref(),
-            received.load(Ordering::Relaxed),
-            status,
-            res.headers(),
-        ),
-        None => None,
-    };
+    // The dispatcher hands the decoded request back with the responses it produced; the
+    // others (refused by authorisation) are no push, pull or delete.
+    let event = res
+        .extensions_mut()
+        .remove::<ApiRequest>()
+        .and_then(|request| {
+            from_exchange(
+                &request,
+                received.load(Ordering::Relaxed),
+                status,
+                res.headers(),
+            )
+        });
     // A blob download's event waits for its last byte: its size and duration are those
     // of the transfer, and an aborted download still reports what it sent.
     let mut finish = None;
     if let Some(mut event) = event {
         event.duration = elapsed;
-        let streamed = event.action == Action::Pull
-            && event.target == Target::Blob
-            && request_method == Method::GET
-            && status.is_success();
+        // Only a blob GET is a blob pull event (a HEAD is none).
+        let streamed =
+            event.action == Action::Pull && event.target == Target::Blob && status.is_success();
         if streamed {
             finish = Some(PendingPull { event, start });
         } else {
@@ -102,6 +111,10 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
         finish,
     });
     Response::from_parts(parts, body)
+}
+
+fn is_api_path(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
 }
 
 struct PendingPull {
