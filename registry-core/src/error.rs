@@ -7,7 +7,7 @@ use http::{HeaderValue, StatusCode, header};
 use oci_spec_types::{DigestError, ErrorBody, ErrorCode, ManifestError, NameError};
 use storage_traits::{MetadataError, StorageError};
 
-use crate::upload_state::UploadError;
+use crate::upload::state::UploadError;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -189,7 +189,7 @@ impl IntoResponse for RegistryError {
                     None,
                 );
                 let h = res.headers_mut();
-                if let Ok(v) = HeaderValue::from_str(&crate::upload_state::range_header(offset)) {
+                if let Ok(v) = HeaderValue::from_str(&crate::upload::state::range_header(offset)) {
                     h.insert(header::RANGE, v);
                 }
                 if let Ok(v) = HeaderValue::from_str(&location) {

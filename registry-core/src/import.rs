@@ -41,7 +41,7 @@ use tokio::sync::OnceCell;
 
 use crate::Registry;
 use crate::error::RegistryError;
-use crate::hashing::SharedHasher;
+use crate::upload::hashing::SharedHasher;
 
 /// Where an import reads from: a read-only view of a distribution storage root.
 #[async_trait]
@@ -571,8 +571,12 @@ impl Registry {
             let computed = match hasher.as_ref().and_then(SharedHasher::digest) {
                 Some(d) if digest.algorithm() == oci_spec_types::Algorithm::Sha256 => d,
                 _ => {
-                    crate::hashing::digest_of_upload(blobs.as_ref(), &id, digest.algorithm())
-                        .await?
+                    crate::upload::hashing::digest_of_upload(
+                        blobs.as_ref(),
+                        &id,
+                        digest.algorithm(),
+                    )
+                    .await?
                 }
             };
             if computed != *digest {

@@ -29,17 +29,16 @@
 pub mod auth;
 mod clock;
 pub mod error;
+mod exchange;
 pub mod gc;
 mod handlers;
-pub mod hashing;
 pub mod import;
 pub mod ops;
 pub mod policy;
 mod recovery;
 pub mod request;
 pub mod route;
-mod sessions;
-pub mod upload_state;
+pub mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,7 +155,7 @@ pub(crate) struct Inner {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) metadata: Arc<dyn MetadataStore>,
     pub(crate) config: RegistryConfig,
-    pub(crate) sessions: sessions::SessionLocks,
+    pub(crate) sessions: upload::claims::Claims,
     pub(crate) recovery: recovery::RecoveryWriter,
 }
 
@@ -172,7 +171,7 @@ impl Registry {
                 blobs,
                 metadata,
                 config,
-                sessions: sessions::SessionLocks::default(),
+                sessions: upload::claims::Claims::default(),
             }),
         }
     }

@@ -1,4 +1,5 @@
-//! Registry-wide policies: read-only mode, immutable tags, and size limits for blobs.
+//! Registry-wide policies: read-only mode, immutable tags, and size limits for blobs (the
+//! limit on a running upload is enforced by [`crate::upload::limit`]).
 //! (The manifest size limit is [`RegistryConfig::max_manifest_size`](crate::RegistryConfig).)
 //!
 //! They are checked after authentication, so an anonymous caller learns nothing about the
@@ -7,13 +8,6 @@
 //! the handlers for what only the body or the stored state can tell (the running size of
 //! an upload, the digest a tag points at).
 
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use futures::Stream;
 use oci_spec_types::{ErrorCode, RepositoryName};
 use serde::Deserialize;
 
@@ -21,8 +15,6 @@ use crate::auth::NamePattern;
 use crate::error::RegistryError;
 use crate::request::ApiRequest;
 use crate::route::Route;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Registry-wide rules, on top of what callers are allowed to do.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -98,112 +90,16 @@ impl Policy {
                 .flatten()
                 .map(|r| r.end.saturating_add(1));
             if declared.max(range_end).is_some_and(|n| n > limit) {
-                return Err(blob_too_large(limit));
+                return Err(crate::upload::limit::blob_too_large(limit));
             }
         }
         Ok(())
     }
 }
 
-pub(crate) fn blob_too_large(limit: u64) -> RegistryError {
-    RegistryError::oci(
-        ErrorCode::SizeInvalid,
-        format!("blob is larger than the limit of {limit} bytes"),
-    )
-}
-
-/// Set when a [`SizeLimited`] stream stopped because the upload grew past the limit.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Tripped(Arc<AtomicBool>);
-
-impl Tripped {
-    pub(crate) fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// The limit exceeded while streaming, as the error the store sees.
-#[derive(Debug, thiserror::Error)]
-#[error("blob exceeds the size limit")]
-struct TooLarge;
-
-/// A body stream that fails once the upload (bytes already stored plus bytes passed)
-/// would exceed the limit, so an oversized upload is cut off instead of filling the disk.
-/// The flag, not the error, tells the handler what happened: a backend may wrap or
-/// replace the stream's error.
-pub(crate) struct SizeLimited<S> {
-    inner: S,
-    remaining: Option<u64>,
-    tripped: Tripped,
-}
-
-impl<S> SizeLimited<S> {
-    /// `stored`: bytes the session already holds; `limit`: `None` for no limit.
-    pub(crate) fn new(inner: S, stored: u64, limit: Option<u64>) -> (Self, Tripped) {
-        let tripped = Tripped::default();
-        let s = SizeLimited {
-            inner,
-            remaining: limit.map(|l| l.saturating_sub(stored)),
-            tripped: tripped.clone(),
-        };
-        (s, tripped)
-    }
-}
-
-impl<S, E> Stream for SizeLimited<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: Into<BoxError>,
-{
-    type Item = Result<Bytes, BoxError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.tripped.get() {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                let len = chunk.len() as u64;
-                match self.remaining {
-                    Some(left) if len > left => {
-                        self.tripped.0.store(true, Ordering::Relaxed);
-                        Poll::Ready(Some(Err(Box::new(TooLarge))))
-                    }
-                    Some(left) => {
-                        self.remaining = Some(left - len);
-                        Poll::Ready(Some(Ok(chunk)))
-                    }
-                    None => Poll::Ready(Some(Ok(chunk))),
-                }
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use futures::StreamExt;
-
     use super::*;
-
-    #[tokio::test]
-    async fn size_limited_trips_past_the_limit() {
-        let chunks = || {
-            futures::stream::iter(vec![
-                Ok::<_, std::io::Error>(Bytes::from_static(b"abcd")),
-                Ok(Bytes::from_static(b"efgh")),
-            ])
-        };
-        let (s, tripped) = SizeLimited::new(chunks(), 0, Some(8));
-        let out: Vec<_> = s.collect().await;
-        assert!(out.iter().all(Result::is_ok) && !tripped.get());
-        let (s, tripped) = SizeLimited::new(chunks(), 1, Some(8));
-        let out: Vec<_> = s.collect().await;
-        assert!(out[1].is_err() && tripped.get());
-    }
 
     fn request(method: &str, uri: &str) -> ApiRequest {
         let (parts, ()) = http::Request::builder()

@@ -14,7 +14,7 @@ use oci_spec_types::{Digest, ErrorCode, ReferenceError, RepositoryName, Tag};
 
 use crate::error::RegistryError;
 use crate::route::{Route, RouteError};
-use crate::upload_state::ChunkRange;
+use crate::upload::state::ChunkRange;
 
 /// A decoded API request. Found in the request's extensions by every layer below the
 /// edge.

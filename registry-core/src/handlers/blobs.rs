@@ -6,9 +6,9 @@ use http::{StatusCode, header};
 use oci_spec_types::{Digest, ErrorCode, RepositoryName};
 use storage_traits::GetRange;
 
-use super::{Call, Result, empty, header_str, set_headers};
 use crate::Inner;
 use crate::error::RegistryError;
+use crate::exchange::{Call, Result, empty, header_str, set_headers};
 
 fn blob_unknown(digest: &Digest) -> RegistryError {
     RegistryError::oci(

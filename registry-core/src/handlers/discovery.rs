@@ -5,9 +5,10 @@ use http::StatusCode;
 use oci_spec_types::{Descriptor, Digest, ErrorCode, RepositoryName, media_type};
 use storage_traits::Page;
 
+use super::page;
 use super::visibility::Visibility;
-use super::{Call, Result, json_response, page, set_headers};
 use crate::error::RegistryError;
+use crate::exchange::{Call, Result, json_response, set_headers};
 
 /// Adds `Link: <…?n=N&last=LAST>; rel="next"` when a full page was returned, so clients
 /// know to ask for more.

@@ -24,8 +24,8 @@ use storage_traits::insights::{
 use storage_traits::{InsightsMetadata, Page};
 
 use super::visibility::Visibility;
-use super::{Call, Result, json_response, set_headers};
 use crate::error::RegistryError;
+use crate::exchange::{Call, Result, json_response, set_headers};
 use crate::route::Extension;
 
 /// Default and largest page size of the extension listings.

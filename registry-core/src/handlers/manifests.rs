@@ -8,9 +8,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use oci_spec_types::{Digest, ErrorCode, ParsedManifest, Reference, RepositoryName};
 use storage_traits::NewManifest;
 
-use super::{Call, Result, empty, set_headers};
 use crate::Inner;
 use crate::error::RegistryError;
+use crate::exchange::{Call, Result, empty, set_headers};
 
 fn manifest_unknown(reference: &Reference) -> RegistryError {
     RegistryError::oci(

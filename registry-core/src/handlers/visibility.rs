@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use oci_spec_types::RepositoryName;
 
-use super::{Call, Result};
 use crate::auth::{Action, Authorizer, Principal, effective_actions};
+use crate::exchange::{Call, Result};
 
 /// Pull permission per repository name, asked once per name and request.
 pub(crate) struct Visibility<'a> {

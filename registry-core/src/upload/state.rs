@@ -1,4 +1,4 @@
-//! The chunked-upload state machine, as a pure function.
+//! The upload state machine, as a pure function: every verb of an upload is an event.
 //!
 //! Handlers decode a request into an [`Event`], call [`step`], perform the returned
 //! [`Effect`] (write bytes, persist the offset, compute the digest, commit), and feed the
@@ -45,6 +45,8 @@ pub fn range_header(offset: u64) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
+    /// No session yet: a `POST` is about to open one.
+    New,
     /// Waiting for data; `offset` bytes acknowledged.
     Open {
         offset: u64,
@@ -69,6 +71,16 @@ pub enum State {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// `POST`: open a session; with a digest, the body is the whole blob (monolithic).
+    Start {
+        digest: Option<Digest>,
+        range: Option<ChunkRange>,
+        length: Option<u64>,
+    },
+    /// `GET` on the session: its progress.
+    Status,
+    /// `DELETE` on the session.
+    Cancel,
     /// `PATCH` with an optional `Content-Range` and `Content-Length`.
     Patch {
         range: Option<ChunkRange>,
@@ -88,6 +100,12 @@ pub enum Event {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
+    /// Answer 202 with the new session's location.
+    Opened,
+    /// Answer 204 with the acknowledged progress.
+    Report { offset: u64 },
+    /// Drop the session's bytes and record, answer 204.
+    Discard,
     /// Write the request body at this offset.
     ReceiveAt(u64),
     /// Persist the new offset and answer 202 with the progress.
@@ -115,6 +133,28 @@ pub enum UploadError {
 /// the next chunk.
 pub fn step(state: State, event: Event) -> Result<(State, Effect), UploadError> {
     match (state, event) {
+        (State::New, Event::Start { digest: None, .. }) => {
+            Ok((State::Open { offset: 0 }, Effect::Opened))
+        }
+        (
+            State::New,
+            Event::Start {
+                digest: Some(digest),
+                range,
+                length,
+            },
+        ) => step(
+            State::Open { offset: 0 },
+            Event::Put {
+                digest,
+                range,
+                length,
+            },
+        ),
+        (State::Open { offset }, Event::Status) => {
+            Ok((State::Open { offset }, Effect::Report { offset }))
+        }
+        (State::Open { .. }, Event::Cancel) => Ok((State::New, Effect::Discard)),
         (State::Open { offset }, Event::Patch { range, length }) => {
             let declared = declared_length(offset, range, length)?;
             Ok((
@@ -246,6 +286,63 @@ mod tests {
         for bad in ["", "9-0", "a-b", "-5", "5", "1-2-3"] {
             assert_eq!(ChunkRange::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn every_verb_is_an_event() {
+        assert_eq!(
+            step(
+                State::New,
+                Event::Start {
+                    digest: None,
+                    range: None,
+                    length: None
+                }
+            ),
+            Ok((State::Open { offset: 0 }, Effect::Opened))
+        );
+        let (s, e) = step(
+            State::New,
+            Event::Start {
+                digest: Some(d(b"abc")),
+                range: None,
+                length: Some(3),
+            },
+        )
+        .unwrap();
+        assert_eq!(e, Effect::ReceiveAt(0));
+        let (s, e) = step(s, Event::Received { new_offset: 3 }).unwrap();
+        assert_eq!(e, Effect::Compute { size: 3 });
+        let (_, e) = step(s, Event::Computed { digest: d(b"abc") }).unwrap();
+        assert_eq!(
+            e,
+            Effect::Commit {
+                digest: d(b"abc"),
+                size: 3
+            }
+        );
+        assert_eq!(
+            step(State::Open { offset: 7 }, Event::Status),
+            Ok((State::Open { offset: 7 }, Effect::Report { offset: 7 }))
+        );
+        assert_eq!(
+            step(State::Open { offset: 7 }, Event::Cancel),
+            Ok((State::New, Effect::Discard))
+        );
+        // A session that is not open has no progress to report and nothing to cancel.
+        assert!(step(State::New, Event::Status).is_err());
+        assert!(step(State::New, Event::Cancel).is_err());
+        assert!(
+            step(
+                State::Open { offset: 0 },
+                Event::Start {
+                    digest: None,
+                    range: None,
+                    length: None
+                }
+            )
+            .is_err()
+        );
     }
 
     #[test]

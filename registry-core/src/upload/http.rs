@@ -1,9 +1,9 @@
 //! Blob uploads: `POST /v2/<name>/blobs/uploads/` (session, monolithic `?digest=`, mount),
 //! `PATCH`, `PUT ?digest=`, `GET` (progress) and `DELETE` on `/v2/<name>/blobs/uploads/<id>`.
 //!
-//! The rules live in [`crate::upload_state`]; this module performs the effects: it streams
-//! the body into the blob store through a hasher, persists offset and hash state with a
-//! compare-and-swap, and commits.
+//! Each verb is an event of [`super::state`]; this module performs the effects the state
+//! machine returns: it streams the body into the blob store through a hasher, persists
+//! offset and hash state with a compare-and-swap, commits, reports or discards.
 
 use axum::body::Body;
 use axum::response::Response;
@@ -12,13 +12,14 @@ use http::StatusCode;
 use oci_spec_types::{Algorithm, Digest, ErrorCode, RepositoryName};
 use storage_traits::UploadSession;
 
-use super::{Call, Result, empty, now_ms};
+use super::hashing::{SharedHasher, digest_of_upload};
+use super::limit::{SizeLimited, blob_too_large};
+use super::state::{ChunkRange, Effect, Event, State, UploadError, range_header, step};
 use crate::Inner;
+use crate::clock::now_ms;
 use crate::error::RegistryError;
-use crate::hashing::{SharedHasher, digest_of_upload};
-use crate::policy::{SizeLimited, blob_too_large};
+use crate::exchange::{Call, Result, empty};
 use crate::request::Mount;
-use crate::upload_state::{ChunkRange, Effect, Event, State, range_header, step};
 
 fn location(repo: &RepositoryName, id: &str) -> String {
     format!("/v2/{repo}/blobs/uploads/{id}")
@@ -54,7 +55,7 @@ fn created(repo: &RepositoryName, digest: &Digest) -> Response {
     )
 }
 
-pub(super) async fn start(call: Call<'_>, repo: &RepositoryName, body: Body) -> Result<Response> {
+pub(crate) async fn start(call: Call<'_>, repo: &RepositoryName, body: Body) -> Result<Response> {
     let inner = call.inner;
     let params = &call.request.params;
     // The mount is the one the auth middleware checked (and left in place only when the
@@ -88,59 +89,178 @@ pub(super) async fn start(call: Call<'_>, repo: &RepositoryName, body: Body) -> 
         return Err(RegistryError::TooManyUploads { limit });
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
+    let loc = location(repo, &id);
+    let event = Event::Start {
+        digest: params.digest.clone(),
+        range: chunk_range(call, 0, &loc)?,
+        length: call.request.body.content_length,
+    };
+    let (state, effect) = step(State::New, event).map_err(|e| RegistryError::upload(e, &loc))?;
     inner.blobs.start_upload(&id).await?;
     let session = UploadSession::new(id.clone(), repo.clone(), now_ms());
     if let Err(e) = inner.metadata.create_upload(&session).await {
         let _ = inner.blobs.abort_upload(&id).await;
         return Err(e.into());
     }
-    let Some(digest) = params.digest.clone() else {
+    if effect == Effect::Opened {
         return Ok(accepted(repo, &id, 0, StatusCode::ACCEPTED));
-    };
-    // Monolithic upload: the whole blob in this request.
-    let _guard = inner.sessions.claim(&id)?;
-    let result = finish(call, repo, &session, digest, body).await;
+    }
+    // Monolithic upload: the whole blob in this request, and no session left behind
+    // whatever happens to it.
+    let _claim = inner.sessions.claim(&id)?;
+    let result = perform(call, repo, &session, state, effect, body).await;
     if result.is_err() {
         discard(inner, &id).await;
     }
     result
 }
 
-pub(super) async fn patch(
+pub(crate) async fn patch(
     call: Call<'_>,
     repo: &RepositoryName,
     id: &str,
     body: Body,
 ) -> Result<Response> {
+    let event = |offset, loc: &str| -> Result<Event> {
+        Ok(Event::Patch {
+            range: chunk_range(call, offset, loc)?,
+            length: call.request.body.content_length,
+        })
+    };
+    on_session(call, repo, id, event, body).await
+}
+
+pub(crate) async fn put(
+    call: Call<'_>,
+    repo: &RepositoryName,
+    id: &str,
+    body: Body,
+) -> Result<Response> {
+    let event = |offset, loc: &str| -> Result<Event> {
+        let digest = call.request.params.digest.clone().ok_or_else(|| {
+            RegistryError::oci(
+                ErrorCode::DigestInvalid,
+                "the digest query parameter is required",
+            )
+        })?;
+        Ok(Event::Put {
+            digest,
+            range: chunk_range(call, offset, loc)?,
+            length: call.request.body.content_length,
+        })
+    };
+    on_session(call, repo, id, event, body).await
+}
+
+pub(crate) async fn status(call: Call<'_>, repo: &RepositoryName, id: &str) -> Result<Response> {
+    on_session(call, repo, id, |_, _| Ok(Event::Status), Body::empty()).await
+}
+
+pub(crate) async fn cancel(call: Call<'_>, repo: &RepositoryName, id: &str) -> Result<Response> {
+    on_session(call, repo, id, |_, _| Ok(Event::Cancel), Body::empty()).await
+}
+
+/// Loads the session, claims it (a status query reads without claiming), steps it with
+/// the request's event, and performs the effect.
+async fn on_session(
+    call: Call<'_>,
+    repo: &RepositoryName,
+    id: &str,
+    event: impl FnOnce(u64, &str) -> Result<Event>,
+    body: Body,
+) -> Result<Response> {
     let inner = call.inner;
     let session = load(inner, repo, id).await?;
-    let _guard = inner.sessions.claim(id)?;
     let loc = location(repo, id);
-    let range = chunk_range(call, session.offset, &loc)?;
-    let event = Event::Patch {
-        range,
-        length: call.request.body.content_length,
+    let event = event(session.offset, &loc)?;
+    let _claim = match event {
+        Event::Status => None,
+        _ => Some(inner.sessions.claim(id)?),
     };
-    let (state, _) = step(
-        State::Open {
-            offset: session.offset,
-        },
-        event,
-    )
-    .map_err(|e| RegistryError::upload(e, &loc))?;
-    let (new_offset, hasher) = receive(inner, &session, body).await?;
-    let (_, effect) =
-        step(state, Event::Received { new_offset }).map_err(|e| RegistryError::upload(e, &loc))?;
-    let Effect::Acknowledge { offset } = effect else {
-        return Err(RegistryError::oci(
-            ErrorCode::BlobUploadInvalid,
-            "unexpected upload state",
-        ));
+    let open = State::Open {
+        offset: session.offset,
     };
+    let (state, effect) = step(open, event).map_err(|e| RegistryError::upload(e, &loc))?;
+    perform(call, repo, &session, state, effect, body).await
+}
+
+/// Performs effects until the request is answered: receiving a body leads to an
+/// acknowledgement or to the digest check and the commit.
+async fn perform(
+    call: Call<'_>,
+    repo: &RepositoryName,
+    session: &UploadSession,
+    mut state: State,
+    mut effect: Effect,
+    body: Body,
+) -> Result<Response> {
+    let inner = call.inner;
+    let loc = location(repo, &session.id);
+    let up = |e| RegistryError::upload(e, &loc);
+    let mut body = Some(body);
+    let mut hasher = None;
+    loop {
+        let event = match effect {
+            Effect::Opened => return Ok(accepted(repo, &session.id, 0, StatusCode::ACCEPTED)),
+            Effect::Report { offset } => {
+                return Ok(accepted(repo, &session.id, offset, StatusCode::NO_CONTENT));
+            }
+            Effect::Discard => {
+                discard(inner, &session.id).await;
+                return Ok(empty(
+                    StatusCode::NO_CONTENT,
+                    &[("Content-Length", "0".into())],
+                ));
+            }
+            Effect::ReceiveAt(_) => {
+                let (new_offset, h) =
+                    receive(inner, session, body.take().unwrap_or_default()).await?;
+                hasher = h;
+                Event::Received { new_offset }
+            }
+            Effect::Acknowledge { offset } => {
+                acknowledge(inner, session, offset, hasher.take()).await?;
+                return Ok(accepted(repo, &session.id, offset, StatusCode::ACCEPTED));
+            }
+            Effect::Compute { .. } => {
+                let State::Verifying { expected, .. } = &state else {
+                    return Err(up(UploadError::InvalidTransition("no digest to verify")));
+                };
+                let computed = match hasher.take().and_then(|h| h.digest()) {
+                    Some(d) if expected.algorithm() == Algorithm::Sha256 => d,
+                    _ => {
+                        let algorithm = expected.algorithm();
+                        digest_of_upload(inner.blobs.as_ref(), &session.id, algorithm).await?
+                    }
+                };
+                Event::Computed { digest: computed }
+            }
+            Effect::Commit { digest, size } => {
+                commit(inner, repo, session, &digest, size).await?;
+                return Ok(created(repo, &digest));
+            }
+        };
+        (state, effect) = step(state, event).map_err(up)?;
+    }
+}
+
+/// Persists the new offset (and hash state) with a compare-and-swap.
+async fn acknowledge(
+    inner: &Inner,
+    session: &UploadSession,
+    offset: u64,
+    hasher: Option<SharedHasher>,
+) -> Result<()> {
     let hash_state = hasher.and_then(|h| h.state());
     let swapped = inner
         .metadata
-        .update_upload(id, session.offset, offset, hash_state.as_deref(), now_ms())
+        .update_upload(
+            &session.id,
+            session.offset,
+            offset,
+            hash_state.as_deref(),
+            now_ms(),
+        )
         .await?;
     if !swapped {
         // Another request acknowledged bytes of this session first. The store already
@@ -152,90 +272,25 @@ pub(super) async fn patch(
             "upload session changed during this request",
         ));
     }
-    Ok(accepted(repo, id, offset, StatusCode::ACCEPTED))
+    Ok(())
 }
 
-pub(super) async fn put(
-    call: Call<'_>,
-    repo: &RepositoryName,
-    id: &str,
-    body: Body,
-) -> Result<Response> {
-    let inner = call.inner;
-    let session = load(inner, repo, id).await?;
-    let _guard = inner.sessions.claim(id)?;
-    let digest = call.request.params.digest.clone().ok_or_else(|| {
-        RegistryError::oci(
-            ErrorCode::DigestInvalid,
-            "the digest query parameter is required",
-        )
-    })?;
-    finish(call, repo, &session, digest, body).await
-}
-
-pub(super) async fn status(inner: &Inner, repo: &RepositoryName, id: &str) -> Result<Response> {
-    let session = load(inner, repo, id).await?;
-    Ok(accepted(repo, id, session.offset, StatusCode::NO_CONTENT))
-}
-
-pub(super) async fn cancel(inner: &Inner, repo: &RepositoryName, id: &str) -> Result<Response> {
-    load(inner, repo, id).await?;
-    let _guard = inner.sessions.claim(id)?;
-    discard(inner, id).await;
-    Ok(empty(
-        StatusCode::NO_CONTENT,
-        &[("Content-Length", "0".into())],
-    ))
-}
-
-/// The closing write: optional last chunk, digest check, commit, link.
-async fn finish(
-    call: Call<'_>,
+/// Links the blob, publishes its bytes, and closes the session.
+async fn commit(
+    inner: &Inner,
     repo: &RepositoryName,
     session: &UploadSession,
-    digest: Digest,
-    body: Body,
-) -> Result<Response> {
-    let inner = call.inner;
-    let loc = location(repo, &session.id);
-    let range = chunk_range(call, session.offset, &loc)?;
-    let event = Event::Put {
-        digest: digest.clone(),
-        range,
-        length: call.request.body.content_length,
-    };
-    let up = |e| RegistryError::upload(e, &loc);
-    let (state, _) = step(
-        State::Open {
-            offset: session.offset,
-        },
-        event,
-    )
-    .map_err(up)?;
-    let (new_offset, hasher) = receive(inner, session, body).await?;
-    let (state, _) = step(state, Event::Received { new_offset }).map_err(up)?;
-    let computed = match hasher.and_then(|h| h.digest()) {
-        Some(d) if digest.algorithm() == Algorithm::Sha256 => d,
-        _ => digest_of_upload(inner.blobs.as_ref(), &session.id, digest.algorithm()).await?,
-    };
-    let (_, effect) = step(state, Event::Computed { digest: computed }).map_err(up)?;
-    let Effect::Commit { digest, size } = effect else {
-        return Err(RegistryError::oci(
-            ErrorCode::BlobUploadInvalid,
-            "unexpected upload state",
-        ));
-    };
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
     // Link first, then publish the bytes: once the link is committed the collector's
     // re-check sees it, so it cannot delete the bytes this upload is about to publish. A
     // link whose publish then fails points at nothing; it 404s like an unknown blob and
     // its own review removes it after the grace period.
-    crate::gc::retry_while_being_deleted(|| inner.metadata.link_blob(repo, &digest, size)).await?;
-    inner
-        .blobs
-        .finish_upload(&session.id, &digest, size)
-        .await?;
+    crate::gc::retry_while_being_deleted(|| inner.metadata.link_blob(repo, digest, size)).await?;
+    inner.blobs.finish_upload(&session.id, digest, size).await?;
     inner.metadata.delete_upload(&session.id).await?;
-    Ok(created(repo, &digest))
+    Ok(())
 }
 
 /// Streams the request body into the session at its acknowledged offset, hashing it on

@@ -14,16 +14,16 @@ use oci_spec_types::ErrorCode;
 use crate::error::RegistryError;
 
 #[derive(Debug, Default, Clone)]
-pub(crate) struct SessionLocks(Arc<Mutex<HashSet<String>>>);
+pub(crate) struct Claims(Arc<Mutex<HashSet<String>>>);
 
 #[derive(Debug)]
-pub(crate) struct SessionGuard {
-    locks: SessionLocks,
+pub(crate) struct Claim {
+    locks: Claims,
     id: String,
 }
 
-impl SessionLocks {
-    pub(crate) fn claim(&self, id: &str) -> Result<SessionGuard, RegistryError> {
+impl Claims {
+    pub(crate) fn claim(&self, id: &str) -> Result<Claim, RegistryError> {
         let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if !set.insert(id.to_string()) {
             return Err(RegistryError::oci(
@@ -31,14 +31,14 @@ impl SessionLocks {
                 "another request is writing to this upload session",
             ));
         }
-        Ok(SessionGuard {
+        Ok(Claim {
             locks: self.clone(),
             id: id.to_string(),
         })
     }
 }
 
-impl Drop for SessionGuard {
+impl Drop for Claim {
     fn drop(&mut self) {
         let mut set = self.locks.0.lock().unwrap_or_else(|p| p.into_inner());
         set.remove(&self.id);
@@ -51,7 +51,7 @@ mod tests {
 
     #[test]
     fn second_claim_fails_until_first_is_dropped() {
-        let locks = SessionLocks::default();
+        let locks = Claims::default();
         let g = locks.claim("a").unwrap();
         assert!(locks.claim("a").is_err());
         assert!(locks.claim("b").is_ok());
