@@ -19,8 +19,8 @@ pub enum RegistryError {
         message: String,
         detail: Option<serde_json::Value>,
     },
-    /// A request reached a layer without the [`ApiRequest`](crate::request::ApiRequest)
-    /// the edge decodes: the layers were assembled wrongly. A 500, never a second decode.
+    /// A request reached a layer without the decoded request the edge puts in its
+    /// extensions: the layers were assembled wrongly. A 500, never a second decode.
     #[error("request was not decoded by the registry's edge layer")]
     NotDecoded,
     /// No API endpoint at this path.
@@ -47,7 +47,7 @@ pub enum RegistryError {
     #[error("unauthorized: {message}")]
     Unauthorized { challenge: String, message: String },
     /// An authenticator or authorizer backend failed: a 500 with the cause logged.
-    /// (`From<AuthError>` is in [`crate::auth`], which depends on this module, not the
+    /// (`From<AuthError>` is in the `auth` module, which depends on this one, not the
     /// other way round.)
     #[error("authentication backend failed: {0}")]
     AuthBackend(String),

@@ -41,7 +41,7 @@ pub enum Extension {
 
 /// Why a path that names an endpoint could not be decoded. Which response it gets can
 /// depend on the method (an invalid manifest reference is `404` to a read, `400` to a
-/// push), so the mapping is [`crate::request`]'s.
+/// push), so the request decoder maps it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     #[error(transparent)]

@@ -1,6 +1,6 @@
 //! The blob size limit, enforced while an upload streams: an oversized upload is cut off
 //! instead of filling the disk. (What the request head already tells, a declared length
-//! over the limit, is refused earlier by [`crate::policy::Policy`].)
+//! over the limit, is refused earlier by the registry's `Policy`.)
 
 use std::pin::Pin;
 use std::sync::Arc;
