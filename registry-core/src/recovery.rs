@@ -63,10 +63,7 @@ const LANE_CAPACITY: usize = 1024;
 const COPY_BACKLOG: usize = 8192;
 /// Copies running at once. Few: each ends in fsyncs, and more of them at once only queue
 /// up in the file system's journal beside the metadata store's own commit, the one the
-/// client waits for. Measured on the 2-core benchmark machine (5,000 pushes, fs + SQLite):
-/// 4 copies at once served about 2,400 pushes/s with a p99 of 8-9 ms and 0.9-1.06 ms of
-/// CPU per push including the 1.5 s the copies ran on after the burst; 16 served
-/// 1,400-1,800 pushes/s with a p99 of 12-16 ms for the same CPU.
+/// client waits for (4 against 16: docs/performance.md, "Figures moved out of the code").
 const COPY_CONCURRENCY: u32 = 4;
 
 /// What a record queue does, in order.
