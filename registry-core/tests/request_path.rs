@@ -469,3 +469,37 @@ async fn open_upload_sessions_are_capped() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     reg.open_upload("a").await;
 }
+
+#[tokio::test]
+async fn no_spelling_of_an_insights_path_reaches_a_repository_the_caller_may_not_pull() {
+    let reg = TestRegistry::with_config(basic_config()).await;
+    push_image(&reg, ALICE, "secret/app", "v1").await;
+    for path in [
+        "/v2/_ext/tags/secret/app",
+        "/v2/_ext/tags/secret%2Fapp",
+        "/v2/_ext/tags/secret%2fapp",
+        "/v2/_ext/tags/secret/app/",
+        "/v2/_ext/tags//secret/app",
+        "/v2/_ext/tags/./secret/app",
+        "/v2/_ext/tags/carol/../secret/app",
+        "/v2/_ext/tags/%73ecret/app",
+        "/v2/_ext/tags/SECRET/APP",
+        "/v2/_ext/catalog?prefix=secret",
+        "/v2/_ext/catalog?prefix=secret&prefix=carol",
+        "/v2/_ext/catalog?%70refix=secret&sort=last_push",
+        "/v2/_ext/repositories?sort=name&n=10000",
+    ] {
+        let r = as_user(&reg, CAROL, Method::GET, path, vec![]).await;
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(!text.contains("v1"), "{path}: {} {text}", r.status);
+        assert!(
+            !text.contains("\"secret/app\""),
+            "{path}: {} {text}",
+            r.status
+        );
+        assert!(
+            r.status != StatusCode::OK || !text.contains("tags\":[{"),
+            "{path}: {text}"
+        );
+    }
+}
