@@ -45,6 +45,10 @@ pub enum ManifestKind {
 pub enum ManifestError {
     #[error("manifest is larger than {MAX_MANIFEST_SIZE} bytes")]
     TooLarge,
+    /// JSON text is UTF-8 (RFC 8259, section 8.1). serde_json checks that only in the
+    /// strings it decodes; the bytes of a field nobody reads are skipped unchecked.
+    #[error("manifest is not valid UTF-8 (byte {at})")]
+    NotUtf8 { at: usize },
     #[error("manifest is not valid JSON: {0}")]
     Json(String),
     #[error("unsupported manifest media type {0:?}")]
@@ -97,8 +101,13 @@ impl ParsedManifest {
         if bytes.len() > MAX_MANIFEST_SIZE {
             return Err(ManifestError::TooLarge);
         }
+        // Checked as a whole, not field by field: an unknown field (whose contents serde
+        // skips) is stored and served as sent, so it must be JSON too.
+        let text = std::str::from_utf8(bytes).map_err(|e| ManifestError::NotUtf8 {
+            at: e.valid_up_to(),
+        })?;
         let raw: Raw =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| ManifestError::Json(e.to_string()))?;
         let header = content_type.map(essence).filter(|h| !h.is_empty());
         let body = raw.media_type.as_deref();
         if let (Some(h), Some(b)) = (header, body)
@@ -280,6 +289,28 @@ mod tests {
             ParsedManifest::parse(None, &big),
             Err(ManifestError::TooLarge)
         );
+    }
+
+    #[test]
+    fn invalid_utf8_anywhere_is_refused() {
+        for good in [r#","unknown":"caf\u00e9""#, r#","unknown":"café ☕""#] {
+            assert!(ParsedManifest::parse(None, image(good).as_bytes()).is_ok());
+        }
+        // In a field the parser skips, in one it reads, and a lone continuation byte.
+        for (field, bad) in [
+            ("unknown", &b"\xff\xfe"[..]),
+            ("artifactType", &b"\xc3("[..]),
+            ("unknown", &b"\x80"[..]),
+        ] {
+            let mut bytes = image(&format!(r#","{field}":"@""#)).into_bytes();
+            let at = bytes.iter().position(|&b| b == b'@').unwrap();
+            bytes.splice(at..=at, bad.iter().copied());
+            assert_eq!(
+                ParsedManifest::parse(None, &bytes),
+                Err(ManifestError::NotUtf8 { at }),
+                "{field}: {bad:?}"
+            );
+        }
     }
 
     proptest! {
