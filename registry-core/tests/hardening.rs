@@ -1,13 +1,242 @@
-//! Issue 13: what a registry must refuse or report that it used to let through. A manifest
-//! that is not UTF-8 is `MANIFEST_INVALID`.
+//! Issue 13: what a registry must accept, refuse or report that it used to get wrong.
+//! Empty Basic credentials (what skopeo, podman and docker send without a login) are
+//! anonymous, and a 401 to a caller without credentials never says its password was
+//! wrong. A manifest that is not UTF-8 is `MANIFEST_INVALID`.
 
 #![allow(clippy::unwrap_used)]
 
+mod auth_support;
 mod common;
 
-use common::TestRegistry;
-use http::StatusCode;
+use std::sync::Arc;
+
+use axum::body::Body;
+use common::{Reply, TestRegistry};
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
 use oci_spec_types::Digest;
+use registry_core::RegistryConfig;
+use registry_core::auth::{AccessPolicy, AccessRule, Action, Htpasswd, TokenAuth};
+use tower::ServiceExt;
+
+/// `Authorization: Basic` of an empty user and an empty password (`:`).
+const EMPTY_BASIC: &str = "Basic Og==";
+
+const ROOT: (&str, &str) = ("root", "root pw");
+
+/// htpasswd with root allowed everything, `public/*` readable by anyone.
+fn basic_config() -> RegistryConfig {
+    let users = Htpasswd::parse(&auth_support::htpasswd(&[ROOT])).unwrap();
+    let policy = AccessPolicy::new()
+        .with_public("public/*".parse().unwrap())
+        .with_rule(AccessRule::new(["*".parse().unwrap()], Action::ALL).with_users(["root"]));
+    RegistryConfig::default()
+        .with_authenticator(Arc::new(users))
+        .with_authorizer(Arc::new(policy))
+}
+
+async fn send_as(reg: &TestRegistry, authorization: &str, method: Method, uri: &str) -> Reply {
+    reg.send(
+        method,
+        uri,
+        &[("Authorization", authorization)],
+        Body::empty(),
+    )
+    .await
+}
+
+fn message(r: &Reply) -> String {
+    r.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Pushes a one-layer image as root; returns the layer's digest.
+async fn push_as_root(reg: &TestRegistry, repo: &str, tag: &str) -> Digest {
+    let root = auth_support::basic(ROOT.0, ROOT.1);
+    let config = br#"{"architecture":"amd64"}"#;
+    let layer = common::data(7, 500);
+    for bytes in [&config[..], &layer[..]] {
+        let digest = Digest::sha256_of(bytes);
+        let r = reg
+            .send(
+                Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+                &[("Authorization", &root)],
+                Body::from(bytes.to_vec()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": Digest::sha256_of(config).to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": Digest::sha256_of(&layer).to_string(), "size": layer.len()}],
+    }))
+    .unwrap();
+    let r = reg
+        .send(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[
+                ("Authorization", &root),
+                ("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+            ],
+            Body::from(manifest),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    Digest::sha256_of(&layer)
+}
+
+#[tokio::test]
+async fn empty_basic_credentials_pull_public_repositories() {
+    let reg = TestRegistry::with_config(basic_config()).await;
+    let layer = push_as_root(&reg, "public/base", "v1").await;
+    push_as_root(&reg, "private/app", "v1").await;
+
+    // What skopeo does without a login: `/v2/` first (a challenge), then the pull with
+    // empty Basic credentials. Every read of the public repository succeeds.
+    let r = send_as(&reg, EMPTY_BASIC, Method::GET, "/v2/").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.header("WWW-Authenticate"),
+        Some("Basic realm=\"registry\"")
+    );
+    let reads = [
+        (Method::GET, "/v2/public/base/manifests/v1".to_string()),
+        (Method::HEAD, "/v2/public/base/manifests/v1".to_string()),
+        (Method::GET, "/v2/public/base/tags/list".to_string()),
+        (Method::GET, format!("/v2/public/base/blobs/{layer}")),
+        (Method::HEAD, format!("/v2/public/base/blobs/{layer}")),
+    ];
+    for (method, uri) in reads {
+        let r = send_as(&reg, EMPTY_BASIC, method.clone(), &uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{method} {uri}: {:?}", r.body);
+    }
+    // Anonymous is all it is: no writes to the public repository, nothing private.
+    let r = send_as(
+        &reg,
+        EMPTY_BASIC,
+        Method::DELETE,
+        "/v2/public/base/manifests/v1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = send_as(
+        &reg,
+        EMPTY_BASIC,
+        Method::POST,
+        "/v2/public/base/blobs/uploads/",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = send_as(
+        &reg,
+        EMPTY_BASIC,
+        Method::GET,
+        "/v2/private/app/manifests/v1",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.header("WWW-Authenticate"),
+        Some("Basic realm=\"registry\"")
+    );
+}
+
+/// Every 401 a caller without credentials can get (no header, empty Basic, `Basic` with
+/// nothing after it) asks for authentication; only credentials that were sent and are
+/// wrong are called invalid.
+#[tokio::test]
+async fn a_401_without_credentials_never_says_the_password_is_wrong() {
+    let reg = TestRegistry::with_config(basic_config()).await;
+    push_as_root(&reg, "private/app", "v1").await;
+    let uris = [
+        (Method::GET, "/v2/"),
+        (Method::GET, "/v2/_catalog"),
+        (Method::GET, "/v2/private/app/manifests/v1"),
+        (Method::POST, "/v2/public/base/blobs/uploads/"),
+    ];
+    for (method, uri) in uris.clone() {
+        let none = reg.send(method.clone(), uri, &[], Body::empty()).await;
+        for r in [
+            none,
+            send_as(&reg, EMPTY_BASIC, method.clone(), uri).await,
+            send_as(&reg, "Basic", method.clone(), uri).await,
+        ] {
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+            assert_eq!(r.code(), "UNAUTHORIZED");
+            let m = message(&r);
+            assert!(m.contains("authentication required"), "{method} {uri}: {m}");
+            assert!(!m.contains("invalid"), "{method} {uri}: {m}");
+        }
+    }
+    for (method, uri) in uris {
+        let wrong = auth_support::basic(ROOT.0, "not root pw");
+        let r = send_as(&reg, &wrong, method.clone(), uri).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        assert_eq!(message(&r), "invalid username or password");
+    }
+}
+
+/// With token auth the registry takes no Basic credentials, but empty ones are still no
+/// credentials: the answer asks for authentication instead of naming the scheme. The
+/// token server (which does take Basic) gives an anonymous token for them, and that
+/// token pulls a public repository.
+#[tokio::test]
+async fn token_auth_takes_empty_basic_credentials_as_none() {
+    const SERVICE: &str = "registry.test";
+    const ISSUER: &str = "test-token-server";
+    let auth = TokenAuth::from_pem(
+        "http://127.0.0.1:1/token",
+        SERVICE,
+        ISSUER,
+        auth_support::ED_PUBLIC.as_bytes(),
+    )
+    .unwrap();
+    let reg =
+        TestRegistry::with_config(RegistryConfig::default().with_authenticator(Arc::new(auth)))
+            .await;
+    let uri = "/v2/public/base/manifests/v1";
+    let r = send_as(&reg, EMPTY_BASIC, Method::GET, uri).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.header("WWW-Authenticate").unwrap().starts_with("Bearer "));
+    assert_eq!(message(&r), "authentication required");
+    // Real Basic credentials are still the wrong scheme here.
+    let r = send_as(&reg, &auth_support::basic("alice", "pw"), Method::GET, uri).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(message(&r), "unsupported authorization scheme");
+
+    let users = Htpasswd::parse(&auth_support::htpasswd(&[("alice", "alice pw")])).unwrap();
+    let policy = AccessPolicy::new().with_public("public/*".parse().unwrap());
+    let server = token_server::TokenServer::new(
+        ISSUER,
+        SERVICE,
+        auth_support::ED_PRIVATE.as_bytes(),
+        users,
+        policy,
+    )
+    .unwrap();
+    let req = Request::get(format!(
+        "/token?service={SERVICE}&scope=repository:public/base:pull"
+    ))
+    .header("Authorization", EMPTY_BASIC)
+    .body(Body::empty())
+    .unwrap();
+    let res = Arc::new(server).router().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap());
+    // The repository is empty: a 404 (not a 401) shows the token was accepted for it.
+    let r = send_as(&reg, &bearer, Method::GET, uri).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+}
 
 #[tokio::test]
 async fn a_manifest_that_is_not_utf8_is_manifest_invalid() {

@@ -166,7 +166,12 @@ fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| bcrypt::hash("not a password", 10).unwrap_or_default())
 }
 
-/// The user and password of a `Basic` `Authorization` header. `Ok(None)`: no header.
+/// The user and password of a `Basic` `Authorization` header. `Ok(None)`: no credentials,
+/// which is no header, and also a `Basic` header with an empty user and an empty password
+/// (`Basic Og==`, or nothing after `Basic`). skopeo, podman and docker send that when they
+/// have no login for the registry and it answered with a `Basic` challenge: they mean to
+/// pull anonymously, and refusing them as a wrong password would shut them out of public
+/// repositories.
 pub(crate) fn basic_credentials(
     headers: &HeaderMap,
 ) -> Result<Option<(String, String)>, AuthError> {
@@ -174,13 +179,16 @@ pub(crate) fn basic_credentials(
         return Ok(None);
     };
     let value = value.to_str().map_err(|_| AuthError::InvalidCredentials)?;
-    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value, ""));
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(AuthError::UnsupportedScheme);
     }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(rest.trim())
         .map_err(|_| AuthError::InvalidCredentials)?;
+    if decoded.is_empty() || decoded == b":" {
+        return Ok(None);
+    }
     let decoded = String::from_utf8(decoded).map_err(|_| AuthError::InvalidCredentials)?;
     let (user, password) = decoded
         .split_once(':')
@@ -244,6 +252,42 @@ mod tests {
             ht.authenticate(&HeaderMap::new()).await.ok(),
             Some(Principal::anonymous())
         );
+    }
+
+    fn authorization(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = value.parse() {
+            h.insert(header::AUTHORIZATION, v);
+        }
+        h
+    }
+
+    #[tokio::test]
+    async fn empty_basic_credentials_are_anonymous() {
+        let ht = Htpasswd::parse("").unwrap_or_else(|e| panic!("{e}"));
+        for value in [
+            "Basic Og==",
+            "basic Og==",
+            "Basic",
+            "Basic ",
+            "  Basic   Og==  ",
+        ] {
+            assert_eq!(
+                ht.authenticate(&authorization(value)).await.ok(),
+                Some(Principal::anonymous()),
+                "{value:?}"
+            );
+        }
+        // Only both empty: an empty password or an empty user is still a login attempt.
+        for (user, pw) in [("alice", ""), ("", "s3cret"), (" ", "")] {
+            assert!(
+                matches!(
+                    ht.authenticate(&basic(user, pw)).await,
+                    Err(AuthError::InvalidCredentials)
+                ),
+                "{user:?}:{pw:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::htpasswd::basic_credentials;
 use super::{Access, AuthError, Authenticator, Grant, Principal, quote};
 
 /// A public key that cannot be used to check tokens.
@@ -71,6 +72,8 @@ impl Default for Audience {
 /// # Behavior
 /// - No `Authorization` header, a `Basic` one, or any token problem is a `401` with a
 ///   `Bearer realm=…,service=…,scope=…` challenge naming the scope the request needs.
+///   Empty `Basic` credentials (`Basic Og==`) count as no header: the message says
+///   authentication is required, not that the scheme is wrong.
 /// - A valid token is authoritative: its grants are all the caller gets (intersected with
 ///   the authorizer, if one is configured), and a caller lacking a scope is sent a new
 ///   challenge rather than a `403`, so clients fetch a wider token.
@@ -149,9 +152,15 @@ impl Authenticator for TokenAuth {
             return Err(AuthError::MissingCredentials);
         };
         let value = value.to_str().map_err(|_| AuthError::UnsupportedScheme)?;
-        let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let (scheme, token) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthError::UnsupportedScheme);
+            // Empty Basic credentials are how clients without a login say "anonymous"
+            // (see `basic_credentials`): the same answer as no header, not a complaint
+            // about the scheme of credentials the client never had.
+            return Err(match basic_credentials(headers) {
+                Ok(None) => AuthError::MissingCredentials,
+                _ => AuthError::UnsupportedScheme,
+            });
         }
         let claims = self.verify(token.trim())?;
         let principal = if claims.sub.is_empty() {
