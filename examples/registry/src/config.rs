@@ -16,6 +16,7 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 pub const DEFAULT_STORAGE: &str = "./registry-data/blobs";
 pub const DEFAULT_METADATA: &str = "sqlite://./registry-data/registry.db";
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
 
 /// The storage schemes this build can open.
 pub const STORAGE_SCHEMES: &str = "fs:// (or a plain path) and s3://";
@@ -185,6 +186,21 @@ pub struct ServeArgs {
     /// Refuse blobs larger than this many bytes (400 SIZE_INVALID) [default: no limit].
     #[arg(long, env = "REGISTRY_MAX_BLOB_SIZE", value_name = "BYTES")]
     pub max_blob_size: Option<u64>,
+    /// Close a connection with no request in flight and no bytes moving for this long
+    /// [default: 30s].
+    #[arg(long, env = "REGISTRY_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Time a client has to send a request's head (HTTP/1; on a keep-alive connection,
+    /// counted from the end of the previous response) [default: 30s].
+    #[arg(long, env = "REGISTRY_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+    /// End a request whose body sends no data for this long; a stall limit, not a limit
+    /// on the whole upload [default: 60s].
+    #[arg(long, env = "REGISTRY_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+    /// Connections open at once; past it, new ones wait to be accepted [default: 512].
+    #[arg(long, env = "REGISTRY_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u32>,
 }
 
 /// The config file. Unknown keys are an error, so a typo does not pass silently.
@@ -214,6 +230,10 @@ pub struct FileConfig {
     /// One pattern or a list of them.
     pub immutable_tags: Option<OneOrMany>,
     pub max_blob_size: Option<u64>,
+    pub idle_timeout: Option<String>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub max_connections: Option<u32>,
 }
 
 /// A TOML value that may be a single string or an array of strings.
@@ -348,6 +368,17 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub access: AccessSettings,
     pub policy: PolicySettings,
+    pub connections: ConnectionSettings,
+}
+
+/// Limits on client connections (see the server module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// At least 1.
+    pub max_connections: u32,
 }
 
 /// Registry-wide rules: read-only mode, immutable tags, blob size limit.
@@ -407,6 +438,10 @@ pub enum ConfigError {
     Pattern {
         value: String,
         message: String,
+    },
+    /// A limit or timeout set to zero.
+    Zero {
+        setting: &'static str,
     },
 }
 
@@ -474,6 +509,7 @@ impl fmt::Display for ConfigError {
             ConfigError::Pattern { value, message } => {
                 write!(f, "invalid immutable-tags pattern `{value}`: {message}")
             }
+            ConfigError::Zero { setting } => write!(f, "{setting} must be greater than zero"),
         }
     }
 }
@@ -559,6 +595,29 @@ impl Settings {
                 .map(parse_pattern)
                 .collect::<Result<_, _>>()?,
                 max_blob_size: args.max_blob_size.or(file.max_blob_size),
+            },
+            connections: ConnectionSettings {
+                idle_timeout: positive_duration(
+                    "idle-timeout",
+                    &pick(&args.idle_timeout, &file.idle_timeout, "30s"),
+                )?,
+                header_timeout: positive_duration(
+                    "header-timeout",
+                    &pick(&args.header_timeout, &file.header_timeout, "30s"),
+                )?,
+                body_timeout: positive_duration(
+                    "body-timeout",
+                    &pick(&args.body_timeout, &file.body_timeout, "60s"),
+                )?,
+                max_connections: match args.max_connections.or(file.max_connections) {
+                    None => DEFAULT_MAX_CONNECTIONS,
+                    Some(0) => {
+                        return Err(ConfigError::Zero {
+                            setting: "max-connections",
+                        });
+                    }
+                    Some(n) => n,
+                },
             },
         })
     }
@@ -682,6 +741,15 @@ pub fn parse_webhook_url(value: &str) -> Result<url::Url, ConfigError> {
         });
     }
     Ok(url)
+}
+
+/// A duration that must not be zero (a zero timeout would close every connection).
+fn positive_duration(setting: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(setting, value)?;
+    if d.is_zero() {
+        return Err(ConfigError::Zero { setting });
+    }
+    Ok(d)
 }
 
 pub fn parse_duration(setting: &'static str, value: &str) -> Result<Duration, ConfigError> {

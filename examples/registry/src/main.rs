@@ -19,6 +19,9 @@
 //! --token-issuer NAME --token-key PEMFILE` (Docker token auth), `--access-policy FILE`,
 //! `--read-only`, `--immutable-tags PATTERN`, `--max-blob-size BYTES`.
 //!
+//! Connections: `--idle-timeout`, `--header-timeout`, `--body-timeout` (a stall limit on
+//! request bodies) and `--max-connections` (past it, new connections wait); see `server`.
+//!
 //! Other commands, on the same store settings: `registry gc [--dry-run]` (one collection
 //! pass), `registry import --from ROOT` (a CNCF distribution storage root, or
 //! `--rebuild`: the metadata database from our own blob store) and
@@ -280,17 +283,10 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
     let local = listener.local_addr()?;
     let shutdown = shutdown_signal();
     // Tests (and scripts using `--listen 127.0.0.1:0`) read the real port from this line.
-    match tls {
-        Some(config) => {
-            tracing::info!("listening on https://{local}");
-            let listener = tls::TlsListener::new(listener, config)?;
-            server::serve(listener, app, shutdown).await;
-        }
-        None => {
-            tracing::info!("listening on http://{local}");
-            server::serve(listener, app, shutdown).await;
-        }
-    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{local}");
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    server::serve(listener, tls, app, settings.connections, shutdown).await;
     // Manifest copies and recovery records are written in the background after each
     // request: let the queued ones land before exiting, or a rebuild would miss them.
     if tokio::time::timeout(
