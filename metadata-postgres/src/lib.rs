@@ -61,12 +61,14 @@
 //!   `SELECT ... FOR SHARE` (in digest order), reports missing ones as
 //!   [`MissingReferences`](storage_traits::MetadataError::MissingReferences), then finds
 //!   the manifest row `FOR SHARE` or inserts it (`ON CONFLICT DO NOTHING`, looping if a
-//!   concurrent insert won), writes its reference rows, and points the tag: the tag row
-//!   is locked `FOR UPDATE` (or inserted) before it is read, so of two puts moving one tag
-//!   the second sees the first's manifest as the one it untags and queues it. A concurrent
-//!   `unlink_blob` or `delete_manifest` of anything the put checked or points the tag at
-//!   either committed first (the put sees the row missing) or waits for the put to
-//!   commit. Concurrent puts of one tag serialise on the tag row; the last to commit wins.
+//!   concurrent insert won), writes its reference rows, and points each of its tags (in
+//!   name order): a tag row is locked `FOR UPDATE` (or inserted) before it is read, so of
+//!   two puts moving one tag the second sees the first's manifest as the one it untags
+//!   and queues it, and an immutable tag pointing elsewhere fails the transaction (so
+//!   nothing of the put is stored). A concurrent `unlink_blob` or `delete_manifest` of
+//!   anything the put checked or points a tag at either committed first (the put sees
+//!   the row missing) or waits for the put to commit. Concurrent puts of one tag
+//!   serialise on the tag row; the last to commit wins.
 //! - **`delete_manifest`** locks the manifest row `FOR UPDATE` (waiting for puts that hold
 //!   it `FOR SHARE`), queues the garbage-collection reviews of what it references, then
 //!   deletes it; `ON DELETE CASCADE` removes its tags and reference rows in the same

@@ -1,6 +1,6 @@
 //! [`PostgresMetadataStore`]: the pool, the retry loop, and the trait impl.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -398,20 +398,20 @@ async fn put_manifest_tx(
     let (manifest_id, inserted) =
         manifest_row(tx, repo_id, m, annotations, now, &blob_refs, &manifest_refs).await?;
 
-    match &m.tag {
-        Some(tag) => {
-            let previous =
-                point_tag(tx, repo_id, tag.as_str(), manifest_id, m.tag_immutable, now).await?;
-            // Re-tagging leaves the previous manifest possibly untagged.
-            if let Some(previous) = previous {
-                gc::enqueue(tx, gc::Kind::Manifest, repo, &previous, now).await?;
-            }
-        }
+    if m.tags.is_empty() && inserted {
         // Pushed by digest: untagged from the start.
-        None if inserted => {
-            gc::enqueue(tx, gc::Kind::Manifest, repo, m.digest.as_str(), now).await?;
+        gc::enqueue(tx, gc::Kind::Manifest, repo, m.digest.as_str(), now).await?;
+    }
+    // Tags are locked in name order so two puts of overlapping tags never wait on each
+    // other in a cycle. A refused immutable tag fails the whole transaction, so the
+    // manifest and the tags pointed before it are rolled back with it.
+    let tags: BTreeSet<&str> = m.tags.iter().map(Tag::as_str).collect();
+    for tag in tags {
+        let previous = point_tag(tx, repo_id, tag, manifest_id, m.tag_immutable, now).await?;
+        // Re-tagging leaves the previous manifest possibly untagged.
+        if let Some(previous) = previous {
+            gc::enqueue(tx, gc::Kind::Manifest, repo, &previous, now).await?;
         }
-        None => {}
     }
     Ok(())
 }

@@ -40,7 +40,7 @@
 //! - One writer connection on its own thread, and a small pool of read-only connections;
 //!   in WAL mode readers see a consistent snapshot and never wait for the writer.
 //! - Each trait call that changes state is all-or-nothing: `put_manifest` checks
-//!   references, inserts the manifest and its reference rows, and moves the tag together.
+//!   references, inserts the manifest and its reference rows, and moves its tags together.
 //!   The writer commits the changes queued at the same moment in one `BEGIN IMMEDIATE`
 //!   transaction, each in its own savepoint (group commit), so one WAL sync covers them;
 //!   no call returns before its change is durable.

@@ -1,6 +1,6 @@
 //! [`SqliteMetadataStore`]: connections, the blocking-work bridge, and the trait impl.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -434,21 +434,25 @@ fn put_manifest_tx(conn: &Connection, m: &NewManifest, annotations: &str) -> Res
             manifests: missing_manifests,
         }));
     }
-    // An immutable tag may be created, never moved. Checked here, before anything is
-    // written, inside the writer's transaction: no other change runs in between.
-    if let (Some(tag), true, Some(repo_id)) = (&m.tag, m.tag_immutable, existing_repo) {
-        let current: Option<String> = conn
-            .prepare_cached(
-                "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
-                 WHERE t.repo_id = ?1 AND t.name = ?2",
-            )?
-            .query_row(params![repo_id, tag.as_str()], |r| r.get(0))
-            .optional()?;
-        if let Some(current) = current.filter(|c| c != m.digest.as_str()) {
-            return Err(Fail(MetadataError::TagImmutable {
-                tag: tag.to_string(),
-                current: parse_digest(&current)?,
-            }));
+    let tags: BTreeSet<&str> = m.tags.iter().map(Tag::as_str).collect();
+    // An immutable tag may be created, never moved. Every tag is checked here, before
+    // anything is written, inside the writer's transaction: no other change runs in
+    // between, and one refused tag leaves nothing stored.
+    if let (true, Some(repo_id)) = (m.tag_immutable, existing_repo) {
+        let mut current_of = conn.prepare_cached(
+            "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
+             WHERE t.repo_id = ?1 AND t.name = ?2",
+        )?;
+        for tag in &tags {
+            let current: Option<String> = current_of
+                .query_row(params![repo_id, tag], |r| r.get(0))
+                .optional()?;
+            if let Some(current) = current.filter(|c| c != m.digest.as_str()) {
+                return Err(Fail(MetadataError::TagImmutable {
+                    tag: tag.to_string(),
+                    current: parse_digest(&current)?,
+                }));
+            }
         }
     }
 
@@ -504,31 +508,28 @@ fn put_manifest_tx(conn: &Connection, m: &NewManifest, annotations: &str) -> Res
             .query_row(params![repo_id, m.digest.as_str()], |r| r.get(0))?
     };
 
-    match &m.tag {
-        Some(tag) => {
-            let previous: Option<String> = conn
-                .prepare_cached(
-                    "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
-                     WHERE t.repo_id = ?1 AND t.name = ?2 AND t.manifest_id <> ?3",
-                )?
-                .query_row(params![repo_id, tag.as_str(), manifest_id], |r| r.get(0))
-                .optional()?;
-            conn.prepare_cached(
-                "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (repo_id, name) DO UPDATE
-                     SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
-            )?
-            .execute(params![repo_id, tag.as_str(), manifest_id, now])?;
-            // Re-tagging leaves the previous manifest possibly untagged.
-            if let Some(previous) = previous {
-                gc::enqueue(conn, gc::Kind::Manifest, repo, &previous, now)?;
-            }
-        }
+    if tags.is_empty() && inserted == 1 {
         // Pushed by digest: untagged from the start.
-        None if inserted == 1 => {
-            gc::enqueue(conn, gc::Kind::Manifest, repo, m.digest.as_str(), now)?
+        gc::enqueue(conn, gc::Kind::Manifest, repo, m.digest.as_str(), now)?;
+    }
+    let mut previous_of = conn.prepare_cached(
+        "SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
+         WHERE t.repo_id = ?1 AND t.name = ?2 AND t.manifest_id <> ?3",
+    )?;
+    let mut point = conn.prepare_cached(
+        "INSERT INTO tags (repo_id, name, manifest_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (repo_id, name) DO UPDATE
+             SET manifest_id = excluded.manifest_id, updated_at = excluded.updated_at",
+    )?;
+    for tag in &tags {
+        let previous: Option<String> = previous_of
+            .query_row(params![repo_id, tag, manifest_id], |r| r.get(0))
+            .optional()?;
+        point.execute(params![repo_id, tag, manifest_id, now])?;
+        // Re-tagging leaves the previous manifest possibly untagged.
+        if let Some(previous) = previous {
+            gc::enqueue(conn, gc::Kind::Manifest, repo, &previous, now)?;
         }
-        None => {}
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ async fn whole_suite_on_one_shared_database() {
         suite::put_manifest_with_missing_child_manifests_stores_nothing(s),
         suite::get_manifest_by_tag_and_digest_returns_exact_bytes(s),
         suite::put_same_digest_again_moves_tag(s),
+        suite::several_tags_are_stored_together(s),
         suite::tags_listed_in_lexical_order_with_pagination(s),
         suite::list_tags_of_unknown_repository_is_none(s),
         suite::delete_tag_keeps_manifest(s),

@@ -41,10 +41,13 @@ pub struct NewManifest {
     pub blob_refs: Vec<Digest>,
     /// Manifests that must exist in the repository (children of an index).
     pub manifest_refs: Vec<Digest>,
-    /// The tag to point at this manifest, if pushed by tag.
-    pub tag: Option<Tag>,
-    /// The tag may be created but never moved: if it already points at another manifest,
-    /// `put_manifest` stores nothing and returns [`MetadataError::TagImmutable`]. Checked
+    /// The tags to point at this manifest: the tag it was pushed by, or every `tag` query
+    /// parameter of a push by digest ("Pushing Manifests with Tags"). Empty when pushed by
+    /// digest alone; a tag named twice is stored once.
+    pub tags: Vec<Tag>,
+    /// Every tag in `tags` may be created but never moved: if any of them already points
+    /// at another manifest, `put_manifest` stores nothing (neither the manifest nor any
+    /// of the tags) and returns [`MetadataError::TagImmutable`] naming that tag. Checked
     /// in the same transaction that moves tags, so of two first pushes of one tag with
     /// different manifests exactly one succeeds.
     pub tag_immutable: bool,
@@ -67,7 +70,7 @@ impl NewManifest {
             annotations: BTreeMap::new(),
             blob_refs: Vec::new(),
             manifest_refs: Vec::new(),
-            tag: None,
+            tags: Vec::new(),
             tag_immutable: false,
         }
     }
@@ -92,8 +95,15 @@ impl NewManifest {
         self.manifest_refs = r;
         self
     }
+    /// Adds `t` to the tags, if it is `Some`; `None` leaves the tags as they are (use
+    /// [`with_tags`](Self::with_tags) with nothing to clear them).
     pub fn with_tag(mut self, t: Option<Tag>) -> Self {
-        self.tag = t;
+        self.tags.extend(t);
+        self
+    }
+    /// Replaces the tags with `tags`.
+    pub fn with_tags(mut self, tags: impl IntoIterator<Item = Tag>) -> Self {
+        self.tags = tags.into_iter().collect();
         self
     }
     pub fn with_tag_immutable(mut self, immutable: bool) -> Self {
@@ -189,8 +199,10 @@ impl UploadSession {
 /// - `put_manifest` is one transaction: it checks that every `blob_refs` entry is linked in
 ///   the repository and every `manifest_refs` entry is a manifest of the repository
 ///   (otherwise [`MetadataError::MissingReferences`] and nothing changes), stores the
-///   manifest (storing the same digest again is a no-op that may move the tag), records
-///   its references and subject, and points the tag at it.
+///   manifest (storing the same digest again is a no-op that may move tags), records
+///   its references and subject, and points every one of its `tags` at it. With
+///   `tag_immutable`, one tag that already points at another manifest refuses the whole
+///   put: no manifest, no tag is stored.
 /// - `delete_manifest` removes the manifest, every tag pointing at it and its reference
 ///   rows; it returns false if the manifest was not in the repository.
 /// - `list_tags` returns `None` for an unknown repository, tags in lexical order otherwise.

@@ -86,7 +86,7 @@ pub(super) async fn put(
     .with_manifest_refs(parsed.required_manifests())
     // TEMPORARY until NewManifest holds several tags: the first one only.
     .with_tag(tag.or_else(|| query_tags.first().cloned()));
-    let immutable = manifest.tag.is_some() && inner.config.policy.tags_immutable(repo);
+    let immutable = !manifest.tags.is_empty() && inner.config.policy.tags_immutable(repo);
     let manifest = manifest.with_tag_immutable(immutable);
     // An immutable tag is checked by the store in the transaction that moves tags, so two
     // racing first pushes of one tag cannot both succeed.
@@ -104,7 +104,7 @@ pub(super) async fn put(
             repo,
             &digest,
             manifest.content.clone(),
-            manifest.tag.clone(),
+            manifest.tags.first().cloned(),
         )
         .await;
     let mut out = vec![

@@ -100,6 +100,7 @@ macro_rules! metadata_store_tests {
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) put_manifest_with_missing_child_manifests_stores_nothing);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) get_manifest_by_tag_and_digest_returns_exact_bytes);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) put_same_digest_again_moves_tag);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) several_tags_are_stored_together);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) tags_listed_in_lexical_order_with_pagination);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) list_tags_of_unknown_repository_is_none);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) delete_tag_keeps_manifest);
@@ -113,6 +114,7 @@ macro_rules! metadata_store_tests {
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) concurrent_put_manifest_same_tag);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) concurrent_link_blob_same_digest);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) immutable_tag_is_never_moved);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) one_immutable_tag_among_several_refuses_the_whole_push);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) concurrent_first_pushes_of_an_immutable_tag);
     };
 }
@@ -724,7 +726,7 @@ pub async fn put_same_digest_again_moves_tag(store: &dyn MetadataStore) {
         Some(a.digest.clone())
     );
     // Same digest under a second tag: both tags point at it.
-    put(store, &a.clone().with_tag(Some(tag("stable")))).await;
+    put(store, &a.clone().with_tags([tag("stable")])).await;
     assert_eq!(
         digest_of(
             store
@@ -735,7 +737,7 @@ pub async fn put_same_digest_again_moves_tag(store: &dyn MetadataStore) {
         Some(a.digest.clone())
     );
     // Re-pushing without a tag changes nothing.
-    put(store, &b.clone().with_tag(None)).await;
+    put(store, &b.clone().with_tags([])).await;
     assert_eq!(
         digest_of(store.get_manifest(&repo, &latest).await.expect("get")),
         Some(a.digest.clone())
@@ -750,6 +752,119 @@ pub async fn put_same_digest_again_moves_tag(store: &dyn MetadataStore) {
         .expect("get")
         .expect("a stored");
     assert_eq!(got.content, a.content);
+}
+
+/// One put with several tags points all of them at the manifest, moving those that
+/// pointed elsewhere and leaving other tags alone; a tag named twice is stored once.
+pub async fn several_tags_are_stored_together(store: &dyn MetadataStore) {
+    let repo = unique_repo("app");
+    let digest_by = |t: &'static str| {
+        let repo = repo.clone();
+        async move {
+            store
+                .get_manifest(&repo, &Reference::Tag(tag(t)))
+                .await
+                .expect("get_manifest")
+                .map(|r| r.digest)
+        }
+    };
+    let a = manifest(&repo, "a").with_tags([tag("v1"), tag("latest"), tag("v1.0"), tag("v1")]);
+    put(store, &a).await;
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["latest", "v1", "v1.0"]
+    );
+    for t in ["latest", "v1", "v1.0"] {
+        assert_eq!(digest_by(t).await, Some(a.digest.clone()), "tag {t}");
+    }
+
+    // A second manifest takes two of them and adds one; the third stays on `a`.
+    let b = manifest(&repo, "b").with_tags([tag("latest"), tag("v2"), tag("v1")]);
+    put(store, &b).await;
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["latest", "v1", "v1.0", "v2"]
+    );
+    for t in ["latest", "v1", "v2"] {
+        assert_eq!(digest_by(t).await, Some(b.digest.clone()), "tag {t}");
+    }
+    assert_eq!(digest_by("v1.0").await, Some(a.digest.clone()));
+
+    // Re-pushing a stored manifest with several tags moves them all back.
+    put(store, &a.clone().with_tags([tag("latest"), tag("v2")])).await;
+    for t in ["latest", "v1.0", "v2"] {
+        assert_eq!(digest_by(t).await, Some(a.digest.clone()), "tag {t}");
+    }
+    assert_eq!(digest_by("v1").await, Some(b.digest.clone()));
+}
+
+/// With `tag_immutable`, one tag of a put that already points at another manifest refuses
+/// the whole put: neither the manifest nor any of its other tags (new ones, or ones it
+/// would move) is stored.
+pub async fn one_immutable_tag_among_several_refuses_the_whole_push(store: &dyn MetadataStore) {
+    let repo = unique_repo("frozen-many");
+    let first = manifest(&repo, "first")
+        .with_tags([tag("v1"), tag("stable")])
+        .with_tag_immutable(true);
+    put(store, &first).await;
+    // Every tag already on this manifest: accepted and nothing changes.
+    put(store, &first).await;
+
+    let other = manifest(&repo, "other")
+        .with_tags([tag("a-new"), tag("v1"), tag("z-new")])
+        .with_tag_immutable(true);
+    match store.put_manifest(&other).await {
+        Err(MetadataError::TagImmutable { tag: t, current }) => {
+            assert_eq!((t.as_str(), &current), ("v1", &first.digest));
+        }
+        r => panic!("moving one immutable tag of three: expected TagImmutable, got {r:?}"),
+    }
+    assert!(
+        store
+            .get_manifest(&repo, &Reference::Digest(other.digest.clone()))
+            .await
+            .expect("get_manifest")
+            .is_none(),
+        "a refused put stored its manifest"
+    );
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["stable", "v1"],
+        "a refused put created some of its tags"
+    );
+
+    // The same with the manifest already stored (by digest): no tag moves or appears.
+    put(store, &other.clone().with_tags([])).await;
+    match store.put_manifest(&other).await {
+        Err(MetadataError::TagImmutable { current, .. }) => assert_eq!(current, first.digest),
+        r => panic!("expected TagImmutable, got {r:?}"),
+    }
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["stable", "v1"]
+    );
+    for t in ["stable", "v1"] {
+        let got = store
+            .get_manifest(&repo, &Reference::Tag(tag(t)))
+            .await
+            .expect("get_manifest")
+            .map(|r| r.digest);
+        assert_eq!(got, Some(first.digest.clone()), "a refused put moved {t}");
+    }
+
+    // Only new tags: accepted, all of them.
+    put(
+        store,
+        &other
+            .clone()
+            .with_tags([tag("a-new"), tag("z-new")])
+            .with_tag_immutable(true),
+    )
+    .await;
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["a-new", "stable", "v1", "z-new"]
+    );
 }
 
 /// Tags are listed in byte-wise order (upper case before `_` before lower case) and
@@ -1473,7 +1588,7 @@ pub async fn immutable_tag_is_never_moved(store: &dyn MetadataStore) {
         "a refused put stored its manifest"
     );
     // The flag only guards the tag: the refused manifest by digest, or a mutable put, go in.
-    put(store, &other.clone().with_tag(None)).await;
+    put(store, &other.clone().with_tags([])).await;
     let moved = manifest(&repo, "moved").with_tag(Some(tag("v1")));
     put(store, &moved).await;
     let by_tag = store
