@@ -14,6 +14,7 @@ use deadpool_postgres::{
 use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
 use storage_traits::{
     ManifestRecord, MetadataError, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
+    UploadSessionStore,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
@@ -881,6 +882,17 @@ impl MetadataStore for PostgresMetadataStore {
         .await
     }
 
+    fn gc(&self) -> Option<&dyn storage_traits::GcMetadata> {
+        Some(self)
+    }
+
+    fn insights(&self) -> Option<&dyn storage_traits::InsightsMetadata> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl UploadSessionStore for PostgresMetadataStore {
     async fn create_upload(&self, session: &UploadSession) -> Result<(), MetadataError> {
         let s = session;
         let offset = to_sql_int("upload offset", s.offset).map_err(Fail::into_metadata)?;
@@ -998,13 +1010,5 @@ impl MetadataStore for PostgresMetadataStore {
             "upload session count",
         )
         .await
-    }
-
-    fn gc(&self) -> Option<&dyn storage_traits::GcMetadata> {
-        Some(self)
-    }
-
-    fn insights(&self) -> Option<&dyn storage_traits::InsightsMetadata> {
-        Some(self)
     }
 }

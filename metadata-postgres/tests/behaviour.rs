@@ -17,10 +17,16 @@ async fn store() -> PostgresMetadataStore {
 
 storage_traits::metadata_store_tests!(store().await);
 
+/// The upload session records, a supertrait of the metadata store with its own suite.
+mod upload_sessions {
+    storage_traits::upload_session_store_tests!(super::store().await);
+}
+
 /// Runs the whole suite concurrently through one store, so cases interleave on one pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_suite_on_one_shared_store() {
     use storage_traits::testsuite::metadata as suite;
+    use storage_traits::testsuite::upload as uploads;
     let store = store().await;
     let s: &dyn storage_traits::MetadataStore = &store;
     futures::join!(
@@ -38,9 +44,10 @@ async fn whole_suite_on_one_shared_store() {
         suite::delete_manifest_removes_its_tags(s),
         suite::referrers_by_subject_and_artifact_type(s),
         suite::referrers_isolated_per_repository(s),
-        suite::upload_session_lifecycle(s),
-        suite::update_upload_is_compare_and_swap(s),
-        suite::stale_uploads_by_last_write(s),
+        uploads::upload_session_lifecycle(s),
+        uploads::update_upload_is_compare_and_swap(s),
+        uploads::stale_uploads_by_last_write(s),
+        uploads::count_uploads_matches_the_sessions(s),
         suite::concurrent_put_manifest_same_tag(s),
         suite::concurrent_link_blob_same_digest(s),
     );

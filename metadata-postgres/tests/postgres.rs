@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use metadata_postgres::{MigrationError, PoolOptions, PostgresMetadataStore, SCHEMA_VERSION};
 use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
-use storage_traits::{MetadataError, MetadataStore, NewManifest, Page};
+use storage_traits::{MetadataError, MetadataStore, NewManifest, Page, UploadSessionStore};
 use test_support::postgres::Postgres;
 
 const IMAGE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

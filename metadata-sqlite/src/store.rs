@@ -12,6 +12,7 @@ use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use storage_traits::{
     ManifestRecord, MetadataError, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
+    UploadSessionStore,
 };
 
 use crate::writer::Writer;
@@ -819,6 +820,17 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    fn gc(&self) -> Option<&dyn storage_traits::GcMetadata> {
+        Some(self)
+    }
+
+    fn insights(&self) -> Option<&dyn storage_traits::InsightsMetadata> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl UploadSessionStore for SqliteMetadataStore {
     async fn create_upload(&self, session: &UploadSession) -> Result<(), MetadataError> {
         let s = session.clone();
         self.write(move |conn| {
@@ -916,14 +928,6 @@ impl MetadataStore for SqliteMetadataStore {
             Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
-    }
-
-    fn gc(&self) -> Option<&dyn storage_traits::GcMetadata> {
-        Some(self)
-    }
-
-    fn insights(&self) -> Option<&dyn storage_traits::InsightsMetadata> {
-        Some(self)
     }
 }
 

@@ -12,10 +12,21 @@ fn file_store() -> (SqliteMetadataStore, tempfile::TempDir) {
 
 storage_traits::metadata_store_tests!(file_store());
 
+/// The upload session records, a supertrait of the metadata store with its own suite.
+mod upload_sessions {
+    storage_traits::upload_session_store_tests!(super::file_store());
+}
+
 mod in_memory {
     storage_traits::metadata_store_tests!(
         metadata_sqlite::SqliteMetadataStore::open_in_memory().expect("open in-memory store")
     );
+
+    mod upload_sessions {
+        storage_traits::upload_session_store_tests!(
+            metadata_sqlite::SqliteMetadataStore::open_in_memory().expect("open in-memory store")
+        );
+    }
 }
 
 /// Runs the whole suite concurrently against one shared file, as a long-lived registry
@@ -23,6 +34,7 @@ mod in_memory {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_suite_on_one_shared_database() {
     use storage_traits::testsuite::metadata as suite;
+    use storage_traits::testsuite::upload as uploads;
     let (store, _dir) = file_store();
     let s: &dyn storage_traits::MetadataStore = &store;
     futures::join!(
@@ -40,9 +52,10 @@ async fn whole_suite_on_one_shared_database() {
         suite::delete_manifest_removes_its_tags(s),
         suite::referrers_by_subject_and_artifact_type(s),
         suite::referrers_isolated_per_repository(s),
-        suite::upload_session_lifecycle(s),
-        suite::update_upload_is_compare_and_swap(s),
-        suite::stale_uploads_by_last_write(s),
+        uploads::upload_session_lifecycle(s),
+        uploads::update_upload_is_compare_and_swap(s),
+        uploads::stale_uploads_by_last_write(s),
+        uploads::count_uploads_matches_the_sessions(s),
         suite::concurrent_put_manifest_same_tag(s),
         suite::concurrent_link_blob_same_digest(s),
     );

@@ -3,7 +3,8 @@
 //! - [`BlobStore`]: large, immutable, content-addressed bytes (layers, configs, and the
 //!   manifests' own bytes), with upload sessions for streamed and chunked pushes.
 //! - [`MetadataStore`]: small, relational, mutable state: repositories, per-repository blob
-//!   links, manifests with their references, tags, referrers, upload sessions.
+//!   links, manifests with their references, tags, referrers, and through its supertrait
+//!   [`UploadSessionStore`] the records of upload sessions.
 //! - [`RecoveryLog`]: an optional ability of a blob store, small named records of what
 //!   blobs cannot tell (repository and tag names), so the metadata can be rebuilt from the
 //!   blob store alone.
@@ -23,12 +24,12 @@ pub mod metadata;
 pub mod recovery;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
+pub mod upload;
 
 pub use blob::{BlobInfo, BlobSigner, BlobStore, BlobStoreExt, ByteStream, GetRange, GetResult};
 pub use error::{MetadataError, StorageError};
 pub use gc::{GcMetadata, GcOutcome, GcPolicy, GcReview, ReviewTarget};
 pub use insights::InsightsMetadata;
-pub use metadata::{
-    ManifestRecord, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
-};
+pub use metadata::{ManifestRecord, MetadataStore, NewManifest, Page, ReferrerRecord};
 pub use recovery::RecoveryLog;
+pub use upload::{UploadSession, UploadSessionStore};

@@ -1,5 +1,5 @@
-//! The metadata store trait: repositories, blob links, manifests, tags, referrers and
-//! upload sessions.
+//! The metadata store trait: repositories, blob links, manifests, tags and referrers (and,
+//! through its supertrait [`UploadSessionStore`], upload session records).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
 
-use crate::MetadataError;
+use crate::{MetadataError, UploadSessionStore};
 
 /// Lexical pagination as the spec defines it for `tags/list` and `_catalog`: entries
 /// strictly after `last`, at most `limit` of them (all when `None`).
@@ -160,37 +160,6 @@ impl ReferrerRecord {
     }
 }
 
-/// The persisted state of an upload session, so the next request of a session may be
-/// served after a restart (or, with a shared database, by another replica).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct UploadSession {
-    pub id: String,
-    pub repository: RepositoryName,
-    /// Bytes received and acknowledged so far.
-    pub offset: u64,
-    /// Serialised sha256 state after `offset` bytes, if kept. Without it the registry
-    /// re-reads the staged bytes to compute the digest.
-    pub hash_state: Option<Vec<u8>>,
-    /// Unix time in milliseconds.
-    pub created_at: i64,
-    /// Unix time in milliseconds of the last acknowledged write.
-    pub updated_at: i64,
-}
-
-impl UploadSession {
-    pub fn new(id: String, repository: RepositoryName, now_ms: i64) -> Self {
-        UploadSession {
-            id,
-            repository,
-            offset: 0,
-            hash_state: None,
-            created_at: now_ms,
-            updated_at: now_ms,
-        }
-    }
-}
-
 /// Where the registry's metadata lives.
 ///
 /// # Behavior
@@ -206,10 +175,10 @@ impl UploadSession {
 /// - `delete_manifest` removes the manifest, every tag pointing at it and its reference
 ///   rows; it returns false if the manifest was not in the repository.
 /// - `list_tags` returns `None` for an unknown repository, tags in lexical order otherwise.
-/// - `update_upload` is a compare-and-swap on the offset: it applies only if the stored
-///   offset equals `expected_offset`, and says whether it did.
+/// - Upload session records are kept through the supertrait [`UploadSessionStore`] (its own
+///   contract), so one object holds all of the registry's metadata.
 #[async_trait]
-pub trait MetadataStore: Debug + Send + Sync + 'static {
+pub trait MetadataStore: UploadSessionStore + Debug + Send + Sync + 'static {
     async fn list_repositories(&self, page: &Page) -> Result<Vec<RepositoryName>, MetadataError>;
 
     async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool, MetadataError>;
@@ -267,34 +236,6 @@ pub trait MetadataStore: Debug + Send + Sync + 'static {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<ReferrerRecord>, MetadataError>;
-
-    async fn create_upload(&self, session: &UploadSession) -> Result<(), MetadataError>;
-
-    async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>, MetadataError>;
-
-    async fn update_upload(
-        &self,
-        id: &str,
-        expected_offset: u64,
-        new_offset: u64,
-        hash_state: Option<&[u8]>,
-        now_ms: i64,
-    ) -> Result<bool, MetadataError>;
-
-    /// Removes the session; true if it existed.
-    async fn delete_upload(&self, id: &str) -> Result<bool, MetadataError>;
-
-    /// Sessions whose last write is older than `updated_before_ms`, for expiry.
-    async fn stale_uploads(
-        &self,
-        updated_before_ms: i64,
-    ) -> Result<Vec<UploadSession>, MetadataError>;
-
-    /// How many upload sessions are open (the `registry_uploads_open` gauge, read on
-    /// every metrics scrape). The default loads every session; stores count in place.
-    async fn count_uploads(&self) -> Result<u64, MetadataError> {
-        Ok(self.stale_uploads(i64::MAX).await?.len() as u64)
-    }
 
     /// The online garbage-collection ability, if this store has it.
     fn gc(&self) -> Option<&dyn crate::GcMetadata> {

@@ -7,3 +7,4 @@ pub mod gc;
 pub mod insights;
 pub mod metadata;
 pub mod recovery;
+pub mod upload;
