@@ -30,7 +30,8 @@
 //!   limit, not a limit on the whole upload).
 //!
 //! With TLS, the handshake runs in the connection's own task, after the permit is taken,
-//! with [`HANDSHAKE_TIMEOUT`].
+//! with [`HANDSHAKE_TIMEOUT`]. A connection whose first byte is not that of a TLS
+//! handshake gets a plain-text `400` saying the port speaks HTTPS, and is closed.
 
 use std::future::Future;
 use std::io;
@@ -168,6 +169,17 @@ impl Connection {
             return self.serve(tcp).await;
         };
         let peer = self.peer;
+        // A TLS connection opens with a handshake record (content type 22); anything else
+        // is most likely plain HTTP sent to the HTTPS port, which deserves an answer it can
+        // read rather than TLS bytes.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {}
+            Ok(Ok(1)) => return refuse_plain_http(tcp, peer).await,
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "read failed"),
+            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+        }
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => self.serve(stream).await,
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -238,6 +250,45 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// The first byte of a TLS ClientHello: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Answers a plain-HTTP client on the HTTPS port with a readable 400, then closes.
+async fn refuse_plain_http(mut tcp: TcpStream, peer: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    tracing::info!(%peer, "plain HTTP on the HTTPS port; answered 400");
+    let url = match tcp.local_addr() {
+        Ok(local) => format!("https://{local}/"),
+        Err(_) => "https://".to_string(),
+    };
+    let body = format!("400 Bad Request: this port speaks HTTPS; use {url}\n");
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = async {
+        tcp.write_all(response.as_bytes()).await?;
+        tcp.shutdown().await?;
+        // Read what the client sent (up to 64 KiB) before closing: closing a socket with
+        // unread bytes sends a reset, which can reach the client before the answer.
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            let n = tcp.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok::<(), io::Error>(())
+    };
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), answer).await {
+        tracing::debug!(%peer, error = %e, "answering plain HTTP failed");
     }
 }
 

@@ -11,7 +11,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use common::oci_layout::{Layout, MANIFEST};
@@ -66,6 +66,8 @@ fn make_pki(dir: &Path) -> TestPki {
 struct TlsServer {
     child: Child,
     addr: String,
+    /// Everything printed on stdout.
+    log: Arc<Mutex<String>>,
 }
 
 impl Drop for TlsServer {
@@ -98,6 +100,8 @@ fn start(data: &Path, pki: &TestPki) -> TlsServer {
     let mut child = cmd.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let log = Arc::new(Mutex::new(String::new()));
+    let lines = log.clone();
     std::thread::spawn(move || {
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines() {
@@ -107,12 +111,16 @@ fn start(data: &Path, pki: &TestPki) -> TlsServer {
             {
                 let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
             }
+            if let Ok(mut log) = lines.lock() {
+                log.push_str(&line);
+                log.push('\n');
+            }
         }
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("registry reports an https:// address");
-    TlsServer { child, addr }
+    TlsServer { child, addr, log }
 }
 
 fn client(ca_pem: Option<&str>) -> reqwest::Client {
@@ -174,6 +182,50 @@ async fn serves_https_to_clients_that_trust_the_ca() {
         .send()
         .await;
     assert!(res.is_err() || !res.unwrap().status().is_success());
+}
+
+/// Plain HTTP on the HTTPS port gets a readable 400 naming HTTPS (not TLS bytes), the
+/// connection is closed, the server logs it, and HTTPS still works afterwards.
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_a_readable_400() {
+    use std::io::{Read, Write};
+
+    let dir = tempdir();
+    let pki = make_pki(dir.path());
+    let server = start(&dir.path().join("data"), &pki);
+
+    let mut raw = std::net::TcpStream::connect(&server.addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(raw, "GET /v2/ HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).unwrap();
+    let mut answer = String::new();
+    // To the end: the server closes the connection after answering.
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("this port speaks HTTPS"), "{answer}");
+    assert!(
+        answer.contains(&format!("https://{}/", server.addr)),
+        "{answer}"
+    );
+
+    // An ordinary HTTP client reads it as a response.
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let res = plain
+        .get(format!("http://{}/v2/", server.addr))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("speaks HTTPS"));
+
+    let port = server.addr.rsplit(':').next().unwrap();
+    let api = Api {
+        http: client(Some(&pki.ca_pem)),
+        base: format!("https://localhost:{port}"),
+    };
+    assert_eq!(api.get("/v2/").await.0, 200);
+    let log = server.log.lock().unwrap().clone();
+    assert!(log.contains("plain HTTP on the HTTPS port"), "{log}");
 }
 
 #[test]
