@@ -78,8 +78,8 @@
 //!   update waits for the row lock, re-reads the committed row and matches nothing, so
 //!   exactly one of many racing appends is acknowledged. The bytes are the blob store's
 //!   side: a store replicas share records only one of two writes at an offset and never
-//!   cuts recorded bytes (`BlobStore::shared_sessions`), so the acknowledged append is
-//!   the one whose bytes the session holds.
+//!   cuts recorded bytes (`BlobCapabilities::shared_sessions`), so the acknowledged append
+//!   is the one whose bytes the session holds.
 //! - **`link_blob`** creates the repository with `INSERT ... ON CONFLICT DO NOTHING`,
 //!   re-reading the row in a second statement (which sees what a concurrent transaction
 //!   committed meanwhile); it then holds the `blobs` row and the link row `FOR SHARE`

@@ -131,8 +131,8 @@ impl BlobStore for Flaky {
         self.check()?;
         self.inner.abort_upload(id).await
     }
-    fn shared_sessions(&self) -> bool {
-        self.inner.shared_sessions()
+    fn capabilities(&self) -> storage_traits::BlobCapabilities {
+        self.inner.capabilities().with_presign(false)
     }
     fn signer(&self) -> Option<&dyn BlobSigner> {
         None

@@ -79,8 +79,8 @@ impl BlobStore for Signing {
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         self.0.abort_upload(id).await
     }
-    fn shared_sessions(&self) -> bool {
-        self.0.shared_sessions()
+    fn capabilities(&self) -> storage_traits::BlobCapabilities {
+        self.0.capabilities().with_presign(true)
     }
     fn signer(&self) -> Option<&dyn BlobSigner> {
         Some(self)

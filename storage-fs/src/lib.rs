@@ -50,9 +50,9 @@
 //! # One process per root
 //! A write below a session's length cuts the staging file there (so a retry after a
 //! failed write simply proceeds), and sessions are claimed with in-process locks: the
-//! store assumes that only this process writes under `root`
-//! ([`shared_sessions`](storage_traits::BlobStore::shared_sessions) is false). Replicas
-//! that share blobs use an object store such as `storage-s3`.
+//! store assumes that only this process writes under `root` (it does not declare
+//! [`shared_sessions`](storage_traits::BlobCapabilities::shared_sessions)). Replicas that
+//! share blobs use an object store such as `storage-s3`.
 //!
 //! # Feature flags
 //! None.

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use oci_spec_types::Digest;
 use storage_traits::{
-    BlobInfo, BlobStore, ByteStream, GetRange, GetResult, RecoveryLog, StorageError,
+    BlobCapabilities, BlobInfo, BlobStore, ByteStream, GetRange, GetResult, RecoveryLog,
+    StorageError,
 };
 use tokio::sync::mpsc;
 
@@ -209,6 +210,12 @@ impl BlobStore for FsBlobStore {
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         let path = self.layout.upload_path(id)?;
         upload::abort(path, self.locks.lock(id).await).await
+    }
+
+    /// One process per root (sessions are claimed with in-process locks), and no URL
+    /// reaches a local file: nothing shared, nothing presigned.
+    fn capabilities(&self) -> BlobCapabilities {
+        BlobCapabilities::default()
     }
 
     /// Records under `root/recovery/`, not fsynced (see the [crate docs](crate)).

@@ -61,8 +61,8 @@
 //!   object. The state (the ordered segments and how many bytes of each count) is written
 //!   once the whole input is stored, so a write that fails half way changes nothing the
 //!   session records, and its retry at the acknowledged offset simply proceeds.
-//! - **Writes append, and only one wins.** Replicas share sessions
-//!   ([`shared_sessions`](storage_traits::BlobStore::shared_sessions) is true), so a write
+//! - **Writes append, and only one wins.** Replicas share sessions (the store declares
+//!   [`shared_sessions`](storage_traits::BlobCapabilities::shared_sessions)), so a write
 //!   below the session's length is [`StorageError::Conflict`]: the bytes there may be
 //!   another replica's write that is being acknowledged at that moment. The state is
 //!   saved with `If-Match` on the ETag it was read with, so of two writes racing at the

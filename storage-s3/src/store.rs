@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use oci_spec_types::Digest;
 use storage_traits::{
-    BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult, RecoveryLog, StorageError,
+    BlobCapabilities, BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult,
+    RecoveryLog, StorageError,
 };
 
 use crate::client::{Client, MAX_PRESIGN};
@@ -201,9 +202,12 @@ impl BlobStore for S3BlobStore {
         self.session(id)?.abort().await
     }
 
-    /// Every replica reaches the same bucket, so sessions are shared.
-    fn shared_sessions(&self) -> bool {
-        true
+    /// Every replica reaches the same bucket, so sessions are shared; downloads can be
+    /// presigned.
+    fn capabilities(&self) -> BlobCapabilities {
+        BlobCapabilities::default()
+            .with_shared_sessions(true)
+            .with_presign(true)
     }
 
     fn signer(&self) -> Option<&dyn BlobSigner> {

@@ -161,7 +161,7 @@ impl Session<'_> {
         if offset < len {
             // Replicas share this session: bytes past `offset` may be another replica's
             // write that is about to be acknowledged, so they are never cut (see
-            // `BlobStore::shared_sessions`). A write that failed half way never reached
+            // `BlobCapabilities::shared_sessions`). A write that failed half way never reached
             // `state.json`, so its retry does not land here.
             return Err(StorageError::Conflict(format!(
                 "upload {} holds {len} bytes; a write at {offset} would replace some",

@@ -67,6 +67,41 @@ impl Debug for GetResult {
     }
 }
 
+/// What a blob store declares about itself: abilities that change what callers may do or
+/// what some methods do, stated once instead of discovered by trying. All `false` by
+/// default; a store sets what it promises with the `with_*` setters.
+///
+/// ```
+/// use storage_traits::BlobCapabilities;
+///
+/// let caps = BlobCapabilities::default().with_shared_sessions(true).with_presign(true);
+/// assert!(caps.shared_sessions && caps.presign);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BlobCapabilities {
+    /// Other processes (replicas sharing an object store) write this store's upload
+    /// sessions too. It decides what `write_upload` below the session's length does: with
+    /// it, such a write is refused with [`StorageError::Conflict`] and every byte kept;
+    /// without it, the session is cut at the offset and written from there (see the
+    /// [`BlobStore`] behaviour list).
+    pub shared_sessions: bool,
+    /// [`BlobStore::signer`] returns `Some`: the store hands out URLs a client fetches a
+    /// blob from directly, for a limited time, without going through the registry.
+    pub presign: bool,
+}
+
+impl BlobCapabilities {
+    pub fn with_shared_sessions(mut self, shared: bool) -> Self {
+        self.shared_sessions = shared;
+        self
+    }
+    pub fn with_presign(mut self, presign: bool) -> Self {
+        self.presign = presign;
+        self
+    }
+}
+
 /// Where blobs live.
 ///
 /// Upload ids are chosen by the caller (the registry uses UUIDs); a store refuses ids that
@@ -80,10 +115,11 @@ impl Debug for GetResult {
 /// - `write_upload(id, offset, data)` writes `data` at `offset` and returns the session's
 ///   new length. Chunks of any size are accepted. `offset` larger than the bytes the
 ///   session holds is [`StorageError::InvalidOffset`].
-/// - `offset` smaller than the bytes the session holds depends on
-///   [`BlobStore::shared_sessions`]. A store only one process writes discards everything
-///   past `offset`, so a write that failed half way is simply overwritten by the retry at
-///   the offset the caller last recorded. A store whose sessions other processes write too
+/// - `offset` smaller than the bytes the session holds depends on the
+///   [`shared_sessions`](BlobCapabilities::shared_sessions) capability. A store only one
+///   process writes discards everything past `offset`, so a write that failed half way is
+///   simply overwritten by the retry at the offset the caller last recorded. A store
+///   declaring `shared_sessions`, whose sessions other processes write too,
 ///   refuses with [`StorageError::Conflict`] and keeps its bytes: it cannot tell bytes
 ///   nobody acknowledged from bytes another replica is about to acknowledge, and replacing
 ///   the latter would leave that replica's hash state describing bytes the session no
@@ -99,6 +135,8 @@ impl Debug for GetResult {
 ///   already exists keeps the existing blob (same digest, same bytes) and discards the
 ///   session.
 /// - `abort_upload` of an unknown session succeeds and leaves nothing behind.
+/// - [`capabilities`](BlobStore::capabilities) says what the store promises, and it
+///   matches what it does: `presign` exactly when [`signer`](BlobStore::signer) is `Some`.
 #[async_trait]
 pub trait BlobStore: Debug + Send + Sync + 'static {
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>, StorageError>;
@@ -131,11 +169,10 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
 
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError>;
 
-    /// Whether other processes (replicas sharing an object store) write this store's upload
-    /// sessions too; it decides what a write below the session's length does (see the
-    /// trait's behaviour list). Stores that only one process writes keep the default.
-    fn shared_sessions(&self) -> bool {
-        false
+    /// What this store promises (see [`BlobCapabilities`]). The default promises nothing:
+    /// sessions only this process writes, no presigned URLs.
+    fn capabilities(&self) -> BlobCapabilities {
+        BlobCapabilities::default()
     }
 
     /// Stores `data`, a whole blob held in memory (a manifest's copy), under `digest`: as
@@ -163,7 +200,8 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
         result
     }
 
-    /// The presigned-URL ability, if this store has it.
+    /// The presigned-URL ability, if this store has it (and then declares
+    /// [`presign`](BlobCapabilities::presign)).
     fn signer(&self) -> Option<&dyn BlobSigner> {
         None
     }

@@ -26,7 +26,10 @@ pub mod recovery;
 pub mod testsuite;
 pub mod upload;
 
-pub use blob::{BlobInfo, BlobSigner, BlobStore, BlobStoreExt, ByteStream, GetRange, GetResult};
+pub use blob::{
+    BlobCapabilities, BlobInfo, BlobSigner, BlobStore, BlobStoreExt, ByteStream, GetRange,
+    GetResult,
+};
 pub use error::{MetadataError, StorageError};
 pub use gc::{GcMetadata, GcOutcome, GcPolicy, GcReview, ReviewTarget};
 pub use insights::InsightsMetadata;

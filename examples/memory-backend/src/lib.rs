@@ -9,7 +9,9 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use oci_spec_types::Digest;
 use storage_traits::blob::valid_upload_id;
-use storage_traits::{BlobInfo, BlobStore, ByteStream, GetRange, GetResult, StorageError};
+use storage_traits::{
+    BlobCapabilities, BlobInfo, BlobStore, ByteStream, GetRange, GetResult, StorageError,
+};
 
 #[derive(Debug, Default)]
 pub struct MemoryBlobStore {
@@ -154,5 +156,10 @@ impl BlobStore for MemoryBlobStore {
         check_id(id)?;
         self.uploads().remove(id);
         Ok(())
+    }
+
+    /// Sessions live in this process only, and there is no URL to presign.
+    fn capabilities(&self) -> BlobCapabilities {
+        BlobCapabilities::default()
     }
 }

@@ -81,6 +81,7 @@ impl<S: AsBlobStore, G> AsBlobStore for (S, G) {
 #[macro_export]
 macro_rules! blob_store_tests {
     ($make:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) capabilities_match_the_abilities);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) stat_missing_is_none);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) get_missing_is_not_found);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) put_then_stat_and_get);
@@ -243,6 +244,26 @@ async fn cleanup(store: &dyn BlobStore, digests: &[&Digest]) {
 
 // ---------------------------------------------------------------------------------------
 // Cases.
+
+/// A store declares `presign` exactly when it has a signer, and that signer signs (a URL
+/// for any digest: signing does not look the blob up). `shared_sessions` is checked by
+/// what `rewrite_below_length` expects of it.
+pub async fn capabilities_match_the_abilities(store: &dyn BlobStore) {
+    let caps = store.capabilities();
+    assert_eq!(
+        caps.presign,
+        store.signer().is_some(),
+        "capabilities {caps:?} against signer(): declared presign must match"
+    );
+    if let Some(signer) = store.signer() {
+        let digest = Digest::sha256_of(&random_bytes(16));
+        let url = signer
+            .presigned_get(&digest, std::time::Duration::from_secs(60))
+            .await
+            .expect("presigned_get");
+        assert!(!url.is_empty(), "an empty presigned URL");
+    }
+}
 
 pub async fn stat_missing_is_none(store: &dyn BlobStore) {
     let digest = Digest::sha256_of(&random_bytes(32));
@@ -548,14 +569,15 @@ pub async fn write_at_wrong_offset(store: &dyn BlobStore) {
 }
 
 /// A write below the session's length: truncation on a store one process writes, a
-/// refusal that keeps every byte on a store replicas share (see `BlobStore::shared_sessions`).
+/// refusal that keeps every byte on a store replicas share (see
+/// [`BlobCapabilities::shared_sessions`](crate::BlobCapabilities::shared_sessions)).
 pub async fn rewrite_below_length(store: &dyn BlobStore) {
     let first = random_bytes(100);
     let second = random_bytes(10);
     let id = upload_id();
     store.start_upload(&id).await.expect("start_upload");
     assert_eq!(write(store, &id, 0, stream_of([first.clone()])).await, 100);
-    if store.shared_sessions() {
+    if store.capabilities().shared_sessions {
         for offset in [0, 40, 99] {
             match store
                 .write_upload(&id, offset, stream_of([second.clone()]))
