@@ -143,10 +143,16 @@ impl RecoveryWriter {
         repo: &RepositoryName,
         digest: &Digest,
         content: Bytes,
-        tag: Option<Tag>,
+        tags: &[Tag],
     ) {
         self.copy(repo, digest, content).await;
-        self.manifest_recorded(repo, digest, tag).await;
+        if tags.is_empty() {
+            self.manifest_recorded(repo, digest, None).await;
+        }
+        for tag in tags {
+            self.manifest_recorded(repo, digest, Some(tag.clone()))
+                .await;
+        }
     }
 
     /// Records a manifest (and its tag) whose bytes the caller stored itself (import).
@@ -457,9 +463,7 @@ mod tests {
         let writer = RecoveryWriter::new(Arc::clone(&blobs), Arc::clone(&metadata));
         // The request's own bytes are only for copying inline; the queued job must not
         // need them.
-        writer
-            .manifest_put(&repo, &digest, Bytes::new(), None)
-            .await;
+        writer.manifest_put(&repo, &digest, Bytes::new(), &[]).await;
         writer.flush().await;
         assert_eq!(blobs.get_bytes(&digest).await.unwrap(), content);
     }

@@ -5,7 +5,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use oci_spec_types::{Digest, ErrorCode, ParsedManifest, Reference, RepositoryName};
+use oci_spec_types::{Digest, ErrorCode, ParsedManifest, Reference, RepositoryName, Tag};
 use storage_traits::NewManifest;
 
 use crate::Inner;
@@ -73,6 +73,12 @@ pub(super) async fn put(
         Reference::Tag(t) => (Digest::sha256_of(&content), Some(t.clone())),
     };
     let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+    let mut tags: Vec<Tag> = tag.into_iter().collect();
+    for t in query_tags {
+        if !tags.contains(t) {
+            tags.push(t.clone());
+        }
+    }
     let manifest = NewManifest::new(
         repo.clone(),
         digest.clone(),
@@ -84,8 +90,7 @@ pub(super) async fn put(
     .with_annotations(parsed.annotations.clone())
     .with_blob_refs(parsed.required_blobs())
     .with_manifest_refs(parsed.required_manifests())
-    // TEMPORARY until NewManifest holds several tags: the first one only.
-    .with_tag(tag.or_else(|| query_tags.first().cloned()));
+    .with_tags(tags);
     let immutable = !manifest.tags.is_empty() && inner.config.policy.tags_immutable(repo);
     let manifest = manifest.with_tag_immutable(immutable);
     // An immutable tag is checked by the store in the transaction that moves tags, so two
@@ -100,12 +105,7 @@ pub(super) async fn put(
     // manifest the tag already serves.
     inner
         .recovery
-        .manifest_put(
-            repo,
-            &digest,
-            manifest.content.clone(),
-            manifest.tags.first().cloned(),
-        )
+        .manifest_put(repo, &digest, manifest.content.clone(), &manifest.tags)
         .await;
     let mut out = vec![
         ("Location", format!("/v2/{repo}/manifests/{digest}")),

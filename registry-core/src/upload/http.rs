@@ -266,7 +266,7 @@ async fn acknowledge(
         // Another request acknowledged bytes of this session first. The store already
         // kept the two writes apart (the session claim in one process; a store replicas
         // share records only one of two writes at an offset, see
-        // `BlobStore::shared_sessions`), so the session is intact: this request just lost.
+        // `BlobCapabilities::shared_sessions`), so the session is intact: this request just lost.
         return Err(RegistryError::oci(
             ErrorCode::BlobUploadInvalid,
             "upload session changed during this request",
