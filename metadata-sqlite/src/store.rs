@@ -29,9 +29,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// the runtime's worker threads (one per core by default), so that many readers serve
 /// them without reopening; more may exist briefly under load (scans on the blocking pool),
 /// and the extras are closed when returned. Each idle reader keeps up to
-/// `READER_CACHE_KIB` of cache. On the 2-core benchmark machine, the peak of the benchmark's
-/// scenarios in sequence was 25 and 26 MiB with four (the earlier fixed number) and 23 and
-/// 25 MiB with two (two runs each).
+/// `READER_CACHE_KIB` of cache, so fewer idle readers is less memory at the same speed
+/// (docs/performance.md, "Figures moved out of the code").
 fn max_idle_readers() -> usize {
     static MAX: OnceLock<usize> = OnceLock::new();
     *MAX.get_or_init(|| {
@@ -43,13 +42,11 @@ fn max_idle_readers() -> usize {
 
 /// Page cache of each reader connection, in KiB (SQLite's default is 2,000 KiB per
 /// connection). Readers run point lookups and short index scans whose pages stay hot in a
-/// few hundred KiB, and a miss costs one `pread` from the OS page cache. With the default,
-/// the readers held about 5 MB at the heap's peak in the load benchmark; at 1 MiB each the
-/// registry's peak RSS there fell by 4-5 MiB (docs/performance.md, round 4). The writer
-/// keeps the default: with a 1 MiB writer cache, in four of six runs of a populate-then-GET
-/// test every reader re-read all its pages on each transaction afterwards (about 65,000
-/// `pread`s during 4 s of GETs instead of 5; manifest GET about 20% slower in the whole
-/// benchmark sequence). We did not find out why.
+/// few hundred KiB, and a miss costs one `pread` from the OS page cache; the default held
+/// megabytes for nothing (docs/performance.md, round 4). The writer keeps the default: with
+/// a smaller writer cache, readers were seen re-reading all their pages after each
+/// transaction, for reasons not found (docs/performance.md, "Figures moved out of the
+/// code").
 const READER_CACHE_KIB: u32 = 1024;
 
 /// Prepared statements kept per connection. Above the number of distinct statements the

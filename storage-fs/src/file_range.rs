@@ -3,20 +3,19 @@
 //!
 //! Why not `tokio::fs::File` behind a `ReaderStream`, as before: that sends every read to
 //! the blocking pool, reads into the file's own buffer and then copies it into the stream's
-//! buffer. Serving 64 MiB pulls at concurrency 4, perf put about 15% of the server's
-//! samples in thread switches (most under the blocking pool), and 5% in the copy.
+//! buffer; the thread switches and the copy were a fifth of the server's CPU in a pull
+//! profile (docs/performance.md, round 5).
 //!
 //! Here each chunk is read first with `preadv2(RWF_NOWAIT)` right on the async thread:
 //! Linux then copies only what is already in the page cache and never waits for the disk
 //! (`EAGAIN` instead), so the async thread spends about what the copy costs and never
 //! blocks on I/O. Only what must come from the disk goes to the blocking pool. Either way
-//! the bytes land straight in the buffer the HTTP body sends. Server CPU for 2 GiB of pulls
-//! at concurrency 4 went from 60-62 to 37-38 ticks (docs/performance.md, round 5).
+//! the bytes land straight in the buffer the HTTP body sends.
 //!
 //! Each download recycles its buffers: a chunk's memory goes back to the download's pool
 //! when the body drops the chunk, and the next read reuses it. Without that, every chunk
 //! was a fresh 256 KiB allocation, which glibc serves with `mmap`: one page fault per 4 KiB
-//! read (166,000 faults for 2 GiB of pulls).
+//! read.
 
 use std::fs::File;
 use std::io;

@@ -26,10 +26,8 @@ use crate::error::{BACKEND, blocking, io_error, joined};
 /// upload in flight (one being written while the next gathers, see [`Pipeline`]), so it is
 /// kept small (peak memory: docs/performance.md). The registry binary reads bodies in
 /// chunks of up to 128 KiB: the full ones are written without the gathering copy.
-/// Measured against one 256 KiB write at a time (three alternating runs each, 64 MiB
-/// pushes): 764-802 MiB/s at c=1 against 657-740, and a peak of 16.8-17.7 MiB after c=4
-/// against 17.9-19.1; two 256 KiB blocks were faster still at c=1 (809-877 MiB/s) but held
-/// more at c=4 (18.8-19.1 MiB).
+/// Larger blocks were faster at concurrency 1 but held more memory at concurrency 4
+/// (docs/performance.md, "Figures moved out of the code").
 const WRITE_BUFFER: usize = 128 * 1024;
 
 /// One async mutex per session id that is in use.

@@ -2,22 +2,18 @@
 //! `root/recovery/journal`, with no index in memory.
 //!
 //! Why not one file per record, as distribution lays out its links: on ext4 each new
-//! record then costs a few directory and inode creations and a rename, measured at
-//! 0.2-0.45 ms of CPU each on the 2-core benchmark machine, and the registry writes two
-//! records per manifest push, which took the push's CPU cost from about 1.3 to 2.2 ms. An
-//! append costs about a microsecond.
+//! record then costs a few directory and inode creations and a rename, and the registry
+//! writes two records per manifest push; that was most of a push's CPU, where an append
+//! costs about a microsecond (docs/performance.md, "Figures moved out of the code").
 //!
 //! # No index
 //! The journal is the only copy of the records: the store keeps its length and nothing
 //! per record, so its memory does not grow with the records (an index of them took about
 //! 200 bytes per record, 18 MB for 110,000, with no bound). Puts and deletes only append.
 //! A lookup (`get_record`, `list_records`, `records_under`) reads the journal once from
-//! the start, on a blocking thread, keeping only its answer. Measured (release build, the
-//! 2-core benchmark machine, shared with other work): a journal of 110,000 records
-//! (22 MB) takes 25-55 ms per `get_record` or `list_records`, about 1.2-2.5 ms per MB,
-//! and 70-100 ms for a `records_under` of everything, contents included. Lookups are
-//! rare: a rebuild of the metadata (one `records_under` for all of it) and deleting a
-//! manifest by digest (the tags naming it).
+//! the start, on a blocking thread, keeping only its answer: a cost that grows with the
+//! journal, acceptable because lookups are rare: a rebuild of the metadata (one
+//! `records_under` for all of it) and deleting a manifest by digest (the tags naming it).
 //!
 //! A lookup reads the journal up to the length it had when the lookup began, through a
 //! descriptor opened under the store's lock: a compaction renames a new journal in under
@@ -63,12 +59,8 @@
 //! A crash leaves the old journal or the complete new one (a leftover `journal.new` is
 //! removed on open). One compaction runs at a time. In [`compaction`].
 //!
-//! Measured (release build, the 2-core machine): one task appending 300,000 records of
-//! 1 KB as fast as it can (compactions up to 256 MiB), another appending one record every
-//! 200 µs: that one's slowest append took 51-53 ms, against 500-523 ms when the whole
-//! compaction held the lock (two runs each). What remains is part 2; not measured
-//! separately, the likely bulk of it is copying the tail, since the first task appended
-//! at full speed while the records were copied.
+//! Splitting the compaction this way cut the longest wait of a concurrent append about
+//! tenfold (docs/performance.md, "Figures moved out of the code").
 //!
 //! The first pass keeps a 64-bit hash of each path (the first 8 bytes of its SHA-256) and
 //! the offset of its last entry, sorted by hash ([`Index`]). When a hash comes again, the
@@ -78,13 +70,9 @@
 //! the records, and only while it is used: during compaction and while a journal larger
 //! than 4 MiB is opened (to measure its live records), freed after. Computed from its
 //! layout: 16 bytes per path in the journal (live or deleted), at most 2 more for the
-//! entries not yet merged, plus about 200 KiB. Measured with heaptrack (110,000 paths,
-//! none repeated): a 2.0 MB peak, 18 bytes per path, where the hash table of 128-bit
-//! hashes it replaced peaked at 6.5 MB (59 bytes per path, two tables while it grew). The
-//! read-backs, one per entry that a later one of its path replaces, cost some time: on a
-//! 22 MB journal of 110,000 entries of 22,000 paths, opening it (both passes) took
-//! 165-180 ms against 130 ms before; with no path repeated, no change beyond noise
-//! (release build, the 2-core machine, shared).
+//! entries not yet merged, plus about 200 KiB, a third of the hash table of 128-bit hashes
+//! it replaced; the read-backs, one per entry that a later one of its path replaces, cost
+//! some time when paths repeat (docs/performance.md, "Figures moved out of the code").
 
 mod compaction;
 mod entries;
