@@ -37,21 +37,33 @@ pub(crate) mod middleware;
 pub mod webhook;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use oci_spec_types::Digest;
-use storage_traits::Page;
+use oci_spec_types::{Digest, RepositoryName};
+use storage_traits::{ByteStream, Page, StorageError, UploadSession};
 
 pub use events::{Action, RegistryEvent};
 
-use crate::Registry;
+use crate::clock::now_ms;
+use crate::{Inner, Registry};
 
 /// How long one readiness check may take before the store counts as unavailable.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a successful write probe of [`Registry::readiness`] is trusted.
+pub const WRITE_PROBE_TTL: Duration = Duration::from_secs(5);
+
+/// Upload ids of the write probe start with this, so a leftover is recognisable.
+const PROBE_ID_PREFIX: &str = "readyz-probe-";
+
+/// The bytes the write probe writes to the blob store.
+const PROBE_BYTES: &[u8] = b"readyz";
 
 /// The answer of the readiness checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,16 +120,32 @@ impl Registry {
             .with_state(self.clone())
     }
 
-    /// Checks that both stores answer: a one-row repository listing of the metadata
-    /// store and a `stat` of a fixed digest in the blob store (whether it exists does not
-    /// matter). Each check has a time limit of 5 s.
+    /// Checks that both stores answer and accept writes. Each check has a time limit of
+    /// 5 s per step.
+    ///
+    /// - Reads: a one-row repository listing of the metadata store, a `stat` of a fixed
+    ///   digest in the blob store (whether it exists does not matter).
+    /// - Writes (a full disk fails every push while reads still work): the blob store
+    ///   starts an upload session, writes a few bytes to it and aborts it; the metadata
+    ///   store creates and deletes an upload session record in the repository the listing
+    ///   returned. Both use one id, `readyz-probe-<random>`, and the record is created
+    ///   first, so if the probe dies half way the ordinary upload expiry removes both.
+    ///   The metadata store has nothing to write while it holds no repository: a record
+    ///   would bring one into existence, and the catalog would list it.
+    ///
+    /// The write probe runs at most once per [`WRITE_PROBE_TTL`] while it succeeds: it
+    /// costs real writes (an fsync on SQLite and fs, several requests on S3) and `/readyz`
+    /// is unauthenticated, so without the limit anyone could make the registry write at
+    /// will. A failed probe is not remembered, so a store that recovers is ready at the
+    /// next check; calls arriving while a probe runs wait for its result instead of
+    /// starting their own.
     pub async fn readiness(&self) -> Readiness {
         let metadata = async {
             let page = Page::new(None, Some(1));
             match tokio::time::timeout(CHECK_TIMEOUT, self.inner.metadata.list_repositories(&page))
                 .await
             {
-                Ok(Ok(_)) => Ok(()),
+                Ok(Ok(repos)) => Ok(repos.into_iter().next()),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
             }
@@ -131,6 +159,13 @@ impl Registry {
             }
         };
         let (metadata, blobs) = tokio::join!(metadata, blobs);
+        let (metadata, blobs) = match (metadata, blobs) {
+            (Ok(repo), Ok(())) => {
+                let written = probe_writes_cached(&self.inner, repo).await;
+                (written.metadata, written.blobs)
+            }
+            (metadata, blobs) => (metadata.map(drop), blobs),
+        };
         let checks = BTreeMap::from([("metadata", metadata), ("blobs", blobs)]);
         for (name, result) in &checks {
             if let Err(e) = result {
@@ -155,6 +190,117 @@ impl Registry {
                 Err(e) => tracing::warn!(error = %e, "cannot read the gc queue length"),
             }
         }
+    }
+}
+
+/// What one write probe found, store by store.
+#[derive(Debug, Clone)]
+struct WriteProbe {
+    metadata: Result<(), String>,
+    blobs: Result<(), String>,
+    finished: Instant,
+}
+
+impl WriteProbe {
+    fn passed(&self) -> bool {
+        self.metadata.is_ok() && self.blobs.is_ok()
+    }
+}
+
+/// The last write probe of one registry, behind an async lock held while a probe runs.
+type ProbeSlot = Arc<tokio::sync::Mutex<Option<WriteProbe>>>;
+
+/// Each live registry's state (by address, see [`probe_slot`]) and its probe slot.
+type ProbeSlots = Mutex<Vec<(Weak<Inner>, ProbeSlot)>>;
+
+/// The probe slot of every live registry in this process. It lives here rather than in
+/// the registry because the slot is this module's business; each entry holds a `Weak`
+/// to the registry's state, which keeps that allocation's address from being reused by
+/// another registry while the entry exists, and entries of dropped registries are
+/// removed at the next lookup.
+fn probe_slot(inner: &Arc<Inner>) -> ProbeSlot {
+    static SLOTS: OnceLock<ProbeSlots> = OnceLock::new();
+    let mut slots = SLOTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    slots.retain(|(owner, _)| owner.strong_count() > 0);
+    let mine = Arc::downgrade(inner);
+    if let Some((_, slot)) = slots.iter().find(|(owner, _)| owner.ptr_eq(&mine)) {
+        return Arc::clone(slot);
+    }
+    let slot = ProbeSlot::default();
+    slots.push((mine, Arc::clone(&slot)));
+    slot
+}
+
+/// The write probe's result: the last one if it passed less than [`WRITE_PROBE_TTL`] ago
+/// or finished while this call waited for it, a new one otherwise.
+async fn probe_writes_cached(inner: &Arc<Inner>, repository: Option<RepositoryName>) -> WriteProbe {
+    let asked = Instant::now();
+    let slot = probe_slot(inner);
+    let mut last = slot.lock().await;
+    if let Some(probe) = last.as_ref()
+        && (probe.finished >= asked
+            || (probe.passed() && probe.finished.elapsed() < WRITE_PROBE_TTL))
+    {
+        return probe.clone();
+    }
+    let probe = probe_writes(inner, repository).await;
+    *last = Some(probe.clone());
+    probe
+}
+
+/// Writes to both stores and removes what it wrote (see [`Registry::readiness`]).
+async fn probe_writes(inner: &Inner, repository: Option<RepositoryName>) -> WriteProbe {
+    let id = format!("{PROBE_ID_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let metadata = inner.metadata.as_ref();
+    let blobs = inner.blobs.as_ref();
+    let recorded = match repository {
+        Some(repo) => {
+            let session = UploadSession::new(id.clone(), repo, now_ms());
+            Some(within_limit(metadata.create_upload(&session)).await)
+        }
+        None => None,
+    };
+    let wrote = within_limit(async {
+        blobs.start_upload(&id).await?;
+        let data: ByteStream = Box::pin(futures::stream::once(async {
+            Ok(Bytes::from_static(PROBE_BYTES))
+        }));
+        let len = blobs.write_upload(&id, 0, data).await?;
+        if len != PROBE_BYTES.len() as u64 {
+            let e = format!("wrote {} bytes, the session holds {len}", PROBE_BYTES.len());
+            return Err(StorageError::backend("readiness probe", e));
+        }
+        Ok(())
+    })
+    .await;
+    // Aborted whatever happened above: a session the probe started must not stay.
+    let aborted = within_limit(blobs.abort_upload(&id)).await;
+    let blobs = wrote.and(aborted).map_err(|e| format!("cannot write: {e}"));
+    let metadata = match recorded {
+        None => Ok(()),
+        Some(Err(e)) => Err(format!("cannot write: {e}")),
+        Some(Ok(())) => within_limit(metadata.delete_upload(&id))
+            .await
+            .map(drop)
+            .map_err(|e| format!("cannot write: {e}")),
+    };
+    WriteProbe {
+        metadata,
+        blobs,
+        finished: Instant::now(),
+    }
+}
+
+/// `fut` with [`CHECK_TIMEOUT`] as its limit; running out is an error like any other.
+async fn within_limit<T, E: std::fmt::Display>(
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
     }
 }
 

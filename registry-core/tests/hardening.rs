@@ -1,22 +1,33 @@
 //! Issue 13: what a registry must accept, refuse or report that it used to get wrong.
 //! Empty Basic credentials (what skopeo, podman and docker send without a login) are
 //! anonymous, and a 401 to a caller without credentials never says its password was
-//! wrong. A manifest that is not UTF-8 is `MANIFEST_INVALID`.
+//! wrong. `/readyz` fails while a store refuses writes (a full disk) though it still reads.
+//! A manifest that is not UTF-8 is `MANIFEST_INVALID`.
 
 #![allow(clippy::unwrap_used)]
 
 mod auth_support;
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::body::Body;
 use common::{Reply, TestRegistry};
+use futures::stream::BoxStream;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use oci_spec_types::Digest;
-use registry_core::RegistryConfig;
 use registry_core::auth::{AccessPolicy, AccessRule, Action, Htpasswd, TokenAuth};
+use registry_core::ops::WRITE_PROBE_TTL;
+use registry_core::{Registry, RegistryConfig};
+use storage_traits::{
+    BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult, MetadataStore, Page,
+    StorageError,
+};
 use tower::ServiceExt;
 
 /// `Authorization: Basic` of an empty user and an empty password (`:`).
@@ -268,4 +279,201 @@ async fn a_manifest_that_is_not_utf8_is_manifest_invalid() {
         reg.get("/v2/app/manifests/bad").await.status,
         StatusCode::NOT_FOUND
     );
+}
+
+/// An fs blob store on a disk that may be full: while `full` is set every write fails
+/// with ENOSPC, as the fs store's would, and reads, aborts and deletes still work.
+#[derive(Debug)]
+struct DiskFull {
+    inner: storage_fs::FsBlobStore,
+    full: Arc<AtomicBool>,
+}
+
+impl DiskFull {
+    fn write(&self) -> Result<(), StorageError> {
+        if self.full.load(Ordering::SeqCst) {
+            let enospc = std::io::Error::from_raw_os_error(28);
+            Err(StorageError::backend("fs", enospc))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl BlobStore for DiskFull {
+    async fn stat(&self, d: &Digest) -> Result<Option<BlobInfo>, StorageError> {
+        self.inner.stat(d).await
+    }
+    async fn get(&self, d: &Digest, r: Option<GetRange>) -> Result<GetResult, StorageError> {
+        self.inner.get(d, r).await
+    }
+    async fn delete(&self, d: &Digest) -> Result<(), StorageError> {
+        self.inner.delete(d).await
+    }
+    fn list(&self) -> BoxStream<'static, Result<Digest, StorageError>> {
+        self.inner.list()
+    }
+    async fn start_upload(&self, id: &str) -> Result<(), StorageError> {
+        self.write()?;
+        self.inner.start_upload(id).await
+    }
+    async fn write_upload(
+        &self,
+        id: &str,
+        offset: u64,
+        data: ByteStream,
+    ) -> Result<u64, StorageError> {
+        self.write()?;
+        self.inner.write_upload(id, offset, data).await
+    }
+    async fn read_upload(&self, id: &str) -> Result<ByteStream, StorageError> {
+        self.inner.read_upload(id).await
+    }
+    async fn finish_upload(&self, id: &str, d: &Digest, n: u64) -> Result<(), StorageError> {
+        self.write()?;
+        self.inner.finish_upload(id, d, n).await
+    }
+    async fn put_bytes(
+        &self,
+        id: &str,
+        d: &Digest,
+        data: bytes::Bytes,
+    ) -> Result<(), StorageError> {
+        self.write()?;
+        self.inner.put_bytes(id, d, data).await
+    }
+    async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
+        self.inner.abort_upload(id).await
+    }
+    fn capabilities(&self) -> storage_traits::BlobCapabilities {
+        self.inner.capabilities().with_presign(false)
+    }
+    fn signer(&self) -> Option<&dyn BlobSigner> {
+        None
+    }
+    fn recovery(&self) -> Option<&dyn storage_traits::RecoveryLog> {
+        self.inner.recovery()
+    }
+}
+
+async fn readyz(registry: &Registry) -> (StatusCode, serde_json::Value) {
+    let req = Request::get("/readyz").body(Body::empty()).unwrap();
+    let res = registry.ops_router().oneshot(req).await.unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn readyz_fails_while_the_blob_store_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(AtomicBool::new(true));
+    let blobs = DiskFull {
+        inner: storage_fs::FsBlobStore::open(dir.path().join("blobs")).unwrap(),
+        full: full.clone(),
+    };
+    let metadata = metadata_sqlite::SqliteMetadataStore::open(dir.path().join("db")).unwrap();
+    let registry = Registry::new(
+        Arc::new(blobs),
+        Arc::new(metadata),
+        RegistryConfig::default(),
+    );
+
+    // Reads work, so the API still answers; pushes do not.
+    let api = registry.router();
+    let req = Request::get("/v2/").body(Body::empty()).unwrap();
+    assert_eq!(
+        api.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let req = Request::post(format!(
+        "/v2/app/blobs/uploads/?digest={}",
+        Digest::sha256_of(b"x")
+    ))
+    .body(Body::from(&b"x"[..]))
+    .unwrap();
+    let res = api.clone().oneshot(req).await.unwrap();
+    assert!(res.status().is_server_error(), "{}", res.status());
+
+    let (status, body) = readyz(&registry).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "unavailable");
+    assert_eq!(body["checks"]["metadata"], "ok");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(reason.starts_with("blobs: cannot write"), "{reason}");
+    assert!(reason.contains("No space left on device"), "{reason}");
+
+    // Space again: ready at the next call (a failure is not remembered).
+    full.store(false, Ordering::SeqCst);
+    let (status, body) = readyz(&registry).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["blobs"], "ok");
+
+    // Full again: a passed probe is trusted for WRITE_PROBE_TTL, no longer.
+    full.store(true, Ordering::SeqCst);
+    tokio::time::sleep(WRITE_PROBE_TTL + Duration::from_millis(200)).await;
+    let (status, body) = readyz(&registry).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["reason"].as_str().unwrap().starts_with("blobs: "));
+}
+
+/// The bytes of the SQLite database and its write-ahead log.
+fn database_bytes(db: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(db).unwrap();
+    bytes.extend(std::fs::read(db.with_extension("db-wal")).unwrap_or_default());
+    bytes
+}
+
+/// The probe writes to both stores and leaves nothing behind: no upload session in
+/// either store, no repository in the catalog (a registry with no repository yet gets
+/// none from the probe).
+#[tokio::test]
+async fn readyz_write_probes_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("registry.db");
+    let blobs = storage_fs::FsBlobStore::open(dir.path().join("blobs")).unwrap();
+    // As a trait object: its methods (upload sessions included) need no trait imports.
+    let metadata: Arc<dyn MetadataStore> =
+        Arc::new(metadata_sqlite::SqliteMetadataStore::open(&db).unwrap());
+    let registry = Registry::new(Arc::new(blobs), metadata.clone(), RegistryConfig::default());
+    let uploads = dir.path().join("blobs/uploads");
+    let left_in_uploads = || {
+        std::fs::read_dir(&uploads)
+            .map(|d| d.count())
+            .unwrap_or_default()
+    };
+    let all = Page::new(None, None);
+
+    let (status, body) = readyz(&registry).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(metadata.list_repositories(&all).await.unwrap().is_empty());
+    assert_eq!(left_in_uploads(), 0);
+
+    let t = TestRegistry {
+        router: registry.router(),
+        registry: registry.clone(),
+        dir,
+    };
+    t.push_blob("app", b"a layer").await;
+    // A later registry on the same stores: its own probe runs now, not in WRITE_PROBE_TTL.
+    let fresh = Registry::new(
+        Arc::new(storage_fs::FsBlobStore::open(t.dir.path().join("blobs")).unwrap()),
+        metadata.clone(),
+        RegistryConfig::default(),
+    );
+    let before = database_bytes(&db);
+    let (status, body) = readyz(&fresh).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // `!=`, not assert_ne!, which would print both databases.
+    assert!(
+        database_bytes(&db) != before,
+        "the metadata probe wrote nothing"
+    );
+    let repos = metadata.list_repositories(&all).await.unwrap();
+    assert_eq!(repos.len(), 1);
+    assert_eq!(repos[0].as_str(), "app");
+    assert_eq!(metadata.count_uploads().await.unwrap(), 0);
+    assert_eq!(left_in_uploads(), 0);
 }
