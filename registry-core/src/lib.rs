@@ -157,6 +157,7 @@ pub(crate) struct Inner {
     pub(crate) config: RegistryConfig,
     pub(crate) sessions: upload::claims::Claims,
     pub(crate) recovery: recovery::RecoveryWriter,
+    pub(crate) write_probe: ops::ProbeSlot,
 }
 
 impl Registry {
@@ -172,6 +173,7 @@ impl Registry {
                 metadata,
                 config,
                 sessions: upload::claims::Claims::default(),
+                write_probe: ops::ProbeSlot::default(),
             }),
         }
     }

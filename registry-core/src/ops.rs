@@ -37,7 +37,6 @@ pub(crate) mod middleware;
 pub mod webhook;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -195,7 +194,7 @@ impl Registry {
 
 /// What one write probe found, store by store.
 #[derive(Debug, Clone)]
-struct WriteProbe {
+pub(crate) struct WriteProbe {
     metadata: Result<(), String>,
     blobs: Result<(), String>,
     finished: Instant,
@@ -208,38 +207,14 @@ impl WriteProbe {
 }
 
 /// The last write probe of one registry, behind an async lock held while a probe runs.
-type ProbeSlot = Arc<tokio::sync::Mutex<Option<WriteProbe>>>;
-
-/// Each live registry's state (by address, see [`probe_slot`]) and its probe slot.
-type ProbeSlots = Mutex<Vec<(Weak<Inner>, ProbeSlot)>>;
-
-/// The probe slot of every live registry in this process. It lives here rather than in
-/// the registry because the slot is this module's business; each entry holds a `Weak`
-/// to the registry's state, which keeps that allocation's address from being reused by
-/// another registry while the entry exists, and entries of dropped registries are
-/// removed at the next lookup.
-fn probe_slot(inner: &Arc<Inner>) -> ProbeSlot {
-    static SLOTS: OnceLock<ProbeSlots> = OnceLock::new();
-    let mut slots = SLOTS
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    slots.retain(|(owner, _)| owner.strong_count() > 0);
-    let mine = Arc::downgrade(inner);
-    if let Some((_, slot)) = slots.iter().find(|(owner, _)| owner.ptr_eq(&mine)) {
-        return Arc::clone(slot);
-    }
-    let slot = ProbeSlot::default();
-    slots.push((mine, Arc::clone(&slot)));
-    slot
-}
+/// Kept in the registry's state.
+pub(crate) type ProbeSlot = tokio::sync::Mutex<Option<WriteProbe>>;
 
 /// The write probe's result: the last one if it passed less than [`WRITE_PROBE_TTL`] ago
 /// or finished while this call waited for it, a new one otherwise.
-async fn probe_writes_cached(inner: &Arc<Inner>, repository: Option<RepositoryName>) -> WriteProbe {
+async fn probe_writes_cached(inner: &Inner, repository: Option<RepositoryName>) -> WriteProbe {
     let asked = Instant::now();
-    let slot = probe_slot(inner);
-    let mut last = slot.lock().await;
+    let mut last = inner.write_probe.lock().await;
     if let Some(probe) = last.as_ref()
         && (probe.finished >= asked
             || (probe.passed() && probe.finished.elapsed() < WRITE_PROBE_TTL))
