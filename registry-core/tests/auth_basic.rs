@@ -9,8 +9,9 @@ mod common;
 
 use std::sync::Arc;
 
+use auth_support::{as_user, push_blob_as, push_image_as};
 use axum::body::Body;
-use common::{Reply, TestRegistry, data};
+use common::{Reply, TestRegistry};
 use http::{Method, StatusCode};
 use oci_spec_types::Digest;
 use registry_core::RegistryConfig;
@@ -49,64 +50,6 @@ fn config() -> RegistryConfig {
 
 fn auth((user, password): (&str, &str)) -> String {
     auth_support::basic(user, password)
-}
-
-async fn as_user(
-    reg: &TestRegistry,
-    who: (&str, &str),
-    method: Method,
-    uri: &str,
-    body: Vec<u8>,
-) -> Reply {
-    let a = auth(who);
-    reg.send(method, uri, &[("Authorization", &a)], Body::from(body))
-        .await
-}
-
-/// Monolithic push as `who`; returns the reply.
-async fn push_blob_as(reg: &TestRegistry, who: (&str, &str), repo: &str, bytes: &[u8]) -> Reply {
-    let digest = Digest::sha256_of(bytes);
-    as_user(
-        reg,
-        who,
-        Method::POST,
-        &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
-        bytes.to_vec(),
-    )
-    .await
-}
-
-/// Pushes a one-layer image as `who` (asserting each step succeeds).
-async fn push_image_as(reg: &TestRegistry, who: (&str, &str), repo: &str, tag: &str) -> Digest {
-    let config = br#"{"architecture":"amd64"}"#;
-    let layer = data(repo.len() as u64, 300);
-    for b in [&config[..], &layer[..]] {
-        let r = push_blob_as(reg, who, repo, b).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    }
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": Digest::sha256_of(config).to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": Digest::sha256_of(&layer).to_string(), "size": layer.len()}],
-    }))
-    .unwrap();
-    let a = auth(who);
-    let r = reg
-        .send(
-            Method::PUT,
-            &format!("/v2/{repo}/manifests/{tag}"),
-            &[
-                ("Authorization", &a),
-                ("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
-            ],
-            Body::from(manifest.clone()),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    Digest::sha256_of(&manifest)
 }
 
 async fn catalog_as(reg: &TestRegistry, who: (&str, &str), query: &str) -> Reply {

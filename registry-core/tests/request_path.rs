@@ -14,6 +14,7 @@ mod common;
 
 use std::sync::Arc;
 
+use auth_support::as_user;
 use axum::body::Body;
 use common::{Reply, TestRegistry, data};
 use http::{Method, StatusCode};
@@ -44,18 +45,6 @@ fn basic_config() -> RegistryConfig {
         .with_authorizer(Arc::new(policy()))
 }
 
-async fn as_user(
-    reg: &TestRegistry,
-    (user, password): (&str, &str),
-    method: Method,
-    uri: &str,
-    body: Vec<u8>,
-) -> Reply {
-    let a = auth_support::basic(user, password);
-    reg.send(method, uri, &[("Authorization", &a)], Body::from(body))
-        .await
-}
-
 /// A one-layer image in `repo`, tagged `tag`, pushed as `who`; returns (manifest, layer).
 async fn push_image(
     reg: &TestRegistry,
@@ -63,28 +52,7 @@ async fn push_image(
     repo: &str,
     tag: &str,
 ) -> (Digest, Digest) {
-    let config = br#"{"architecture":"amd64"}"#.to_vec();
-    let layer = data(repo.len() as u64 + 7, 500);
-    for b in [&config, &layer] {
-        let uri = format!("/v2/{repo}/blobs/uploads/?digest={}", Digest::sha256_of(b));
-        let r = as_user(reg, who, Method::POST, &uri, b.clone()).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    }
-    let manifest = image_manifest(&config, &layer);
-    let a = auth_support::basic(who.0, who.1);
-    let r = reg
-        .send(
-            Method::PUT,
-            &format!("/v2/{repo}/manifests/{tag}"),
-            &[
-                ("Authorization", &a),
-                ("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
-            ],
-            Body::from(manifest.clone()),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    (Digest::sha256_of(&manifest), Digest::sha256_of(&layer))
+    auth_support::push_image_as(reg, who, repo, tag).await
 }
 
 fn image_manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {

@@ -5,8 +5,13 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use base64::Engine as _;
+use http::{Method, StatusCode};
+use oci_spec_types::Digest;
 use registry_core::{Registry, RegistryConfig};
+
+use crate::common::{Reply, TestRegistry, data};
 
 pub const ED_PRIVATE: &str = "\
 -----BEGIN PRIVATE KEY-----\n\
@@ -102,6 +107,75 @@ pub fn htpasswd(users: &[(&str, &str)]) -> String {
 pub fn basic(user: &str, password: &str) -> String {
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     format!("Basic {encoded}")
+}
+
+pub async fn as_user(
+    reg: &TestRegistry,
+    who: (&str, &str),
+    method: Method,
+    uri: &str,
+    body: Vec<u8>,
+) -> Reply {
+    let a = basic(who.0, who.1);
+    reg.send(method, uri, &[("Authorization", &a)], Body::from(body))
+        .await
+}
+
+/// Monolithic push as `who`; returns the reply.
+pub async fn push_blob_as(
+    reg: &TestRegistry,
+    who: (&str, &str),
+    repo: &str,
+    bytes: &[u8],
+) -> Reply {
+    let digest = Digest::sha256_of(bytes);
+    as_user(
+        reg,
+        who,
+        Method::POST,
+        &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+        bytes.to_vec(),
+    )
+    .await
+}
+
+/// Pushes a one-layer image as `who` (asserting each step succeeds).
+/// Returns the manifest's and the layer's digests.
+pub async fn push_image_as(
+    reg: &TestRegistry,
+    who: (&str, &str),
+    repo: &str,
+    tag: &str,
+) -> (Digest, Digest) {
+    let config = br#"{"architecture":"amd64"}"#;
+    let layer = data(repo.len() as u64, 300);
+    for b in [&config[..], &layer[..]] {
+        let r = push_blob_as(reg, who, repo, b).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": Digest::sha256_of(config).to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": Digest::sha256_of(&layer).to_string(), "size": layer.len()}],
+    }))
+    .unwrap();
+    let a = basic(who.0, who.1);
+    let r = reg
+        .send(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &[
+                ("Authorization", &a),
+                ("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+            ],
+            Body::from(manifest.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    (Digest::sha256_of(&manifest), Digest::sha256_of(&layer))
 }
 
 /// A registry on fs + SQLite in a temporary folder, served on a loopback socket.
