@@ -55,6 +55,9 @@ pub enum RegistryError {
     /// `Content-Encoding: gzip`): storing it would store the coded bytes.
     #[error("unsupported coding: {0}")]
     UnsupportedCoding(String),
+    /// A pull-through cache's upstream failed or served something unusable: `502`.
+    #[error("upstream registry: {0}")]
+    Upstream(String),
     /// Too many open upload sessions: `429` until some finish or expire.
     #[error("too many open upload sessions (limit {limit})")]
     TooManyUploads { limit: u64 },
@@ -210,6 +213,18 @@ impl IntoResponse for RegistryError {
                 res
             }
             e @ (RegistryError::AuthBackend(_) | RegistryError::NotDecoded) => internal(&e),
+            RegistryError::Upstream(message) => {
+                tracing::warn!(error = %message, "upstream registry failed");
+                let body = ErrorBody::new(ErrorCode::Unsupported, message, None).to_json();
+                let body = body.replacen("\"UNSUPPORTED\"", "\"UNKNOWN\"", 1);
+                let mut res = Response::new(Body::from(body));
+                *res.status_mut() = StatusCode::BAD_GATEWAY;
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                res
+            }
             RegistryError::UnsupportedCoding(message) => error_response(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ErrorCode::Unsupported,

@@ -1,6 +1,8 @@
 //! What a handler gets and how it answers: [`Call`], the result type, and the response
 //! builders every handler shares (the upload handlers in [`crate::upload`] included).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -17,7 +19,7 @@ pub(crate) type Result<T> = std::result::Result<T, RegistryError>;
 /// handlers that read one the edge does not decode (`Range`).
 #[derive(Clone, Copy)]
 pub(crate) struct Call<'a> {
-    pub(crate) inner: &'a Inner,
+    pub(crate) inner: &'a Arc<Inner>,
     pub(crate) request: &'a ApiRequest,
     pub(crate) principal: Option<&'a Principal>,
     pub(crate) headers: &'a HeaderMap,

@@ -35,6 +35,7 @@ mod handlers;
 pub mod import;
 pub mod ops;
 pub mod policy;
+pub mod proxy;
 mod recovery;
 pub mod request;
 pub mod route;
@@ -71,6 +72,8 @@ pub struct RegistryConfig {
     pub authorizer: Arc<dyn auth::Authorizer>,
     /// Read-only mode, immutable tags, blob size limit (none by default).
     pub policy: Policy,
+    /// Upstream registries served as pull-through caches (none by default).
+    pub proxy: proxy::ProxyConfig,
 }
 
 /// When to send clients straight to object storage for a blob download.
@@ -103,6 +106,7 @@ impl Default for RegistryConfig {
             authenticator: Arc::new(auth::Anonymous),
             authorizer: Arc::new(auth::AllowAll),
             policy: Policy::default(),
+            proxy: proxy::ProxyConfig::default(),
         }
     }
 }
@@ -133,6 +137,11 @@ impl RegistryConfig {
         self
     }
 
+    pub fn with_proxy(mut self, proxy: proxy::ProxyConfig) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self
@@ -158,6 +167,8 @@ pub(crate) struct Inner {
     pub(crate) sessions: upload::claims::Claims,
     pub(crate) recovery: recovery::RecoveryWriter,
     pub(crate) write_probe: ops::ProbeSlot,
+    /// The pull-through cache, when upstreams are configured.
+    pub(crate) proxy: Option<proxy::Proxy>,
 }
 
 impl Registry {
@@ -166,6 +177,7 @@ impl Registry {
         metadata: Arc<dyn MetadataStore>,
         config: RegistryConfig,
     ) -> Self {
+        let proxy = proxy::Proxy::new(&config.proxy);
         Registry {
             inner: Arc::new(Inner {
                 recovery: recovery::RecoveryWriter::new(Arc::clone(&blobs), Arc::clone(&metadata)),
@@ -174,6 +186,7 @@ impl Registry {
                 config,
                 sessions: upload::claims::Claims::default(),
                 write_probe: ops::ProbeSlot::default(),
+                proxy,
             }),
         }
     }

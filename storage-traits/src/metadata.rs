@@ -6,7 +6,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
+use oci_spec_types::{Digest, ParsedManifest, Reference, RepositoryName, Tag};
 
 use crate::{MetadataError, UploadSessionStore};
 
@@ -73,6 +73,22 @@ impl NewManifest {
             tags: Vec::new(),
             tag_immutable: false,
         }
+    }
+
+    /// A manifest as parsed from its bytes: media type, artifact type, subject,
+    /// annotations and the references the store checks, all taken from `parsed`.
+    pub fn from_parsed(
+        repository: RepositoryName,
+        digest: Digest,
+        parsed: &ParsedManifest,
+        content: Bytes,
+    ) -> Self {
+        NewManifest::new(repository, digest, parsed.media_type.clone(), content)
+            .with_artifact_type(parsed.effective_artifact_type())
+            .with_subject(parsed.subject.as_ref().map(|s| s.digest.clone()))
+            .with_annotations(parsed.annotations.clone())
+            .with_blob_refs(parsed.required_blobs())
+            .with_manifest_refs(parsed.required_manifests())
     }
 
     pub fn with_artifact_type(mut self, t: Option<String>) -> Self {

@@ -69,6 +69,12 @@ async fn check(inner: &Inner, parts: &mut http::request::Parts) -> Result<(), Re
         }
     };
     inner.config.policy.check_request(api)?;
+    if let (Some(proxy), Some(repo)) = (&inner.proxy, api.route.repository())
+        && !api.is_read()
+        && api.method != http::Method::DELETE
+    {
+        proxy.refuse_write(repo)?;
+    }
     if let Decision::AllowWithoutMount = decision {
         if authn.challenge_when_denied() {
             // Token clients ask for the source scope when challenged for it, and fall

@@ -24,6 +24,13 @@ pub(super) async fn get(
     head: bool,
 ) -> Result<Response> {
     let inner = call.inner;
+    if let Some(proxied) = inner.proxy.as_ref().and_then(|p| p.resolve(repo)) {
+        let ranged = call.headers.contains_key(header::RANGE);
+        let fetched = crate::proxy::get_blob(inner, &proxied, repo, digest, head, ranged).await?;
+        if let Some(res) = fetched {
+            return Ok(res);
+        }
+    }
     // The repository link is the authority: a blob another repository pushed is not
     // visible here until it is pushed or mounted into this one.
     let size = inner

@@ -25,6 +25,9 @@ pub(super) async fn get(
     reference: &Reference,
     head: bool,
 ) -> Result<Response> {
+    if let Some(proxied) = inner.proxy.as_ref().and_then(|p| p.resolve(repo)) {
+        crate::proxy::refresh_manifest(inner, &proxied, repo, reference).await?;
+    }
     let record = inner
         .metadata
         .get_manifest(repo, reference)
@@ -79,18 +82,8 @@ pub(super) async fn put(
             tags.push(t.clone());
         }
     }
-    let manifest = NewManifest::new(
-        repo.clone(),
-        digest.clone(),
-        parsed.media_type.clone(),
-        content,
-    )
-    .with_artifact_type(parsed.effective_artifact_type())
-    .with_subject(subject.clone())
-    .with_annotations(parsed.annotations.clone())
-    .with_blob_refs(parsed.required_blobs())
-    .with_manifest_refs(parsed.required_manifests())
-    .with_tags(tags);
+    let manifest =
+        NewManifest::from_parsed(repo.clone(), digest.clone(), &parsed, content).with_tags(tags);
     let immutable = !manifest.tags.is_empty() && inner.config.policy.tags_immutable(repo);
     let manifest = manifest.with_tag_immutable(immutable);
     // An immutable tag is checked by the store in the transaction that moves tags, so two
