@@ -1,22 +1,42 @@
-//! Settings of `registry serve`: command-line flags, environment variables, an optional
-//! TOML file, and the URLs that pick the blob store and the metadata store.
+//! The `registry` command line: its subcommands, their settings, and the URLs that pick
+//! the blob store and the metadata store.
 //!
-//! Precedence, per setting: flag > environment variable > config file > default. Clap
-//! handles the first two (a flag wins over its `env`), [`Settings::resolve`] the rest.
+//! # One declaration per setting
+//!
+//! Each setting is one field of one of the groups below ([`CommonArgs`], [`StorageArgs`],
+//! [`GcArgs`], [`ServeArgs`], [`ConnectionArgs`], [`AccessArgs`]): its doc comment is its
+//! help, its clap attributes give its flag, its environment variable and its default, and
+//! its name is its key in the config file (the flag's name with `_` for `-`). A command
+//! flattens the groups it uses, so `registry gc --help` shows the settings of `gc` only.
+//!
+//! # Layers
+//!
+//! Per setting: default < config file < environment variable < flag. Clap already puts a
+//! flag over its variable over its default, and says which of the three it used
+//! ([`clap::ArgMatches::value_source`]); [`Layers::resolve`] puts the file's value
+//! between the default and the other two, on the group's serde form (a JSON object keyed
+//! by field name), then deserializes the merged object back into the group. Values are
+//! parsed (addresses, durations, URLs) after the merge, so a bad value that something
+//! overrides does no harm, and an error names the setting.
+//!
+//! Why not a layered-config crate: figment, the well-kept one, reads the environment
+//! itself, but clap has to own it to show `[env: ...]` in `--help` and split lists; what
+//! is left for figment (one TOML file under the command line) is the ~40 lines of
+//! [`Layers`]. serde_path_to_error (already built, through axum) names the key of a
+//! mistyped file value.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, Parser, Subcommand};
 use registry_core::auth::NamePattern;
-use serde::Deserialize;
-
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
-pub const DEFAULT_STORAGE: &str = "./registry-data/blobs";
-pub const DEFAULT_METADATA: &str = "sqlite://./registry-data/registry.db";
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// The storage schemes this build can open.
 pub const STORAGE_SCHEMES: &str = "fs:// (or a plain path) and s3://";
@@ -34,24 +54,93 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the OCI distribution API.
-    Serve(ServeArgs),
+    Serve(Box<ServeCommand>),
     /// Run one garbage-collection pass against the stores, then exit. Safe while a
     /// server runs on the same stores (passes take turns).
-    Gc(GcArgs),
+    Gc(GcCommand),
     /// Import a CNCF distribution storage root (its `rootdirectory`, the folder or S3
     /// prefix that contains `docker/registry/v2`) into the stores, or with `--rebuild`
     /// refill a lost metadata database from our own blob store, then exit. Safe to re-run.
-    Import(ImportArgs),
+    Import(ImportCommand),
     /// Print storage statistics from the metadata store (no server needed).
-    Stats(StatsArgs),
+    Stats(StatsCommand),
+}
+
+/// The clap command of [`Cli`], each subcommand's `--config` help naming the file keys
+/// that subcommand reads.
+pub fn command() -> clap::Command {
+    let mut cli = Cli::command();
+    let keys = file_keys();
+    let names: Vec<String> = cli
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        cli = cli.mut_subcommand(name, |sub| {
+            let own: Vec<&str> = sub
+                .get_arguments()
+                .map(|a| a.get_id().as_str())
+                .filter(|id| keys.contains(*id))
+                .collect();
+            let help = format!(
+                "TOML file of settings, under the environment and the flags (which win over \
+                 it). Keys read by this command: {}. A key is its flag's name with `_` for \
+                 `-`; the keys of the other commands are accepted and ignored, so one file \
+                 can serve them all; any other key is an error",
+                own.join(", ")
+            );
+            sub.mut_arg("config", |a| a.help(help.clone()).long_help(help))
+        });
+    }
+    cli
+}
+
+/// Parses the command line (exiting with clap's message on an error or `--help`).
+pub fn parse() -> (Cli, ArgMatches) {
+    let matches = command().get_matches();
+    match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => (cli, matches),
+        Err(e) => e.exit(),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub gc: GcArgs,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GcCommand {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Print what would be deleted, and how many bytes, without deleting anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub gc: GcArgs,
 }
 
 /// `--from` or `--rebuild`, exactly one: clap's error for neither names both.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Args)]
 #[group(id = "source", required = true, multiple = false)]
-pub struct ImportArgs {
+pub struct ImportCommand {
     #[command(flatten)]
-    pub common: ServeArgs,
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
     /// The distribution storage root: the folder that contains `docker/registry/v2`
     /// (a path or `fs://PATH`), or `s3://BUCKET/ROOTDIRECTORY?endpoint=URL&region=R`
     /// (as `--storage` takes it; credentials from the `AWS_*` variables or
@@ -66,10 +155,10 @@ pub struct ImportArgs {
     pub rebuild: bool,
 }
 
-#[derive(Debug, Clone, Default, Args)]
-pub struct StatsArgs {
+#[derive(Debug, Clone, Args)]
+pub struct StatsCommand {
     #[command(flatten)]
-    pub common: ServeArgs,
+    pub common: CommonArgs,
     /// Print one JSON document instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -78,67 +167,159 @@ pub struct StatsArgs {
     pub top: usize,
 }
 
-#[derive(Debug, Clone, Default, Args)]
-pub struct GcArgs {
-    #[command(flatten)]
-    pub common: ServeArgs,
-    /// Print what would be deleted, and how many bytes, without deleting anything.
-    #[arg(long)]
-    pub dry_run: bool,
+/// Every command: the config file, the metadata database, the log format.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct CommonArgs {
+    /// The config file (its help is set by [`command`]). Not a key of the file itself.
+    #[arg(long, env = "REGISTRY_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Metadata database: `sqlite://relative/path`, `sqlite:///abs/path` or a plain path
+    /// to a SQLite file, or `postgres://user@host:port/db`.
+    #[arg(
+        long,
+        env = "REGISTRY_METADATA",
+        value_name = "URL",
+        default_value = "sqlite://./registry-data/registry.db"
+    )]
+    pub metadata: String,
+    /// Log format: `text` or `json` (one JSON object per line).
+    #[arg(
+        long,
+        env = "REGISTRY_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: String,
 }
 
-#[derive(Debug, Clone, Default, Args)]
-pub struct ServeArgs {
-    /// TOML file with any of the keys `listen`, `storage`, `metadata`.
-    #[arg(long, env = "REGISTRY_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:5000]. Port 0 picks a free port.
-    #[arg(long, env = "REGISTRY_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Blob storage: `fs:///abs/path` or a plain path [default: ./registry-data/blobs],
-    /// or `s3://BUCKET/PREFIX?endpoint=URL&region=R` (credentials from the `AWS_*`
-    /// variables or `~/.aws/credentials`).
-    #[arg(long, env = "REGISTRY_STORAGE", value_name = "URL")]
-    pub storage: Option<String>,
-    /// Metadata database: `sqlite://relative/path`, `sqlite:///abs/path` or a plain path
-    /// [default: sqlite://./registry-data/registry.db], or `postgres://user@host:port/db`.
-    #[arg(long, env = "REGISTRY_METADATA", value_name = "URL")]
-    pub metadata: Option<String>,
-    /// Keep unreferenced blobs and links this long before garbage collection deletes them
-    /// [default: 24h]. `0s` is allowed.
-    #[arg(long, env = "REGISTRY_GC_GRACE", value_name = "DURATION")]
-    pub gc_grace: Option<String>,
-    /// How often the background garbage collector runs [default: 10m]; `off` disables it.
-    #[arg(long, env = "REGISTRY_GC_INTERVAL", value_name = "DURATION")]
-    pub gc_interval: Option<String>,
+/// Commands that read or write blobs.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct StorageArgs {
+    /// Blob storage: `fs:///abs/path` or a plain path, or
+    /// `s3://BUCKET/PREFIX?endpoint=URL&region=R` (credentials from the `AWS_*` variables
+    /// or `~/.aws/credentials`).
+    #[arg(
+        long,
+        env = "REGISTRY_STORAGE",
+        value_name = "URL",
+        default_value = "./registry-data/blobs"
+    )]
+    pub storage: String,
+}
+
+/// Garbage collection, in `serve` (in the background) and `gc` (one pass).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Garbage collection")]
+pub struct GcArgs {
+    /// Keep unreferenced blobs and links this long before garbage collection deletes them.
+    /// `0s` is allowed.
+    #[arg(
+        long,
+        env = "REGISTRY_GC_GRACE",
+        value_name = "DURATION",
+        default_value = "24h"
+    )]
+    pub gc_grace: String,
     /// Also delete untagged, unreferenced manifests older than this [default: keep them].
     #[arg(long, env = "REGISTRY_GC_UNTAGGED_TTL", value_name = "DURATION")]
     pub gc_untagged_ttl: Option<String>,
-    /// Redirect blob downloads of at least this many bytes to presigned URLs, when the
-    /// blob store can sign them (S3) [default: off].
-    #[arg(long, env = "REGISTRY_REDIRECT_MIN_SIZE", value_name = "BYTES")]
-    pub redirect_min_size: Option<u64>,
+}
+
+/// The server: address, HTTPS, background work, notifications.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Server")]
+pub struct ServeArgs {
+    /// Address to listen on. Port 0 picks a free port.
+    #[arg(
+        long,
+        env = "REGISTRY_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:5000"
+    )]
+    pub listen: String,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key) [default: plain HTTP].
     #[arg(long, env = "REGISTRY_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "REGISTRY_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// Log format: `text` or `json` (one JSON object per line) [default: text].
-    #[arg(long, env = "REGISTRY_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    /// How often the background garbage collector runs; `off` disables it.
+    #[arg(
+        long,
+        env = "REGISTRY_GC_INTERVAL",
+        value_name = "DURATION",
+        default_value = "10m"
+    )]
+    pub gc_interval: String,
+    /// Redirect blob downloads of at least this many bytes to presigned URLs, when the
+    /// blob store can sign them (S3) [default: off].
+    #[arg(long, env = "REGISTRY_REDIRECT_MIN_SIZE", value_name = "BYTES")]
+    pub redirect_min_size: Option<u64>,
     /// Send push and delete notifications to this URL (repeatable; in the environment,
-    /// comma-separated) [default: none].
+    /// comma-separated; in the file, a string or a list) [default: none].
     #[arg(
         long = "webhook-url",
         env = "REGISTRY_WEBHOOK_URL",
         value_name = "URL",
         value_delimiter = ','
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub webhook_url: Vec<String>,
-    /// Time limit of one webhook delivery attempt [default: 5s].
-    #[arg(long, env = "REGISTRY_WEBHOOK_TIMEOUT", value_name = "DURATION")]
-    pub webhook_timeout: Option<String>,
+    /// Time limit of one webhook delivery attempt.
+    #[arg(
+        long,
+        env = "REGISTRY_WEBHOOK_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "5s"
+    )]
+    pub webhook_timeout: String,
+}
+
+/// Limits on client connections (see the `server` module).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Connections")]
+pub struct ConnectionArgs {
+    /// Close a connection with no request in flight and no bytes moving for this long.
+    #[arg(
+        long,
+        env = "REGISTRY_IDLE_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub idle_timeout: String,
+    /// Time a client has to send a request's head (HTTP/1; on a keep-alive connection,
+    /// counted from the end of the previous response, so it also bounds idle time).
+    #[arg(
+        long,
+        env = "REGISTRY_HEADER_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "30s"
+    )]
+    pub header_timeout: String,
+    /// End a request whose body sends no data for this long; a stall limit, not a limit
+    /// on the whole upload.
+    #[arg(
+        long,
+        env = "REGISTRY_BODY_TIMEOUT",
+        value_name = "DURATION",
+        default_value = "60s"
+    )]
+    pub body_timeout: String,
+    /// Connections open at once; past it, new ones wait to be accepted until one closes.
+    #[arg(
+        long,
+        env = "REGISTRY_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value = "512"
+    )]
+    pub max_connections: u32,
+}
+
+/// Who may call, and the registry-wide rules.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Access")]
+pub struct AccessArgs {
     /// HTTP Basic authentication against this htpasswd file of bcrypt entries
     /// (`htpasswd -B`). Not together with token authentication.
     #[arg(long, env = "REGISTRY_HTPASSWD", value_name = "FILE")]
@@ -161,119 +342,404 @@ pub struct ServeArgs {
     /// callers nothing; with token auth, the tokens' grants decide].
     #[arg(long, env = "REGISTRY_ACCESS_POLICY", value_name = "FILE")]
     pub access_policy: Option<PathBuf>,
-    /// Refuse every write with 405 UNSUPPORTED; reads still work [default: false].
-    /// `--read-only` alone means true.
+    /// Refuse every write with 405 UNSUPPORTED; reads still work. `--read-only` alone
+    /// means true.
     #[arg(
         long,
         env = "REGISTRY_READ_ONLY",
         value_name = "BOOL",
+        action = clap::ArgAction::Set,
         num_args = 0..=1,
         require_equals = true,
+        default_value = "false",
         default_missing_value = "true",
         value_parser = clap::builder::BoolishValueParser::new()
     )]
-    pub read_only: Option<bool>,
+    pub read_only: bool,
     /// Tags of repositories matching this pattern (`*` matches anything, `/` included,
     /// e.g. `prod/*`) cannot be moved once pushed (repeatable; in the environment,
-    /// comma-separated) [default: none].
+    /// comma-separated; in the file, a string or a list) [default: none].
     #[arg(
         long = "immutable-tags",
         env = "REGISTRY_IMMUTABLE_TAGS",
         value_name = "PATTERN",
         value_delimiter = ','
     )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub immutable_tags: Vec<String>,
     /// Refuse blobs larger than this many bytes (400 SIZE_INVALID) [default: no limit].
     #[arg(long, env = "REGISTRY_MAX_BLOB_SIZE", value_name = "BYTES")]
     pub max_blob_size: Option<u64>,
-    /// Close a connection with no request in flight and no bytes moving for this long
-    /// [default: 30s].
-    #[arg(long, env = "REGISTRY_IDLE_TIMEOUT", value_name = "DURATION")]
-    pub idle_timeout: Option<String>,
-    /// Time a client has to send a request's head (HTTP/1; on a keep-alive connection,
-    /// counted from the end of the previous response) [default: 30s].
-    #[arg(long, env = "REGISTRY_HEADER_TIMEOUT", value_name = "DURATION")]
-    pub header_timeout: Option<String>,
-    /// End a request whose body sends no data for this long; a stall limit, not a limit
-    /// on the whole upload [default: 60s].
-    #[arg(long, env = "REGISTRY_BODY_TIMEOUT", value_name = "DURATION")]
-    pub body_timeout: Option<String>,
-    /// Connections open at once; past it, new ones wait to be accepted [default: 512].
-    #[arg(long, env = "REGISTRY_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<u32>,
 }
 
-/// The config file. Unknown keys are an error, so a typo does not pass silently.
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub listen: Option<String>,
-    pub storage: Option<String>,
-    pub metadata: Option<String>,
-    pub gc_grace: Option<String>,
-    pub gc_interval: Option<String>,
-    pub gc_untagged_ttl: Option<String>,
+/// A file value that may be one string or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// The field names of a group: its keys in the config file.
+fn keys_of<T: Serialize + Default>() -> Vec<String> {
+    match serde_json::to_value(T::default()) {
+        Ok(Value::Object(map)) => map.into_iter().map(|(k, _)| k).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every key the config file takes.
+pub fn file_keys() -> BTreeSet<String> {
+    [
+        keys_of::<CommonArgs>(),
+        keys_of::<StorageArgs>(),
+        keys_of::<GcArgs>(),
+        keys_of::<ServeArgs>(),
+        keys_of::<ConnectionArgs>(),
+        keys_of::<AccessArgs>(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The config file's values and the command line's, to merge group by group.
+#[derive(Debug)]
+pub struct Layers<'a> {
+    /// The subcommand's matches: which values are defaults.
+    matches: &'a ArgMatches,
+    path: Option<PathBuf>,
+    file: Map<String, Value>,
+}
+
+impl<'a> Layers<'a> {
+    /// Reads the config file at `path`, if any.
+    pub fn load(matches: &'a ArgMatches, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: Some(path.to_owned()),
+                message: e.to_string(),
+            })?,
+            None => String::new(),
+        };
+        Layers::parse(matches, path, &text)
+    }
+
+    /// `text` as the config file (named `path` in errors).
+    pub fn parse(
+        matches: &'a ArgMatches,
+        path: Option<&Path>,
+        text: &str,
+    ) -> Result<Self, ConfigError> {
+        let error = |message: String| ConfigError::File {
+            path: path.map(Path::to_owned),
+            message,
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| error(e.to_string()))?;
+        let known = file_keys();
+        if let Some(unknown) = table.keys().find(|k| !known.contains(*k)) {
+            let known: Vec<&str> = known.iter().map(String::as_str).collect();
+            return Err(error(format!(
+                "unknown key `{unknown}` (the keys are {})",
+                known.join(", ")
+            )));
+        }
+        let file = match serde_json::to_value(table) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => Map::new(),
+            Err(e) => return Err(error(e.to_string())),
+        };
+        Ok(Layers {
+            matches,
+            path: path.map(Path::to_owned),
+            file,
+        })
+    }
+
+    /// `group` as parsed by clap, with the file's values over its defaults (and under
+    /// its environment variables and flags).
+    pub fn resolve<T: Serialize + DeserializeOwned>(&self, group: &T) -> Result<T, ConfigError> {
+        let error = |message: String| ConfigError::File {
+            path: self.path.clone(),
+            message,
+        };
+        let parsed = match serde_json::to_value(group) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => Map::new(),
+            Err(e) => return Err(error(e.to_string())),
+        };
+        let source = |key: &str| {
+            self.matches
+                .try_contains_id(key)
+                .ok()
+                .and_then(|_| self.matches.value_source(key))
+        };
+        let mut merged = Map::new();
+        for (key, value) in &parsed {
+            if source(key) == Some(ValueSource::DefaultValue) {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        for (key, value) in &self.file {
+            if parsed.contains_key(key) {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        for (key, value) in &parsed {
+            if matches!(
+                source(key),
+                Some(ValueSource::EnvVariable | ValueSource::CommandLine)
+            ) {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        // Flags, variables and defaults were typed by clap: only a file value can be
+        // of the wrong type, and the error names its key.
+        serde_path_to_error::deserialize(Value::Object(merged)).map_err(|e| error(e.to_string()))
+    }
+}
+
+/// Where a command's blobs and metadata live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stores {
+    pub storage: StorageUrl,
+    pub metadata: MetadataUrl,
+}
+
+/// What every command resolves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Common {
+    pub metadata: MetadataUrl,
+    pub log_format: LogFormat,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub log_format: LogFormat,
+    pub stores: Stores,
+    pub gc: GcSettings,
+    pub listen: SocketAddr,
     pub redirect_min_size: Option<u64>,
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-    pub log_format: Option<String>,
-    /// One URL or a list of them.
-    pub webhook_url: Option<OneOrMany>,
-    pub webhook_timeout: Option<String>,
-    pub htpasswd: Option<PathBuf>,
-    pub token_realm: Option<String>,
-    pub token_service: Option<String>,
-    pub token_issuer: Option<String>,
-    pub token_key: Option<PathBuf>,
-    pub access_policy: Option<PathBuf>,
-    pub read_only: Option<bool>,
-    /// One pattern or a list of them.
-    pub immutable_tags: Option<OneOrMany>,
-    pub max_blob_size: Option<u64>,
-    pub idle_timeout: Option<String>,
-    pub header_timeout: Option<String>,
-    pub body_timeout: Option<String>,
-    pub max_connections: Option<u32>,
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    pub webhooks: WebhookSettings,
+    pub access: AccessSettings,
+    pub policy: PolicySettings,
+    pub connections: ConnectionSettings,
 }
 
-/// A TOML value that may be a single string or an array of strings.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
+/// What `gc` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcRun {
+    pub log_format: LogFormat,
+    pub stores: Stores,
+    pub gc: GcSettings,
 }
 
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
+impl CommonArgs {
+    pub fn settings(&self, layers: &Layers) -> Result<Common, ConfigError> {
+        let me = layers.resolve(self)?;
+        Ok(Common {
+            metadata: parse_metadata(&me.metadata)?,
+            log_format: parse_log_format(&me.log_format)?,
+        })
+    }
+
+    /// The config file named by `--config` (or `REGISTRY_CONFIG`), read; `matches` are
+    /// the subcommand's.
+    pub fn layers<'a>(&self, matches: &'a ArgMatches) -> Result<Layers<'a>, ConfigError> {
+        Layers::load(matches, self.config.as_deref())
+    }
+}
+
+impl StorageArgs {
+    fn settings(&self, layers: &Layers) -> Result<StorageUrl, ConfigError> {
+        parse_storage(&layers.resolve(self)?.storage)
+    }
+}
+
+impl GcArgs {
+    /// `interval`: the background collector's (`serve`), or `None` (`gc`).
+    fn settings(
+        &self,
+        layers: &Layers,
+        interval: Option<Duration>,
+    ) -> Result<GcSettings, ConfigError> {
+        let me = layers.resolve(self)?;
+        Ok(GcSettings {
+            grace: parse_duration("gc-grace", &me.gc_grace)?,
+            interval,
+            untagged_ttl: me
+                .gc_untagged_ttl
+                .map(|u| parse_duration("gc-untagged-ttl", &u))
+                .transpose()?,
+        })
+    }
+}
+
+impl ConnectionArgs {
+    fn settings(&self, layers: &Layers) -> Result<ConnectionSettings, ConfigError> {
+        let me = layers.resolve(self)?;
+        if me.max_connections == 0 {
+            return Err(ConfigError::Zero {
+                setting: "max-connections",
+            });
+        }
+        Ok(ConnectionSettings {
+            idle_timeout: positive_duration("idle-timeout", &me.idle_timeout)?,
+            header_timeout: positive_duration("header-timeout", &me.header_timeout)?,
+            body_timeout: positive_duration("body-timeout", &me.body_timeout)?,
+            max_connections: me.max_connections,
+        })
+    }
+}
+
+impl AccessArgs {
+    fn settings(&self, layers: &Layers) -> Result<(AccessSettings, PolicySettings), ConfigError> {
+        let me = layers.resolve(self)?;
+        let access = AccessSettings {
+            auth: me.auth()?,
+            access_policy: me.access_policy.clone(),
+        };
+        let policy = PolicySettings {
+            read_only: me.read_only,
+            immutable_tags: me
+                .immutable_tags
+                .iter()
+                .map(|p| p.trim())
+                .filter(|p| !p.is_empty())
+                .map(parse_pattern)
+                .collect::<Result<_, _>>()?,
+            max_blob_size: me.max_blob_size,
+        };
+        Ok((access, policy))
+    }
+
+    /// Htpasswd, token, or nothing; both is an error, and so is half of the token settings.
+    fn auth(&self) -> Result<AuthMode, ConfigError> {
+        let any_token = self.token_realm.is_some()
+            || self.token_service.is_some()
+            || self.token_issuer.is_some()
+            || self.token_key.is_some();
+        if self.htpasswd.is_some() && any_token {
+            return Err(ConfigError::AuthConflict);
+        }
+        if let Some(path) = &self.htpasswd {
+            return Ok(AuthMode::Htpasswd(path.clone()));
+        }
+        match (
+            &self.token_realm,
+            &self.token_service,
+            &self.token_issuer,
+            &self.token_key,
+        ) {
+            (None, None, None, None) => Ok(AuthMode::None),
+            (Some(realm), Some(service), Some(issuer), Some(key)) => {
+                Ok(AuthMode::Token(TokenSettings {
+                    realm: parse_token_realm(realm)?,
+                    service: service.clone(),
+                    issuer: issuer.clone(),
+                    key: key.clone(),
+                }))
+            }
+            (realm, service, issuer, key) => Err(ConfigError::TokenIncomplete {
+                missing: [
+                    ("token-realm", realm.is_none()),
+                    ("token-service", service.is_none()),
+                    ("token-issuer", issuer.is_none()),
+                    ("token-key", key.is_none()),
+                ]
+                .into_iter()
+                .filter_map(|(name, missing)| missing.then_some(name))
+                .collect(),
+            }),
         }
     }
 }
 
-impl FileConfig {
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::File {
-            path: None,
-            message: e.to_string(),
-        })
-    }
-
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-            path: Some(path.to_owned()),
-            message: e.to_string(),
-        })?;
-        Self::parse(&text).map_err(|e| match e {
-            ConfigError::File { message, .. } => ConfigError::File {
-                path: Some(path.to_owned()),
-                message,
+impl ServeCommand {
+    /// The settings of `serve`, from `layers` (see [`CommonArgs::layers`]).
+    pub fn settings(&self, layers: &Layers) -> Result<Settings, ConfigError> {
+        let common = self.common.settings(layers)?;
+        let storage = self.storage.settings(layers)?;
+        let serve = layers.resolve(&self.serve)?;
+        let interval = match serve.gc_interval.trim() {
+            "off" => None,
+            other => Some(parse_duration("gc-interval", other)?),
+        };
+        let (access, policy) = self.access.settings(layers)?;
+        Ok(Settings {
+            log_format: common.log_format,
+            stores: Stores {
+                storage,
+                metadata: common.metadata,
             },
-            other => other,
+            gc: self.gc.settings(layers, interval)?,
+            listen: parse_listen(&serve.listen)?,
+            redirect_min_size: serve.redirect_min_size,
+            tls: parse_tls(serve.tls_cert, serve.tls_key)?,
+            webhooks: WebhookSettings {
+                urls: serve
+                    .webhook_url
+                    .iter()
+                    .filter(|u| !u.trim().is_empty())
+                    .map(|u| parse_webhook_url(u))
+                    .collect::<Result<_, _>>()?,
+                timeout: parse_duration("webhook-timeout", &serve.webhook_timeout)?,
+            },
+            access,
+            policy,
+            connections: self.connections.settings(layers)?,
         })
     }
+}
+
+impl GcCommand {
+    pub fn settings(&self, layers: &Layers) -> Result<GcRun, ConfigError> {
+        let common = self.common.settings(layers)?;
+        Ok(GcRun {
+            log_format: common.log_format,
+            stores: Stores {
+                storage: self.storage.settings(layers)?,
+                metadata: common.metadata,
+            },
+            gc: self.gc.settings(layers, None)?,
+        })
+    }
+}
+
+impl ImportCommand {
+    pub fn settings(&self, layers: &Layers) -> Result<(LogFormat, Stores), ConfigError> {
+        let common = self.common.settings(layers)?;
+        let stores = Stores {
+            storage: self.storage.settings(layers)?,
+            metadata: common.metadata,
+        };
+        Ok((common.log_format, stores))
+    }
+}
+
+impl StatsCommand {
+    pub fn settings(&self, layers: &Layers) -> Result<Common, ConfigError> {
+        self.common.settings(layers)
+    }
+}
+
+/// Limits on client connections (see the `server` module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    pub idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    /// At least 1.
+    pub max_connections: u32,
 }
 
 /// Where blobs live.
@@ -352,33 +818,6 @@ pub struct TokenSettings {
     pub issuer: String,
     /// The token server's public key, PEM.
     pub key: PathBuf,
-}
-
-/// Everything `serve` needs, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    pub listen: SocketAddr,
-    pub storage: StorageUrl,
-    pub metadata: MetadataUrl,
-    pub gc: GcSettings,
-    pub redirect_min_size: Option<u64>,
-    /// `None`: plain HTTP.
-    pub tls: Option<TlsFiles>,
-    pub log_format: LogFormat,
-    pub webhooks: WebhookSettings,
-    pub access: AccessSettings,
-    pub policy: PolicySettings,
-    pub connections: ConnectionSettings,
-}
-
-/// Limits on client connections (see the server module).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionSettings {
-    pub idle_timeout: Duration,
-    pub header_timeout: Duration,
-    pub body_timeout: Duration,
-    /// At least 1.
-    pub max_connections: u32,
 }
 
 /// Registry-wide rules: read-only mode, immutable tags, blob size limit.
@@ -516,122 +955,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-impl Settings {
-    /// Merges flags and environment (already merged by clap, in `args`) over the config
-    /// file over the defaults, and parses the result.
-    pub fn resolve(args: &ServeArgs, file: &FileConfig) -> Result<Settings, ConfigError> {
-        let pick = |arg: &Option<String>, file: &Option<String>, default: &str| {
-            arg.clone()
-                .or_else(|| file.clone())
-                .unwrap_or_else(|| default.to_string())
-        };
-        let listen = pick(&args.listen, &file.listen, DEFAULT_LISTEN);
-        let storage = pick(&args.storage, &file.storage, DEFAULT_STORAGE);
-        let metadata = pick(&args.metadata, &file.metadata, DEFAULT_METADATA);
-        let grace = pick(&args.gc_grace, &file.gc_grace, "24h");
-        let interval = pick(&args.gc_interval, &file.gc_interval, "10m");
-        let untagged = args
-            .gc_untagged_ttl
-            .clone()
-            .or_else(|| file.gc_untagged_ttl.clone());
-        Ok(Settings {
-            listen: parse_listen(&listen)?,
-            storage: parse_storage(&storage)?,
-            metadata: parse_metadata(&metadata)?,
-            gc: GcSettings {
-                grace: parse_duration("gc-grace", &grace)?,
-                interval: match interval.trim() {
-                    "off" => None,
-                    other => Some(parse_duration("gc-interval", other)?),
-                },
-                untagged_ttl: untagged
-                    .map(|u| parse_duration("gc-untagged-ttl", &u))
-                    .transpose()?,
-            },
-            redirect_min_size: args.redirect_min_size.or(file.redirect_min_size),
-            tls: parse_tls(
-                args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
-                args.tls_key.clone().or_else(|| file.tls_key.clone()),
-            )?,
-            log_format: parse_log_format(&pick(&args.log_format, &file.log_format, "text"))?,
-            webhooks: WebhookSettings {
-                urls: if args.webhook_url.is_empty() {
-                    file.webhook_url
-                        .clone()
-                        .map(OneOrMany::into_vec)
-                        .unwrap_or_default()
-                } else {
-                    args.webhook_url.clone()
-                }
-                .iter()
-                .filter(|u| !u.trim().is_empty())
-                .map(|u| parse_webhook_url(u))
-                .collect::<Result<_, _>>()?,
-                timeout: parse_duration(
-                    "webhook-timeout",
-                    &pick(&args.webhook_timeout, &file.webhook_timeout, "5s"),
-                )?,
-            },
-            access: AccessSettings {
-                auth: parse_auth(args, file)?,
-                access_policy: args
-                    .access_policy
-                    .clone()
-                    .or_else(|| file.access_policy.clone()),
-            },
-            policy: PolicySettings {
-                read_only: args.read_only.or(file.read_only).unwrap_or(false),
-                immutable_tags: if args.immutable_tags.is_empty() {
-                    file.immutable_tags
-                        .clone()
-                        .map(OneOrMany::into_vec)
-                        .unwrap_or_default()
-                } else {
-                    args.immutable_tags.clone()
-                }
-                .iter()
-                .map(|p| p.trim())
-                .filter(|p| !p.is_empty())
-                .map(parse_pattern)
-                .collect::<Result<_, _>>()?,
-                max_blob_size: args.max_blob_size.or(file.max_blob_size),
-            },
-            connections: ConnectionSettings {
-                idle_timeout: positive_duration(
-                    "idle-timeout",
-                    &pick(&args.idle_timeout, &file.idle_timeout, "30s"),
-                )?,
-                header_timeout: positive_duration(
-                    "header-timeout",
-                    &pick(&args.header_timeout, &file.header_timeout, "30s"),
-                )?,
-                body_timeout: positive_duration(
-                    "body-timeout",
-                    &pick(&args.body_timeout, &file.body_timeout, "60s"),
-                )?,
-                max_connections: match args.max_connections.or(file.max_connections) {
-                    None => DEFAULT_MAX_CONNECTIONS,
-                    Some(0) => {
-                        return Err(ConfigError::Zero {
-                            setting: "max-connections",
-                        });
-                    }
-                    Some(n) => n,
-                },
-            },
-        })
-    }
-
-    /// Reads the config file named by `--config`/`REGISTRY_CONFIG`, if any, and resolves.
-    pub fn from_args(args: &ServeArgs) -> Result<Settings, ConfigError> {
-        let file = match &args.config {
-            Some(path) => FileConfig::load(path)?,
-            None => FileConfig::default(),
-        };
-        Settings::resolve(args, &file)
-    }
-}
-
 pub fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
     value
         .trim()
@@ -649,53 +972,6 @@ fn parse_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFi
         (Some(_), None) => Err(ConfigError::TlsIncomplete { missing: "tls-key" }),
         (None, Some(_)) => Err(ConfigError::TlsIncomplete {
             missing: "tls-cert",
-        }),
-    }
-}
-
-/// Htpasswd, token, or nothing; both is an error, and so is half of the token settings.
-fn parse_auth(args: &ServeArgs, file: &FileConfig) -> Result<AuthMode, ConfigError> {
-    let htpasswd = args.htpasswd.clone().or_else(|| file.htpasswd.clone());
-    let realm = args
-        .token_realm
-        .clone()
-        .or_else(|| file.token_realm.clone());
-    let service = args
-        .token_service
-        .clone()
-        .or_else(|| file.token_service.clone());
-    let issuer = args
-        .token_issuer
-        .clone()
-        .or_else(|| file.token_issuer.clone());
-    let key = args.token_key.clone().or_else(|| file.token_key.clone());
-    let any_token = realm.is_some() || service.is_some() || issuer.is_some() || key.is_some();
-    if htpasswd.is_some() && any_token {
-        return Err(ConfigError::AuthConflict);
-    }
-    if let Some(path) = htpasswd {
-        return Ok(AuthMode::Htpasswd(path));
-    }
-    match (realm, service, issuer, key) {
-        (None, None, None, None) => Ok(AuthMode::None),
-        (Some(realm), Some(service), Some(issuer), Some(key)) => {
-            Ok(AuthMode::Token(TokenSettings {
-                realm: parse_token_realm(&realm)?,
-                service,
-                issuer,
-                key,
-            }))
-        }
-        (realm, service, issuer, key) => Err(ConfigError::TokenIncomplete {
-            missing: [
-                ("token-realm", realm.is_none()),
-                ("token-service", service.is_none()),
-                ("token-issuer", issuer.is_none()),
-                ("token-key", key.is_none()),
-            ]
-            .into_iter()
-            .filter_map(|(name, missing)| missing.then_some(name))
-            .collect(),
         }),
     }
 }
@@ -825,52 +1101,188 @@ pub fn parse_metadata(url: &str) -> Result<MetadataUrl, ConfigError> {
 mod tests {
     use super::*;
 
-    fn args(listen: Option<&str>, storage: Option<&str>, metadata: Option<&str>) -> ServeArgs {
-        ServeArgs {
-            config: None,
-            listen: listen.map(String::from),
-            storage: storage.map(String::from),
-            metadata: metadata.map(String::from),
-            ..ServeArgs::default()
-        }
+    /// The subcommand and its matches from `argv`. Clap reads the test process's
+    /// environment too: these tests expect no `REGISTRY_*` variables.
+    fn parse_cli(argv: &[&str]) -> (Command, ArgMatches) {
+        let matches = command()
+            .try_get_matches_from(["registry"].iter().chain(argv))
+            .unwrap();
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();
+        let (_, sub) = matches.subcommand().unwrap();
+        (cli.command, sub.clone())
+    }
+
+    /// `registry serve ARGV` with `file` as the config file.
+    fn serve(argv: &[&str], file: &str) -> Result<Settings, ConfigError> {
+        let argv: Vec<&str> = ["serve"].iter().chain(argv).copied().collect();
+        let (Command::Serve(cmd), matches) = parse_cli(&argv) else {
+            panic!("expected serve");
+        };
+        cmd.settings(&Layers::parse(&matches, None, file)?)
     }
 
     #[test]
     fn defaults() {
-        let s = Settings::resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        let s = serve(&[], "").unwrap();
         assert_eq!(s.listen, "127.0.0.1:5000".parse().unwrap());
         assert_eq!(
-            s.storage,
+            s.stores.storage,
             StorageUrl::Fs(PathBuf::from("./registry-data/blobs"))
         );
         assert_eq!(
-            s.metadata,
+            s.stores.metadata,
             MetadataUrl::Sqlite(PathBuf::from("./registry-data/registry.db"))
+        );
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(
+            s.connections,
+            ConnectionSettings {
+                idle_timeout: Duration::from_secs(30),
+                header_timeout: Duration::from_secs(30),
+                body_timeout: Duration::from_secs(60),
+                max_connections: 512,
+            }
         );
     }
 
     #[test]
-    fn args_win_over_file_which_wins_over_defaults() {
-        let file = FileConfig::parse(
-            "listen = \"0.0.0.0:6000\"\nstorage = \"/file/blobs\"\nmetadata = \"sqlite:///file.db\"\n",
-        )
-        .unwrap();
-        let s = Settings::resolve(&args(Some("127.0.0.1:7000"), None, None), &file).unwrap();
+    fn flags_win_over_file_which_wins_over_defaults() {
+        let file = "listen = \"0.0.0.0:6000\"\nstorage = \"/file/blobs\"\n\
+                    metadata = \"sqlite:///file.db\"\n";
+        let s = serve(&["--listen", "127.0.0.1:7000"], file).unwrap();
         assert_eq!(s.listen, "127.0.0.1:7000".parse().unwrap());
-        assert_eq!(s.storage, StorageUrl::Fs(PathBuf::from("/file/blobs")));
-        assert_eq!(s.metadata, MetadataUrl::Sqlite(PathBuf::from("/file.db")));
+        assert_eq!(
+            s.stores.storage,
+            StorageUrl::Fs(PathBuf::from("/file/blobs"))
+        );
+        assert_eq!(
+            s.stores.metadata,
+            MetadataUrl::Sqlite(PathBuf::from("/file.db"))
+        );
 
-        let partial = FileConfig::parse("storage = \"fs:///only/storage\"").unwrap();
-        let s = Settings::resolve(&args(None, None, Some("x.db")), &partial).unwrap();
-        assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
-        assert_eq!(s.storage, StorageUrl::Fs(PathBuf::from("/only/storage")));
-        assert_eq!(s.metadata, MetadataUrl::Sqlite(PathBuf::from("x.db")));
+        let s = serve(&["--metadata", "x.db"], "storage = \"fs:///only/storage\"").unwrap();
+        assert_eq!(s.listen, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(
+            s.stores.storage,
+            StorageUrl::Fs(PathBuf::from("/only/storage"))
+        );
+        assert_eq!(
+            s.stores.metadata,
+            MetadataUrl::Sqlite(PathBuf::from("x.db"))
+        );
+
+        // A bad file value that a flag overrides is never parsed.
+        let s = serve(&["--listen", "127.0.0.1:0"], "listen = \"not an address\"").unwrap();
+        assert_eq!(s.listen, "127.0.0.1:0".parse().unwrap());
+    }
+
+    #[test]
+    fn file_rejects_unknown_keys_bad_toml_and_mistyped_values() {
+        let e = serve(&[], "listn = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+        assert!(e.to_string().contains("listen"), "names the keys: {e}");
+        assert!(serve(&[], "listen = ").is_err());
+        let e = serve(&[], "read_only = \"maybe\"").unwrap_err();
+        assert!(e.to_string().contains("read_only"), "{e}");
+        let e = serve(&[], "max_connections = -1").unwrap_err();
+        assert!(e.to_string().contains("max_connections"), "{e}");
+    }
+
+    /// Every flag of every command but `--config` is a key of the file, named as the
+    /// flag with `_` for `-`; and every key is some command's flag.
+    #[test]
+    fn flags_and_file_keys_match() {
+        let keys = file_keys();
+        let only_flags = ["config", "dry-run", "from", "rebuild", "json", "top"];
+        let mut flags = BTreeSet::new();
+        for sub in command().get_subcommands() {
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if only_flags.contains(&long) || long == "help" {
+                    continue;
+                }
+                let key = long.replace('-', "_");
+                assert!(keys.contains(&key), "--{long} has no file key");
+                flags.insert(key);
+            }
+        }
+        assert_eq!(flags, keys);
+    }
+
+    #[test]
+    fn each_command_has_only_its_own_flags() {
+        let cli = command();
+        let longs = |name: &str| -> Vec<String> {
+            cli.find_subcommand(name)
+                .unwrap()
+                .get_arguments()
+                .filter_map(|a| a.get_long().map(String::from))
+                .collect()
+        };
+        let gc = longs("gc");
+        for serve_only in [
+            "listen",
+            "tls-cert",
+            "htpasswd",
+            "webhook-url",
+            "gc-interval",
+        ] {
+            assert!(!gc.iter().any(|l| l == serve_only), "gc has --{serve_only}");
+        }
+        assert!(gc.iter().any(|l| l == "gc-grace"));
+        let stats = longs("stats");
+        assert!(!stats.iter().any(|l| l == "storage" || l == "gc-grace"));
+        assert!(stats.iter().any(|l| l == "metadata"));
+        let import = longs("import");
+        assert!(!import.iter().any(|l| l == "gc-grace" || l == "listen"));
+        assert!(import.iter().any(|l| l == "storage"));
+    }
+
+    /// A file written for `serve` works for `gc`, which reads its own keys from it.
+    #[test]
+    fn commands_share_one_file() {
+        let file = "listen = \"0.0.0.0:1\"\ntls_cert = \"only-half.pem\"\n\
+                    storage = \"/srv/blobs\"\ngc_grace = \"1h\"";
+        let (Command::Gc(cmd), matches) = parse_cli(&["gc", "--dry-run"]) else {
+            panic!("expected gc");
+        };
+        let run = cmd
+            .settings(&Layers::parse(&matches, None, file).unwrap())
+            .unwrap();
+        assert!(cmd.dry_run);
+        assert_eq!(run.stores.storage, StorageUrl::Fs("/srv/blobs".into()));
+        assert_eq!(run.gc.grace, Duration::from_secs(3600));
+        assert_eq!(run.gc.interval, None);
+        assert!(serve(&[], file).is_err(), "serve does check the TLS pair");
+    }
+
+    #[test]
+    fn config_help_names_the_commands_keys() {
+        let cli = command();
+        let help = |name: &str| {
+            cli.find_subcommand(name)
+                .unwrap()
+                .get_arguments()
+                .find(|a| a.get_id() == "config")
+                .and_then(|a| a.get_help())
+                .map(|h| h.to_string())
+                .unwrap()
+        };
+        let serve = help("serve");
+        for key in file_keys() {
+            assert!(
+                serve.contains(&key),
+                "serve's --config help names {key}: {serve}"
+            );
+        }
+        let gc = help("gc");
+        assert!(gc.contains("gc_grace") && gc.contains("storage"), "{gc}");
+        assert!(!gc.contains("listen"), "{gc}");
     }
 
     #[test]
     fn clap_reads_flags() {
-        let cli = Cli::try_parse_from([
-            "registry",
+        let (Command::Serve(a), _) = parse_cli(&[
             "serve",
             "--listen",
             "[::1]:5001",
@@ -880,23 +1292,13 @@ mod tests {
             "sqlite:///srv/registry.db",
             "--config",
             "/etc/registry.toml",
-        ])
-        .unwrap();
-        let Command::Serve(a) = cli.command else {
+        ]) else {
             panic!("expected serve");
         };
-        assert_eq!(a.listen.as_deref(), Some("[::1]:5001"));
-        assert_eq!(a.storage.as_deref(), Some("fs:///srv/blobs"));
-        assert_eq!(a.metadata.as_deref(), Some("sqlite:///srv/registry.db"));
-        assert_eq!(a.config, Some(PathBuf::from("/etc/registry.toml")));
-    }
-
-    #[test]
-    fn file_rejects_unknown_keys_and_bad_toml() {
-        let e = FileConfig::parse("listn = \"x\"").unwrap_err();
-        assert!(e.to_string().contains("listn"), "{e}");
-        assert!(FileConfig::parse("listen = ").is_err());
-        assert_eq!(FileConfig::parse("").unwrap(), FileConfig::default());
+        assert_eq!(a.serve.listen, "[::1]:5001");
+        assert_eq!(a.storage.storage, "fs:///srv/blobs");
+        assert_eq!(a.common.metadata, "sqlite:///srv/registry.db");
+        assert_eq!(a.common.config, Some(PathBuf::from("/etc/registry.toml")));
     }
 
     #[test]
@@ -956,37 +1358,30 @@ mod tests {
 
     #[test]
     fn gc_settings() {
-        let s = Settings::resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        let s = serve(&[], "").unwrap();
         assert_eq!(s.gc.grace, Duration::from_secs(24 * 3600));
         assert_eq!(s.gc.interval, Some(Duration::from_secs(600)));
         assert_eq!(s.gc.untagged_ttl, None);
-        let file = FileConfig::parse(
-            "gc_grace = \"0s\"\ngc_interval = \"off\"\ngc_untagged_ttl = \"7days\"",
-        )
-        .unwrap();
-        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        let file = "gc_grace = \"0s\"\ngc_interval = \"off\"\ngc_untagged_ttl = \"7days\"";
+        let s = serve(&[], file).unwrap();
         assert_eq!(s.gc.grace, Duration::ZERO);
         assert_eq!(s.gc.interval, None);
         assert_eq!(s.gc.untagged_ttl, Some(Duration::from_secs(7 * 86400)));
-        let bad = FileConfig::parse("gc_grace = \"soon\"").unwrap();
-        let e = Settings::resolve(&ServeArgs::default(), &bad).unwrap_err();
+        let e = serve(&[], "gc_grace = \"soon\"").unwrap_err();
         assert!(e.to_string().contains("soon"), "{e}");
     }
 
     #[test]
     fn ops_settings() {
-        let s = Settings::resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        let s = serve(&[], "").unwrap();
         assert_eq!(s.tls, None);
-        assert_eq!(s.log_format, LogFormat::Text);
         assert!(s.webhooks.urls.is_empty());
         assert_eq!(s.webhooks.timeout, Duration::from_secs(5));
 
-        let file = FileConfig::parse(
-            "tls_cert = \"/etc/r/cert.pem\"\ntls_key = \"/etc/r/key.pem\"\n\
-             log_format = \"json\"\nwebhook_url = \"http://hooks/a\"\nwebhook_timeout = \"2s\"",
-        )
-        .unwrap();
-        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        let file = "tls_cert = \"/etc/r/cert.pem\"\ntls_key = \"/etc/r/key.pem\"\n\
+                    log_format = \"json\"\nwebhook_url = \"http://hooks/a\"\n\
+                    webhook_timeout = \"2s\"";
+        let s = serve(&[], file).unwrap();
         assert_eq!(
             s.tls,
             Some(TlsFiles {
@@ -998,19 +1393,10 @@ mod tests {
         assert_eq!(s.webhooks.urls.len(), 1);
         assert_eq!(s.webhooks.timeout, Duration::from_secs(2));
 
-        // Flags win over the file, the list form works, and one of cert/key is an error.
-        let list = FileConfig::parse("webhook_url = [\"http://a/\", \"https://b/x\"]").unwrap();
-        assert_eq!(
-            Settings::resolve(&ServeArgs::default(), &list)
-                .unwrap()
-                .webhooks
-                .urls
-                .len(),
-            2
-        );
-        let cli = Cli::try_parse_from([
-            "registry",
-            "serve",
+        // The list form works, flags win over the file, one of cert/key is an error.
+        let list = "webhook_url = [\"http://a/\", \"https://b/x\"]";
+        assert_eq!(serve(&[], list).unwrap().webhooks.urls.len(), 2);
+        let flags = [
             "--webhook-url",
             "http://one/",
             "--webhook-url",
@@ -1019,21 +1405,18 @@ mod tests {
             "TEXT",
             "--tls-cert",
             "c.pem",
-        ])
-        .unwrap();
-        let Command::Serve(a) = cli.command else {
-            panic!("expected serve");
-        };
-        assert_eq!(a.webhook_url.len(), 2);
-        let e = Settings::resolve(&a, &file).map(|s| s.tls);
+        ];
+        let s = serve(&flags, file).unwrap();
+        assert_eq!(s.webhooks.urls.len(), 2);
+        assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(
-            e,
-            Ok(Some(TlsFiles {
+            s.tls,
+            Some(TlsFiles {
                 cert: "c.pem".into(),
                 key: "/etc/r/key.pem".into()
-            }))
+            })
         );
-        let e = Settings::resolve(&a, &FileConfig::default()).unwrap_err();
+        let e = serve(&flags, "").unwrap_err();
         assert!(e.to_string().contains("tls-key"), "{e}");
         assert!(parse_log_format("xml").is_err());
         assert!(parse_webhook_url("file:///etc/passwd").is_err());
@@ -1041,27 +1424,42 @@ mod tests {
     }
 
     #[test]
+    fn connection_settings() {
+        let s = serve(
+            &["--idle-timeout", "5s"],
+            "idle_timeout = \"1s\"\nbody_timeout = \"2m\"\nmax_connections = 8",
+        )
+        .unwrap();
+        assert_eq!(s.connections.idle_timeout, Duration::from_secs(5));
+        assert_eq!(s.connections.body_timeout, Duration::from_secs(120));
+        assert_eq!(s.connections.max_connections, 8);
+        let e = serve(&["--max-connections", "0"], "").unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::Zero {
+                setting: "max-connections"
+            }
+        );
+        let e = serve(&[], "header_timeout = \"0s\"").unwrap_err();
+        assert!(e.to_string().contains("header-timeout"), "{e}");
+    }
+
+    #[test]
     fn access_settings() {
-        let s = Settings::resolve(&ServeArgs::default(), &FileConfig::default()).unwrap();
+        let s = serve(&[], "").unwrap();
         assert_eq!(s.access, AccessSettings::default());
         assert_eq!(s.access.auth, AuthMode::None);
         assert_eq!(s.policy, PolicySettings::default());
 
-        // From the file.
-        let file = FileConfig::parse(
-            "htpasswd = \"/etc/r/htpasswd\"\naccess_policy = \"/etc/r/policy.toml\"",
-        )
-        .unwrap();
-        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        let file = "htpasswd = \"/etc/r/htpasswd\"\naccess_policy = \"/etc/r/policy.toml\"";
+        let s = serve(&[], file).unwrap();
         assert_eq!(s.access.auth, AuthMode::Htpasswd("/etc/r/htpasswd".into()));
         assert_eq!(s.access.access_policy, Some("/etc/r/policy.toml".into()));
 
-        let token = FileConfig::parse(
-            "token_realm = \"https://auth.example/token\"\ntoken_service = \"registry\"\n\
-             token_issuer = \"issuer\"\ntoken_key = \"/etc/r/token.pub\"",
-        )
-        .unwrap();
-        let s = Settings::resolve(&ServeArgs::default(), &token).unwrap();
+        let token = "token_realm = \"https://auth.example/token\"\n\
+                     token_service = \"registry\"\ntoken_issuer = \"issuer\"\n\
+                     token_key = \"/etc/r/token.pub\"";
+        let s = serve(&[], token).unwrap();
         assert_eq!(
             s.access.auth,
             AuthMode::Token(TokenSettings {
@@ -1072,20 +1470,12 @@ mod tests {
             })
         );
 
-        // Flags win over the file; a flag's token setting overrides the file's.
-        let cli = Cli::try_parse_from([
-            "registry",
-            "serve",
-            "--token-service",
-            "other",
-            "--access-policy",
-            "p.toml",
-        ])
+        // A flag's token setting overrides the file's.
+        let s = serve(
+            &["--token-service", "other", "--access-policy", "p.toml"],
+            token,
+        )
         .unwrap();
-        let Command::Serve(a) = cli.command else {
-            panic!("expected serve");
-        };
-        let s = Settings::resolve(&a, &token).unwrap();
         let AuthMode::Token(t) = s.access.auth else {
             panic!("expected token auth");
         };
@@ -1093,21 +1483,16 @@ mod tests {
         assert_eq!(s.access.access_policy, Some("p.toml".into()));
 
         // Both kinds: a clear error, whichever side each comes from.
-        let a = ServeArgs {
-            htpasswd: Some("h".into()),
-            ..ServeArgs::default()
-        };
-        let e = Settings::resolve(&a, &token).unwrap_err();
+        let e = serve(&["--htpasswd", "h"], token).unwrap_err();
         assert_eq!(e, ConfigError::AuthConflict);
         assert!(e.to_string().contains("mutually exclusive"), "{e}");
 
         // Half of the token settings: names what is missing.
-        let a = ServeArgs {
-            token_realm: Some("http://t/token".into()),
-            token_key: Some("k.pem".into()),
-            ..ServeArgs::default()
-        };
-        let e = Settings::resolve(&a, &FileConfig::default()).unwrap_err();
+        let e = serve(
+            &["--token-realm", "http://t/token", "--token-key", "k.pem"],
+            "",
+        )
+        .unwrap_err();
         assert_eq!(
             e,
             ConfigError::TokenIncomplete {
@@ -1115,24 +1500,28 @@ mod tests {
             }
         );
         assert!(e.to_string().contains("token-service, token-issuer"), "{e}");
-        let bad_realm = ServeArgs {
-            token_realm: Some("ftp://t/token".into()),
-            token_service: Some("s".into()),
-            token_issuer: Some("i".into()),
-            token_key: Some("k.pem".into()),
-            ..ServeArgs::default()
-        };
-        let e = Settings::resolve(&bad_realm, &FileConfig::default()).unwrap_err();
+        let e = serve(
+            &[
+                "--token-realm",
+                "ftp://t/token",
+                "--token-service",
+                "s",
+                "--token-issuer",
+                "i",
+                "--token-key",
+                "k.pem",
+            ],
+            "",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("ftp"), "{e}");
     }
 
     #[test]
     fn policy_settings() {
-        let file = FileConfig::parse(
-            "read_only = true\nimmutable_tags = [\"prod/*\", \"release\"]\nmax_blob_size = 1024",
-        )
-        .unwrap();
-        let s = Settings::resolve(&ServeArgs::default(), &file).unwrap();
+        let file =
+            "read_only = true\nimmutable_tags = [\"prod/*\", \"release\"]\nmax_blob_size = 1024";
+        let s = serve(&[], file).unwrap();
         assert!(s.policy.read_only);
         assert_eq!(
             s.policy.immutable_tags,
@@ -1142,45 +1531,31 @@ mod tests {
             ]
         );
         assert_eq!(s.policy.max_blob_size, Some(1024));
-        let one = FileConfig::parse("immutable_tags = \"prod/*\"").unwrap();
-        assert_eq!(
-            Settings::resolve(&ServeArgs::default(), &one)
-                .unwrap()
-                .policy
-                .immutable_tags
-                .len(),
-            1
-        );
+        let one = serve(&[], "immutable_tags = \"prod/*\"").unwrap();
+        assert_eq!(one.policy.immutable_tags.len(), 1);
 
         // `--read-only` alone is true, `--read-only=false` overrides the file's true.
-        let parse = |extra: &[&str]| {
-            let cli = Cli::try_parse_from(["registry", "serve"].iter().chain(extra)).unwrap();
-            let Command::Serve(a) = cli.command else {
-                panic!("expected serve");
-            };
-            a
-        };
-        let a = parse(&["--read-only"]);
-        assert_eq!(a.read_only, Some(true));
+        assert!(serve(&["--read-only"], "").unwrap().policy.read_only);
         assert!(
-            Settings::resolve(&a, &FileConfig::default())
+            !serve(&["--read-only=false"], file)
                 .unwrap()
                 .policy
                 .read_only
         );
-        let a = parse(&["--read-only=false"]);
-        assert!(!Settings::resolve(&a, &file).unwrap().policy.read_only);
-        assert_eq!(parse(&["--read-only=yes"]).read_only, Some(true));
+        assert!(serve(&["--read-only=yes"], "").unwrap().policy.read_only);
 
-        let a = parse(&[
-            "--immutable-tags",
-            "a/*",
-            "--immutable-tags",
-            "b",
-            "--max-blob-size",
-            "7",
-        ]);
-        let s = Settings::resolve(&a, &file).unwrap();
+        let s = serve(
+            &[
+                "--immutable-tags",
+                "a/*",
+                "--immutable-tags",
+                "b",
+                "--max-blob-size",
+                "7",
+            ],
+            file,
+        )
+        .unwrap();
         assert_eq!(
             s.policy.immutable_tags,
             vec![parse_pattern("a/*").unwrap(), parse_pattern("b").unwrap()]
@@ -1188,30 +1563,21 @@ mod tests {
         assert_eq!(s.policy.max_blob_size, Some(7));
         assert!(s.policy.read_only, "the file's read_only still applies");
 
-        let bad = parse(&["--immutable-tags", "Prod/*"]);
-        let e = Settings::resolve(&bad, &FileConfig::default()).unwrap_err();
+        let e = serve(&["--immutable-tags", "Prod/*"], "").unwrap_err();
         assert!(e.to_string().contains("Prod/*"), "{e}");
-        assert!(FileConfig::parse("read_only = \"maybe\"").is_err());
     }
 
     #[test]
     fn import_and_stats_take_the_store_settings() {
-        let cli = Cli::try_parse_from([
-            "registry",
-            "import",
-            "--from",
-            "/srv/dist",
-            "--storage",
-            "/srv/blobs",
-        ])
-        .unwrap();
-        let Command::Import(a) = cli.command else {
+        let (Command::Import(a), _) =
+            parse_cli(&["import", "--from", "/srv/dist", "--storage", "/srv/blobs"])
+        else {
             panic!("expected import");
         };
         assert_eq!(a.from.as_deref(), Some("/srv/dist"));
         assert!(!a.rebuild);
-        assert_eq!(a.common.storage.as_deref(), Some("/srv/blobs"));
-        let Err(neither) = Cli::try_parse_from(["registry", "import"]) else {
+        assert_eq!(a.storage.storage, "/srv/blobs");
+        let Err(neither) = command().try_get_matches_from(["registry", "import"]) else {
             panic!("import needs --from or --rebuild");
         };
         let message = neither.to_string();
@@ -1219,26 +1585,27 @@ mod tests {
             message.contains("--from") && message.contains("--rebuild"),
             "{message}"
         );
-        let cli = Cli::try_parse_from(["registry", "import", "--rebuild"]).unwrap();
-        let Command::Import(a) = cli.command else {
+        let (Command::Import(a), _) = parse_cli(&["import", "--rebuild"]) else {
             panic!("expected import");
         };
         assert!(a.rebuild && a.from.is_none());
         assert!(
-            Cli::try_parse_from(["registry", "import", "--rebuild", "--from", "/srv/dist"])
+            command()
+                .try_get_matches_from(["registry", "import", "--rebuild", "--from", "/srv/dist"])
                 .is_err()
         );
 
-        let cli =
-            Cli::try_parse_from(["registry", "stats", "--json", "--metadata", "x.db"]).unwrap();
-        let Command::Stats(a) = cli.command else {
+        let (Command::Stats(a), matches) = parse_cli(&["stats", "--json", "--metadata", "x.db"])
+        else {
             panic!("expected stats");
         };
         assert!(a.json);
         assert_eq!(a.top, 10);
-        assert_eq!(a.common.metadata.as_deref(), Some("x.db"));
-        let cli = Cli::try_parse_from(["registry", "stats", "--top", "3"]).unwrap();
-        let Command::Stats(a) = cli.command else {
+        let common = a
+            .settings(&Layers::parse(&matches, None, "metadata = \"file.db\"").unwrap())
+            .unwrap();
+        assert_eq!(common.metadata, MetadataUrl::Sqlite("x.db".into()));
+        let (Command::Stats(a), _) = parse_cli(&["stats", "--top", "3"]) else {
             panic!("expected stats");
         };
         assert!(!a.json);

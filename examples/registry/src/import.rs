@@ -18,7 +18,7 @@ use storage_s3::S3BucketReader;
 use storage_traits::{ByteStream, StorageError};
 
 use crate::BoxError;
-use crate::config::{ImportArgs, Settings, StorageUrl};
+use crate::config::{ImportCommand, StorageUrl, Stores};
 use crate::stats::human_bytes;
 
 /// The folder distribution keeps everything under, inside its root.
@@ -33,15 +33,15 @@ pub enum Source {
     S3(String),
 }
 
-pub async fn run(settings: &Settings, args: &ImportArgs) -> Result<(), BoxError> {
+pub async fn run(stores: &Stores, args: &ImportCommand) -> Result<(), BoxError> {
     match &args.from {
-        Some(from) => import(settings, from).await,
+        Some(from) => import(stores, from).await,
         // Clap lets no other combination through: `--rebuild` without `--from`.
-        None => rebuild(settings).await,
+        None => rebuild(stores).await,
     }
 }
 
-async fn import(settings: &Settings, from: &str) -> Result<(), BoxError> {
+async fn import(stores: &Stores, from: &str) -> Result<(), BoxError> {
     let (shown, source): (String, Box<dyn ImportSource>) = match parse_from(from)? {
         Source::Fs(root) => {
             if !root.join(V2).is_dir() {
@@ -75,7 +75,7 @@ async fn import(settings: &Settings, from: &str) -> Result<(), BoxError> {
             (url, Box::new(S3Source(reader)))
         }
     };
-    let registry = crate::open_registry(settings, RegistryConfig::default()).await?;
+    let registry = crate::open_registry(stores, None, RegistryConfig::default()).await?;
     let report = registry
         .import(source.as_ref())
         .await
@@ -85,8 +85,8 @@ async fn import(settings: &Settings, from: &str) -> Result<(), BoxError> {
 }
 
 /// `--rebuild`: the metadata from the configured blob store's recovery records.
-async fn rebuild(settings: &Settings) -> Result<(), BoxError> {
-    let shown = match &settings.storage {
+async fn rebuild(stores: &Stores) -> Result<(), BoxError> {
+    let shown = match &stores.storage {
         StorageUrl::Fs(root) => {
             // Opening an fs store creates its folder: a mistyped path would rebuild an
             // empty registry instead of saying so.
@@ -103,7 +103,7 @@ async fn rebuild(settings: &Settings) -> Result<(), BoxError> {
         StorageUrl::S3(url) => url.clone(),
     };
     // Checked before the metadata store is opened (and a SQLite file created).
-    let blobs = crate::open_blobs(&settings.storage)?;
+    let blobs = crate::open_blobs(&stores.storage)?;
     let Some(records) = blobs.recovery() else {
         return Err(format!(
             "cannot rebuild from {shown}: this blob store keeps no recovery records"
@@ -122,7 +122,7 @@ async fn rebuild(settings: &Settings) -> Result<(), BoxError> {
         )
         .into());
     }
-    let registry = crate::open_registry(settings, RegistryConfig::default()).await?;
+    let registry = crate::open_registry(stores, None, RegistryConfig::default()).await?;
     let report = registry
         .rebuild()
         .await

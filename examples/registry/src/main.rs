@@ -5,9 +5,10 @@
 //! keeps its state in `./registry-data/`), then for example
 //! `skopeo copy --dest-tls-verify=false oci:DIR:tag docker://127.0.0.1:5000/repo:tag`.
 //! `registry serve --help` lists the settings; each is a flag, an environment variable
-//! (`REGISTRY_LISTEN`, `REGISTRY_STORAGE`, `REGISTRY_METADATA`, `REGISTRY_CONFIG`) or a key
-//! of a TOML file given with `--config`; a flag wins over the environment, which wins over
-//! the file. `RUST_LOG` sets the log filter (default `info`: one line per request).
+//! (`REGISTRY_LISTEN`, `REGISTRY_STORAGE`, `REGISTRY_METADATA`, `REGISTRY_CONFIG`, ...) or a
+//! key of a TOML file given with `--config`; a flag wins over the environment, which wins
+//! over the file (see `config`). `RUST_LOG` sets the log filter (default `info`: one line
+//! per request).
 //!
 //! Operations: `--tls-cert FILE --tls-key FILE` serve HTTPS (plain HTTP otherwise);
 //! `/healthz`, `/readyz` and `/metrics` (Prometheus) are served next to `/v2/`;
@@ -39,7 +40,6 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use registry_core::ops::webhook::{self, Notifier, WebhookConfig};
 use registry_core::{GcConfig, RedirectConfig, Registry, RegistryConfig};
 use storage_traits::{BlobStore, MetadataStore};
@@ -47,7 +47,7 @@ use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
-use config::{Cli, Command, LogFormat, MetadataUrl, Settings, StorageUrl};
+use config::{Command, GcRun, GcSettings, LogFormat, MetadataUrl, Settings, StorageUrl, Stores};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -94,35 +94,11 @@ fn limit_malloc_arenas() {
 }
 
 async fn run() -> ExitCode {
-    let cli = Cli::parse();
-    let args = match &cli.command {
-        Command::Serve(args) => args,
-        Command::Gc(args) => &args.common,
-        Command::Import(args) => &args.common,
-        Command::Stats(args) => &args.common,
-    };
-    let result = match Settings::from_args(args) {
-        Ok(settings) => match &cli.command {
-            Command::Serve(_) => {
-                init_tracing(settings.log_format, Output::Stdout);
-                serve(settings).await
-            }
-            Command::Gc(args) => {
-                init_tracing(settings.log_format, Output::Stdout);
-                gc(settings, args.dry_run).await
-            }
-            // Their report is stdout (`stats --json`: one JSON document); logs go to
-            // stderr, and only warnings unless RUST_LOG says otherwise.
-            Command::Import(args) => {
-                init_tracing(settings.log_format, Output::Stderr);
-                import::run(&settings, args).await
-            }
-            Command::Stats(args) => {
-                init_tracing(settings.log_format, Output::Stderr);
-                stats::run(&settings, args.json, args.top).await
-            }
-        },
-        Err(e) => Err(e.into()),
+    let (cli, matches) = config::parse();
+    let result = match matches.subcommand() {
+        Some((_, sub)) => command(&cli.command, sub).await,
+        // Clap requires a subcommand.
+        None => Err("no command given: see registry --help".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -135,6 +111,34 @@ async fn run() -> ExitCode {
             }
             eprintln!("{message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `command`; `matches` are its own (which values are defaults).
+async fn command(command: &Command, matches: &clap::ArgMatches) -> Result<(), BoxError> {
+    match command {
+        Command::Serve(cmd) => {
+            let settings = cmd.settings(&cmd.common.layers(matches)?)?;
+            init_tracing(settings.log_format, Output::Stdout);
+            serve(settings).await
+        }
+        Command::Gc(cmd) => {
+            let run = cmd.settings(&cmd.common.layers(matches)?)?;
+            init_tracing(run.log_format, Output::Stdout);
+            gc(run, cmd.dry_run).await
+        }
+        // Their report is stdout (`stats --json`: one JSON document); logs go to
+        // stderr, and only warnings unless RUST_LOG says otherwise.
+        Command::Import(cmd) => {
+            let (log_format, stores) = cmd.settings(&cmd.common.layers(matches)?)?;
+            init_tracing(log_format, Output::Stderr);
+            import::run(&stores, cmd).await
+        }
+        Command::Stats(cmd) => {
+            let common = cmd.settings(&cmd.common.layers(matches)?)?;
+            init_tracing(common.log_format, Output::Stderr);
+            stats::run(&common.metadata, cmd.json, cmd.top).await
         }
     }
 }
@@ -180,22 +184,26 @@ fn init_tracing(format: LogFormat, output: Output) {
     }
 }
 
-fn gc_config(settings: &Settings) -> GcConfig {
+fn gc_config(settings: &GcSettings) -> GcConfig {
     let mut config = GcConfig::default()
-        .with_grace(settings.gc.grace)
-        .with_untagged_manifest_ttl(settings.gc.untagged_ttl);
-    if let Some(interval) = settings.gc.interval {
+        .with_grace(settings.grace)
+        .with_untagged_manifest_ttl(settings.untagged_ttl);
+    if let Some(interval) = settings.interval {
         config = config.with_interval(interval);
     }
     config
 }
 
-async fn open_registry(settings: &Settings, config: RegistryConfig) -> Result<Registry, BoxError> {
-    let blobs = open_blobs(&settings.storage)?;
-    let metadata = open_metadata(&settings.metadata).await?;
-    let redirect = settings
-        .redirect_min_size
-        .map(|min| RedirectConfig::new(min, std::time::Duration::from_secs(600)));
+/// The registry on `stores`; `redirect_min_size`: see `--redirect-min-size`.
+async fn open_registry(
+    stores: &Stores,
+    redirect_min_size: Option<u64>,
+    config: RegistryConfig,
+) -> Result<Registry, BoxError> {
+    let blobs = open_blobs(&stores.storage)?;
+    let metadata = open_metadata(&stores.metadata).await?;
+    let redirect =
+        redirect_min_size.map(|min| RedirectConfig::new(min, std::time::Duration::from_secs(600)));
     if redirect.is_some() && blobs.signer().is_none() {
         tracing::warn!("redirects requested, but this blob store cannot presign URLs");
     }
@@ -207,10 +215,10 @@ async fn open_registry(settings: &Settings, config: RegistryConfig) -> Result<Re
 }
 
 /// `registry gc`: one pass, then a summary (and with `--dry-run`, the would-be deletions).
-async fn gc(settings: Settings, dry_run: bool) -> Result<(), BoxError> {
-    let registry = open_registry(&settings, RegistryConfig::default()).await?;
+async fn gc(run: GcRun, dry_run: bool) -> Result<(), BoxError> {
+    let registry = open_registry(&run.stores, None, RegistryConfig::default()).await?;
     let report = registry
-        .collect_garbage(&gc_config(&settings), dry_run)
+        .collect_garbage(&gc_config(&run.gc), dry_run)
         .await?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     for (repo, digest) in &report.manifests {
@@ -240,12 +248,12 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         &settings.access,
         &settings.policy,
     )?;
-    let registry = open_registry(&settings, config).await?;
+    let registry = open_registry(&settings.stores, settings.redirect_min_size, config).await?;
     let maintenance = registry.spawn_maintenance();
     let collector = settings
         .gc
         .interval
-        .map(|_| registry.spawn_gc(gc_config(&settings)));
+        .map(|_| registry.spawn_gc(gc_config(&settings.gc)));
 
     let mut api = registry.router();
     let mut webhook_sender = None;

@@ -12,7 +12,7 @@ use storage_traits::insights::{
 };
 
 use crate::BoxError;
-use crate::config::{MetadataUrl, Settings};
+use crate::config::MetadataUrl;
 
 /// Everything `stats` prints.
 #[derive(Debug, Serialize)]
@@ -128,9 +128,9 @@ impl Report {
 }
 
 /// `registry stats`: opens the metadata store (never the blob store) and prints.
-pub async fn run(settings: &Settings, json: bool, top: usize) -> Result<(), BoxError> {
+pub async fn run(metadata_url: &MetadataUrl, json: bool, top: usize) -> Result<(), BoxError> {
     // Opening a SQLite path creates the database; a typo should not print empty stats.
-    if let MetadataUrl::Sqlite(path) = &settings.metadata
+    if let MetadataUrl::Sqlite(path) = metadata_url
         && !path.exists()
     {
         return Err(format!(
@@ -139,7 +139,7 @@ pub async fn run(settings: &Settings, json: bool, top: usize) -> Result<(), BoxE
         )
         .into());
     }
-    let metadata = crate::open_metadata(&settings.metadata).await?;
+    let metadata = crate::open_metadata(metadata_url).await?;
     let store = metadata
         .insights()
         .ok_or("this metadata store does not answer insight queries")?;
