@@ -206,7 +206,10 @@ impl Registry {
                 auth::layer::middleware,
             ))
             // Outermost: each request decoded once, into the value every layer reads.
-            .layer(axum::middleware::from_fn(ops::middleware::edge))
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                ops::middleware::edge,
+            ))
             .with_state(self.inner.clone())
     }
 

@@ -25,6 +25,10 @@ pub struct ApiRequest {
     pub route: Route,
     pub params: Params,
     pub body: BodyHeaders,
+    /// The `?ns=` namespace this request is served from, when an upstream answers for it
+    /// (the route's repository is then under that upstream's prefix); echoed in the
+    /// response's `OCI-Namespace`.
+    pub namespace: Option<String>,
 }
 
 /// The query parameters of the distribution API, each decoded once. Only the ones the
@@ -88,6 +92,7 @@ impl ApiRequest {
             route,
             params,
             body,
+            namespace: None,
         }))
     }
 

@@ -101,6 +101,22 @@ impl Route {
         Ok(Some(route))
     }
 
+    /// The same endpoint on another repository (a proxied pull's `?ns=` names the
+    /// namespace, and the edge serves it from that upstream's prefix).
+    #[must_use]
+    pub fn with_repository(self, repository: RepositoryName) -> Route {
+        match self {
+            Route::Tags(_) => Route::Tags(repository),
+            Route::Manifest(_, r) => Route::Manifest(repository, r),
+            Route::Blob(_, d) => Route::Blob(repository, d),
+            Route::UploadStart(_) => Route::UploadStart(repository),
+            Route::Upload(_, id) => Route::Upload(repository, id),
+            Route::Referrers(_, d) => Route::Referrers(repository, d),
+            Route::Extension(Extension::Tags(_)) => Route::Extension(Extension::Tags(repository)),
+            other => other,
+        }
+    }
+
     /// The repository the endpoint is about, if any.
     pub fn repository(&self) -> Option<&RepositoryName> {
         match self {

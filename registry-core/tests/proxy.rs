@@ -100,6 +100,21 @@ async fn pulls_come_through_with_the_upstream_s_digests_and_stay() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(bytes, layer);
+    // The spec's registry proxying: `?ns=` names the upstream by its host; the answer
+    // says which namespace served it.
+    let host = upstream.url.trim_start_matches("http://").to_string();
+    let r = cache
+        .get(&format!("/v2/library/app/manifests/v1?ns={host}"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body.as_ref(), manifest.as_slice());
+    assert_eq!(r.header("OCI-Namespace"), Some(host.as_str()));
+    // A namespace no upstream answers for is this registry's own.
+    let r = cache
+        .get("/v2/library/app/manifests/v1?ns=elsewhere.example")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.header("OCI-Namespace"), None);
     // Cached content is ordinary content.
     let tags = cache.get("/v2/up/library/app/tags/list").await.json();
     assert_eq!(tags["tags"], serde_json::json!(["v1"]));

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -21,16 +21,20 @@ use super::metrics::{
     HTTP_DURATION, HTTP_REQUEST_BYTES, HTTP_REQUESTS, HTTP_RESPONSE_BYTES, STORE_ERRORS,
     method_label, route_label,
 };
+use crate::Inner;
 use crate::error::RegistryError;
 use crate::request::ApiRequest;
 
 /// Decodes the request (a request that does not decode is answered here), measures it,
 /// logs the event it amounts to, and attaches pushes and deletes to the response's
 /// extensions.
-pub(crate) async fn edge(req: Request, next: Next) -> Response {
+pub(crate) async fn edge(State(inner): State<Arc<Inner>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let (mut parts, body) = req.into_parts();
-    let decoded = ApiRequest::decode(&parts);
+    let mut decoded = ApiRequest::decode(&parts);
+    if let (Ok(Some(request)), Some(proxy)) = (&mut decoded, &inner.proxy) {
+        proxy.apply_namespace(request);
+    }
     let route = route_label(&decoded);
     let method = method_label(&parts.method);
 
@@ -57,6 +61,14 @@ pub(crate) async fn edge(req: Request, next: Next) -> Response {
         "Docker-Distribution-API-Version",
         HeaderValue::from_static("registry/2.0"),
     );
+    if let Some(ns) = res
+        .extensions()
+        .get::<ApiRequest>()
+        .and_then(|r| r.namespace.as_deref())
+        .and_then(|ns| HeaderValue::from_str(ns).ok())
+    {
+        res.headers_mut().insert("OCI-Namespace", ns);
+    }
 
     let status = res.status();
     let elapsed = start.elapsed();

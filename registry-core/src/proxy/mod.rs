@@ -72,6 +72,14 @@ pub struct Upstream {
     /// The upstream's base URL, `http://` or `https://` (`/v2/` is appended).
     pub url: String,
     pub credentials: Credentials,
+    /// What `?ns=` names this upstream (see [`Upstream::namespace`]).
+    pub namespace: Option<String>,
+}
+
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit('@').next().unwrap_or(authority)
 }
 
 /// An upstream setting that cannot work.
@@ -96,7 +104,23 @@ impl Upstream {
             prefix,
             url: url.trim_end_matches('/').to_string(),
             credentials: Credentials::Anonymous,
+            namespace: None,
         })
+    }
+
+    #[must_use]
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The namespace clients name this upstream by in `?ns=`: the one configured, or
+    /// the URL's host (`registry-1.docker.io`; configure `docker.io` for Docker Hub).
+    pub fn namespace(&self) -> &str {
+        match &self.namespace {
+            Some(ns) => ns,
+            None => url_host(&self.url),
+        }
     }
 
     #[must_use]
@@ -188,6 +212,30 @@ impl Proxy {
                 client,
                 remote: rest.to_string(),
             })
+    }
+
+    /// Serves a request that names its namespace (`?ns=HOST`, the spec's "Registry
+    /// Proxying") from the upstream configured for that host, under its prefix. A
+    /// namespace no upstream answers for is ignored: the request is served from here.
+    pub(crate) fn apply_namespace(&self, request: &mut crate::request::ApiRequest) {
+        let Some(ns) = request.params.ns.as_deref() else {
+            return;
+        };
+        let Some(repo) = request.route.repository() else {
+            return;
+        };
+        let Some(client) = self
+            .clients
+            .iter()
+            .find(|c| c.upstream().namespace().eq_ignore_ascii_case(ns))
+        else {
+            return;
+        };
+        let served = format!("{}/{}", client.upstream().prefix, repo);
+        if let Ok(served) = served.parse::<RepositoryName>() {
+            request.namespace = Some(ns.to_string());
+            request.route = request.route.clone().with_repository(served);
+        }
     }
 
     /// Refuses a push into a proxied repository. (Deletes stay allowed to whoever may
