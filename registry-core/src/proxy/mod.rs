@@ -18,6 +18,24 @@
 //!   transfer is an error to the client and nothing partial is kept. Concurrent pulls of
 //!   the same missing blob share one upstream fetch.
 //! - Pushes into a proxied repository are refused (`405 UNSUPPORTED`); deletes evict.
+//!
+//! ```
+//! use std::time::Duration;
+//! use registry_core::proxy::{Credentials, ProxyConfig, Upstream};
+//!
+//! # fn main() -> Result<(), registry_core::proxy::UpstreamConfigError> {
+//! let hub = Upstream::new("hub", "https://registry-1.docker.io")?
+//!     .with_namespace("docker.io")
+//!     .with_credentials(Credentials::Basic {
+//!         username: "me".into(),
+//!         password: "secret".into(),
+//!     });
+//! let config = registry_core::RegistryConfig::default()
+//!     .with_proxy(ProxyConfig::default().with_upstream(hub).with_tag_ttl(Duration::from_secs(300)));
+//! # let _ = config;
+//! # Ok(())
+//! # }
+//! ```
 
 mod blobs;
 mod client;
