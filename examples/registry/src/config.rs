@@ -274,6 +274,24 @@ pub struct ServeArgs {
         default_value = "5s"
     )]
     pub webhook_timeout: String,
+    /// Abort upload sessions idle for longer than this and reclaim their bytes.
+    #[arg(
+        long,
+        env = "REGISTRY_UPLOAD_EXPIRY",
+        value_name = "DURATION",
+        default_value = "24h"
+    )]
+    pub upload_expiry: String,
+    /// Most upload sessions open at once, or `off` for no limit; past it, starting one is
+    /// 429 TOOMANYREQUESTS.
+    #[arg(
+        long,
+        env = "REGISTRY_MAX_UPLOADS",
+        value_name = "N|off",
+        default_value = "10000"
+    )]
+    #[serde(deserialize_with = "number_or_string")]
+    pub max_uploads: String,
 }
 
 /// Limits on client connections (see the `server` module).
@@ -383,6 +401,20 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
     Ok(match OneOrMany::deserialize(d)? {
         OneOrMany::One(s) => vec![s],
         OneOrMany::Many(v) => v,
+    })
+}
+
+/// A file value that may be a number (`max_uploads = 100`) or a string (`"off"`).
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrString {
+        Number(u64),
+        String(String),
+    }
+    Ok(match NumberOrString::deserialize(d)? {
+        NumberOrString::Number(n) => n.to_string(),
+        NumberOrString::String(s) => s,
     })
 }
 
@@ -533,6 +565,15 @@ pub struct Settings {
     pub access: AccessSettings,
     pub policy: PolicySettings,
     pub connections: ConnectionSettings,
+    pub uploads: UploadSettings,
+}
+
+/// Upload sessions: how long an idle one lives, how many may be open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadSettings {
+    pub expiry: Duration,
+    /// `None`: no limit.
+    pub max_open: Option<u64>,
 }
 
 /// What `gc` needs.
@@ -697,6 +738,10 @@ impl ServeCommand {
             access,
             policy,
             connections: self.connections.settings(layers)?,
+            uploads: UploadSettings {
+                expiry: positive_duration("upload-expiry", &serve.upload_expiry)?,
+                max_open: parse_limit("max-uploads", &serve.max_uploads)?,
+            },
         })
     }
 }
@@ -882,6 +927,11 @@ pub enum ConfigError {
     Zero {
         setting: &'static str,
     },
+    Number {
+        setting: &'static str,
+        value: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -949,6 +999,14 @@ impl fmt::Display for ConfigError {
                 write!(f, "invalid immutable-tags pattern `{value}`: {message}")
             }
             ConfigError::Zero { setting } => write!(f, "{setting} must be greater than zero"),
+            ConfigError::Number {
+                setting,
+                value,
+                message,
+            } => write!(
+                f,
+                "invalid {setting} `{value}`: {message} (expected a number or `off`)"
+            ),
         }
     }
 }
@@ -1017,6 +1075,22 @@ pub fn parse_webhook_url(value: &str) -> Result<url::Url, ConfigError> {
         });
     }
     Ok(url)
+}
+
+/// A positive count, or `off` for none.
+fn parse_limit(setting: &'static str, value: &str) -> Result<Option<u64>, ConfigError> {
+    match value.trim() {
+        "off" => Ok(None),
+        n => match n.parse::<u64>() {
+            Ok(0) => Err(ConfigError::Zero { setting }),
+            Ok(n) => Ok(Some(n)),
+            Err(e) => Err(ConfigError::Number {
+                setting,
+                value: value.to_string(),
+                message: e.to_string(),
+            }),
+        },
+    }
 }
 
 /// A duration that must not be zero (a zero timeout would close every connection).
@@ -1442,6 +1516,32 @@ mod tests {
         );
         let e = serve(&[], "header_timeout = \"0s\"").unwrap_err();
         assert!(e.to_string().contains("header-timeout"), "{e}");
+    }
+
+    #[test]
+    fn upload_settings() {
+        let s = serve(&[], "").unwrap();
+        assert_eq!(
+            s.uploads,
+            UploadSettings {
+                expiry: Duration::from_secs(24 * 3600),
+                max_open: Some(10_000),
+            }
+        );
+        let s = serve(&["--max-uploads", "off"], "upload_expiry = \"90m\"").unwrap();
+        assert_eq!(s.uploads.expiry, Duration::from_secs(90 * 60));
+        assert_eq!(s.uploads.max_open, None);
+        let s = serve(&[], "max_uploads = \"3\"").unwrap();
+        assert_eq!(s.uploads.max_open, Some(3));
+        let s = serve(&[], "max_uploads = 4").unwrap();
+        assert_eq!(s.uploads.max_open, Some(4));
+        let e = serve(&["--max-uploads", "many"], "").unwrap_err();
+        assert!(
+            e.to_string().contains("max-uploads") && e.to_string().contains("many"),
+            "{e}"
+        );
+        assert!(serve(&["--max-uploads", "0"], "").is_err());
+        assert!(serve(&["--upload-expiry", "0s"], "").is_err());
     }
 
     #[test]

@@ -244,7 +244,9 @@ async fn gc(run: GcRun, dry_run: bool) -> Result<(), BoxError> {
 async fn serve(settings: Settings) -> Result<(), BoxError> {
     // Access files are read before the stores are opened or the port is taken.
     let config = access::apply(
-        RegistryConfig::default(),
+        RegistryConfig::default()
+            .with_upload_expiry(settings.uploads.expiry)
+            .with_max_open_uploads(settings.uploads.max_open),
         &settings.access,
         &settings.policy,
     )?;
