@@ -33,6 +33,7 @@ mod exchange;
 pub mod gc;
 mod handlers;
 pub mod import;
+pub mod mirror;
 pub mod ops;
 pub mod policy;
 pub mod proxy;

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, StatusCode, header};
@@ -15,7 +16,7 @@ use super::{Credentials, Upstream};
 
 /// Manifest media types asked for, in the `Accept` header: everything the registry can
 /// store.
-const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json, \
@@ -62,6 +63,20 @@ pub(crate) struct UpstreamClient {
     http: reqwest::Client,
     /// Bearer tokens by scope, with the instant they stop being used.
     tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// [`UpstreamClient::request`] answered a `Basic` challenge: it sends Basic
+    /// credentials up front from then on, so a streamed body is not spent on a 401.
+    basic_accepted: AtomicBool,
+}
+
+/// The body of a [`UpstreamClient::request`].
+#[derive(Debug)]
+pub(crate) enum RequestBody {
+    Empty,
+    /// Sent again if the first attempt meets a challenge.
+    Bytes(bytes::Bytes),
+    /// Sent once, with the credentials that worked before: a challenge is an error, and
+    /// the caller starts over with a fresh stream.
+    Stream(reqwest::Body),
 }
 
 impl UpstreamClient {
@@ -75,6 +90,7 @@ impl UpstreamClient {
             upstream,
             http,
             tokens: Mutex::new(HashMap::new()),
+            basic_accepted: AtomicBool::new(false),
         }
     }
 
@@ -194,6 +210,75 @@ impl UpstreamClient {
             res
         };
         check_status(res)
+    }
+
+    /// Any request of the mirror, answered whatever its status: `target` is a path on the
+    /// upstream (`/v2/...`) or an absolute URL it gave (an upload's `Location`), and
+    /// `scope` the token scope to ask for (`repository:NAME:pull,push`,
+    /// `registry:catalog:*`). Credentials go only to the upstream's own origin.
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        target: &str,
+        scope: &str,
+        headers: HeaderMap,
+        body: RequestBody,
+    ) -> Result<Response, UpstreamError> {
+        let base = url::Url::parse(&self.upstream.url)
+            .map_err(|e| UpstreamError::Refused(format!("upstream url: {e}")))?;
+        let url = base
+            .join(target)
+            .map_err(|e| UpstreamError::Refused(format!("url {target:?}: {e}")))?;
+        let same_origin = url.origin() == base.origin();
+        let build = |auth: Option<&Authorization>, body: Option<reqwest::Body>| {
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(body) = body {
+                req = req.body(body);
+            }
+            if !same_origin {
+                return req;
+            }
+            match (auth, &self.upstream.credentials) {
+                (Some(Authorization::Bearer(token)), _) => req.bearer_auth(token),
+                (Some(Authorization::Basic), Credentials::Basic { username, password }) => {
+                    req.basic_auth(username, Some(password))
+                }
+                _ => req,
+            }
+        };
+        let first = match self.cached_token(scope) {
+            Some(token) => Some(Authorization::Bearer(token)),
+            None if self.basic_accepted.load(Ordering::Relaxed) => Some(Authorization::Basic),
+            None => None,
+        };
+        let (first_body, again) = match body {
+            RequestBody::Empty => (None, Some(None)),
+            RequestBody::Bytes(b) => (Some(reqwest::Body::from(b.clone())), Some(Some(b))),
+            RequestBody::Stream(s) => (Some(s), None),
+        };
+        let res = build(first.as_ref(), first_body)
+            .send()
+            .await
+            .map_err(UpstreamError::from_reqwest)?;
+        if res.status() != StatusCode::UNAUTHORIZED || !same_origin {
+            return Ok(res);
+        }
+        let Some(again) = again else {
+            return Err(UpstreamError::Refused(
+                "the upstream asked for credentials in the middle of a streamed request".into(),
+            ));
+        };
+        let auth = self.answer_challenge(res.headers(), scope).await?;
+        if matches!(auth, Authorization::Basic) {
+            self.basic_accepted.store(true, Ordering::Relaxed);
+        }
+        build(Some(&auth), again.map(reqwest::Body::from))
+            .send()
+            .await
+            .map_err(UpstreamError::from_reqwest)
     }
 
     fn cached_token(&self, scope: &str) -> Option<String> {

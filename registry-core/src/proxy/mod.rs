@@ -50,8 +50,8 @@ use oci_spec_types::{Digest, ErrorCode, RepositoryName};
 use tokio::sync::watch;
 
 pub(crate) use blobs::get_blob;
-use client::UpstreamClient;
 pub use client::UpstreamError;
+pub(crate) use client::{ACCEPT_MANIFESTS, RequestBody, UpstreamClient};
 pub(crate) use manifests::refresh_manifest;
 
 use crate::error::RegistryError;
