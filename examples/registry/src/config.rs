@@ -38,6 +38,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::upstream::UpstreamSpec;
+
 /// The storage schemes this build can open.
 pub const STORAGE_SCHEMES: &str = "fs:// (or a plain path) and s3://";
 /// The metadata schemes this build can open.
@@ -292,6 +294,27 @@ pub struct ServeArgs {
     )]
     #[serde(deserialize_with = "number_or_string")]
     pub max_uploads: String,
+    /// Serve the repositories under PREFIX from another registry and cache them
+    /// (`hub=https://registry-1.docker.io`; repeatable; in the environment,
+    /// comma-separated; in the file, a list of `PREFIX=URL` strings or of tables with
+    /// `prefix`, `url`, and optionally `namespace`, `username`, `password_file`)
+    /// [default: none].
+    #[arg(
+        long,
+        env = "REGISTRY_UPSTREAM",
+        value_name = "PREFIX=URL",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub upstream: Vec<UpstreamSpec>,
+    /// How long a tag fetched from an upstream is served before it is revalidated there.
+    #[arg(
+        long,
+        env = "REGISTRY_UPSTREAM_TAG_TTL",
+        value_name = "DURATION",
+        default_value = "5m"
+    )]
+    pub upstream_tag_ttl: String,
 }
 
 /// Limits on client connections (see the `server` module).
@@ -566,6 +589,14 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub connections: ConnectionSettings,
     pub uploads: UploadSettings,
+    pub upstreams: UpstreamSettings,
+}
+
+/// The pull-through cache's upstreams (their files are read when the server starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    pub upstreams: Vec<UpstreamSpec>,
+    pub tag_ttl: Duration,
 }
 
 /// Upload sessions: how long an idle one lives, how many may be open.
@@ -741,6 +772,10 @@ impl ServeCommand {
             uploads: UploadSettings {
                 expiry: positive_duration("upload-expiry", &serve.upload_expiry)?,
                 max_open: parse_limit("max-uploads", &serve.max_uploads)?,
+            },
+            upstreams: UpstreamSettings {
+                upstreams: serve.upstream.clone(),
+                tag_ttl: parse_duration("upstream-tag-ttl", &serve.upstream_tag_ttl)?,
             },
         })
     }

@@ -34,6 +34,7 @@ mod import;
 mod server;
 mod stats;
 mod tls;
+mod upstream;
 
 use std::error::Error;
 use std::io::IsTerminal;
@@ -41,6 +42,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use registry_core::ops::webhook::{self, Notifier, WebhookConfig};
+use registry_core::proxy::ProxyConfig;
 use registry_core::{GcConfig, RedirectConfig, Registry, RegistryConfig};
 use storage_traits::{BlobStore, MetadataStore};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -241,12 +243,25 @@ async fn gc(run: GcRun, dry_run: bool) -> Result<(), BoxError> {
     Ok(())
 }
 
+fn proxy_config(settings: &config::UpstreamSettings) -> Result<ProxyConfig, BoxError> {
+    let mut proxy = ProxyConfig::default().with_tag_ttl(settings.tag_ttl);
+    for spec in &settings.upstreams {
+        let upstream = spec
+            .to_upstream()
+            .map_err(|e| format!("upstream {spec}: {e}"))?;
+        tracing::info!(prefix = %upstream.prefix, url = %upstream.url, "pull-through cache");
+        proxy = proxy.with_upstream(upstream);
+    }
+    Ok(proxy)
+}
+
 async fn serve(settings: Settings) -> Result<(), BoxError> {
     // Access files are read before the stores are opened or the port is taken.
     let config = access::apply(
         RegistryConfig::default()
             .with_upload_expiry(settings.uploads.expiry)
-            .with_max_open_uploads(settings.uploads.max_open),
+            .with_max_open_uploads(settings.uploads.max_open)
+            .with_proxy(proxy_config(&settings.upstreams)?),
         &settings.access,
         &settings.policy,
     )?;
