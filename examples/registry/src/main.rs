@@ -77,10 +77,8 @@ fn main() -> ExitCode {
 /// One malloc arena per core instead of glibc's default of eight per core. Each thread that
 /// meets a locked arena gets a new one, and memory freed in one arena is not reused by
 /// another, so a server whose buffers are allocated on one thread and freed on another
-/// holds far more than it uses. On the 2-core benchmark machine, the peak RSS after 55,000
-/// manifest pushes and 24 pushes of 64 MiB was 34-36 MiB with glibc's default and 27-30 MiB
-/// with two arenas (several runs each, docs/performance.md). `MALLOC_ARENA_MAX`, when set,
-/// is left to glibc.
+/// holds far more than it uses (docs/performance.md, "Figures moved out of the code").
+/// `MALLOC_ARENA_MAX`, when set, is left to glibc.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {

@@ -3,11 +3,8 @@
 //!
 //! hyper reads request bodies into a per-connection buffer that grows to its limit
 //! (about 400 KiB by default) and is allocated anew while chunks of the previous one are
-//! still in use, so each upload held a megabyte or more of read buffers. At
-//! [`READ_BUFFER`] = 128 KiB the peak RSS of 16 pushes of 64 MiB at concurrency 4 was
-//! 17.9-18.4 MiB against 20.0-22.8 at hyper's default, at the cost of about 15% more CPU
-//! per push at concurrency 1 (90-92 ms against 70-80 ms per 64 MiB; two runs each); see
-//! docs/performance.md, round 4.
+//! still in use, so each upload held a megabyte or more of read buffers. A smaller
+//! [`READ_BUFFER`] holds less at some CPU cost per push (docs/performance.md, round 4).
 //!
 //! # Connections
 //!
