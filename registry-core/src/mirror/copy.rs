@@ -246,9 +246,12 @@ impl<'a> Copier<'a> {
                 Box::pin(self.manifest(repo, &child.digest, None, depth + 1)).await?;
             }
             if held.is_none() {
-                let (blobs, bytes) = self.blobs(repo, &parsed).await?;
+                // Counted even when a sibling failed: those blobs stay, and are skipped
+                // by the next run.
+                let (blobs, bytes, result) = self.blobs(repo, &parsed).await;
                 self.report.blobs_copied += blobs;
                 self.report.bytes_copied += bytes;
+                result?;
             }
             if held.is_none() || tag.is_some() {
                 self.retry(|| {
@@ -290,14 +293,14 @@ impl<'a> Copier<'a> {
         Ok((media_type, content))
     }
 
-    /// The blobs a manifest needs, several at a time; returns how many were copied and
-    /// their bytes. After a failure the others still finish (nothing is left half
-    /// done), and the first error is returned.
+    /// The blobs a manifest needs, several at a time: how many were copied, their bytes,
+    /// and the first error. After a failure the others still finish (nothing is left
+    /// half done).
     async fn blobs(
         &self,
         repo: &RepositoryName,
         parsed: &ParsedManifest,
-    ) -> Result<(usize, u64), SyncError> {
+    ) -> (usize, u64, Result<(), SyncError>) {
         let results: Vec<_> = futures::stream::iter(parsed.required_blobs())
             .map(|digest| async move { self.blob(repo, &digest).await })
             .buffer_unordered(self.options.concurrency.max(1))
@@ -317,10 +320,11 @@ impl<'a> Copier<'a> {
                 }
             }
         }
-        match first_error {
+        let result = match first_error {
             Some(e) => Err(e),
-            None => Ok((count, bytes)),
-        }
+            None => Ok(()),
+        };
+        (count, bytes, result)
     }
 
     /// Copies one blob unless the target has it; `Some(bytes)` when copied. A transient

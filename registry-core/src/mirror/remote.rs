@@ -82,8 +82,8 @@ fn content_type(res: &Response) -> String {
 }
 
 /// The `rel="next"` target of a `Link` header.
-fn next_link(res: &Response) -> Option<String> {
-    res.headers()
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
         .get_all(header::LINK)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -180,7 +180,7 @@ impl RemoteRegistry {
                 return Ok(None);
             }
             let res = self.expect(res, &[StatusCode::OK]).await?;
-            let link = next_link(&res);
+            let link = next_link(res.headers());
             let body = self.body(res, MAX_LIST_PAGE).await?;
             let page = entries(&body).map_err(|e| {
                 SyncError::Invalid(format!("{}: unreadable list at {url}: {e}", self.url))
@@ -373,7 +373,7 @@ impl Source for RemoteRegistry {
                 return Ok(Vec::new());
             }
             let res = self.expect(res, &[StatusCode::OK]).await?;
-            let link = next_link(&res);
+            let link = next_link(res.headers());
             let body = self.body(res, MAX_LIST_PAGE).await?;
             let index: ReferrersIndex = serde_json::from_slice(&body).map_err(|e| {
                 SyncError::Invalid(format!(
@@ -547,5 +547,35 @@ impl Target for RemoteRegistry {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn links(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(
+                header::LINK,
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_next_link_is_found_among_others() {
+        let h = links(&[r#"</v2/_catalog?last=a&n=2>; rel="next""#]);
+        assert_eq!(next_link(&h).as_deref(), Some("/v2/_catalog?last=a&n=2"));
+        let h = links(&[r#"<https://x/prev>; rel="prev", <https://x/next?n=1>;rel=next"#]);
+        assert_eq!(next_link(&h).as_deref(), Some("https://x/next?n=1"));
+        assert_eq!(
+            next_link(&links(&[r#"<https://x/prev>; rel="prev""#])),
+            None
+        );
+        assert_eq!(next_link(&links(&["garbage", "<unterminated"])), None);
+        assert_eq!(next_link(&HeaderMap::new()), None);
     }
 }
