@@ -25,6 +25,8 @@ const PAGE: usize = 1000;
 const MAX_PAGES: usize = 10_000;
 /// Largest catalog, tag list or referrers page read (far above what `PAGE` entries take).
 const MAX_LIST_PAGE: usize = 16 * 1024 * 1024;
+/// Names read from one list at most (the memory a hostile registry can make us hold).
+const MAX_ENTRIES: usize = 1_000_000;
 /// Bytes of an error answer kept for the message.
 const MAX_ERROR_BODY: usize = 512;
 
@@ -187,6 +189,12 @@ impl RemoteRegistry {
             })?;
             let empty = page.is_empty();
             out.extend(page);
+            if out.len() > MAX_ENTRIES {
+                return Err(SyncError::Invalid(format!(
+                    "{}: a list of more than {MAX_ENTRIES} names",
+                    self.url
+                )));
+            }
             // A next link to the same page, or after an empty one, would never end.
             next = link.filter(|l| *l != url && !empty);
         }
@@ -210,7 +218,7 @@ impl RemoteRegistry {
         reference: &str,
         scope: &str,
     ) -> Result<Option<(Digest, String)>, SyncError> {
-        let path = format!("/v2/{repo}/manifests/{reference}");
+        let path = format!("{}/v2/{repo}/manifests/{reference}", self.url);
         let res = self
             .send(
                 Method::HEAD,
@@ -278,7 +286,7 @@ impl Source for RemoteRegistry {
         }
         let names = self
             .paged(
-                format!("/v2/_catalog?n={PAGE}"),
+                format!("{}/v2/_catalog?n={PAGE}", self.url),
                 "registry:catalog:*",
                 |body| {
                     serde_json::from_slice::<Catalog>(body)
@@ -292,7 +300,7 @@ impl Source for RemoteRegistry {
 
     async fn tags(&self, repo: &RepositoryName) -> Result<Vec<String>, SyncError> {
         self.paged(
-            format!("/v2/{repo}/tags/list?n={PAGE}"),
+            format!("{}/v2/{repo}/tags/list?n={PAGE}", self.url),
             &pull(repo),
             |body| serde_json::from_slice::<TagList>(body).map(|t| t.tags.unwrap_or_default()),
         )
@@ -315,7 +323,7 @@ impl Source for RemoteRegistry {
         let res = self
             .send(
                 Method::GET,
-                &format!("/v2/{repo}/manifests/{digest}"),
+                &format!("{}/v2/{repo}/manifests/{digest}", self.url),
                 &pull(repo),
                 accept(ACCEPT_MANIFESTS),
                 RequestBody::Empty,
@@ -334,7 +342,7 @@ impl Source for RemoteRegistry {
         let res = self
             .send(
                 Method::GET,
-                &format!("/v2/{repo}/blobs/{digest}"),
+                &format!("{}/v2/{repo}/blobs/{digest}", self.url),
                 &pull(repo),
                 HeaderMap::new(),
                 RequestBody::Empty,
@@ -355,7 +363,7 @@ impl Source for RemoteRegistry {
         digest: &Digest,
     ) -> Result<Vec<Descriptor>, SyncError> {
         let mut out = Vec::new();
-        let mut next = Some(format!("/v2/{repo}/referrers/{digest}"));
+        let mut next = Some(format!("{}/v2/{repo}/referrers/{digest}", self.url));
         let mut pages = 0;
         while let Some(url) = next.take() {
             pages += 1;
@@ -384,6 +392,13 @@ impl Source for RemoteRegistry {
             })?;
             let empty = index.manifests.is_empty();
             out.extend(index.manifests);
+            if out.len() > MAX_ENTRIES {
+                return Err(SyncError::Invalid(format!(
+                    "{}: more than {MAX_ENTRIES} referrers of {}",
+                    self.url,
+                    at(repo, digest)
+                )));
+            }
             if pages < MAX_PAGES {
                 next = link.filter(|l| *l != url && !empty);
             }
@@ -423,7 +438,7 @@ impl Target for RemoteRegistry {
         let res = self
             .send(
                 Method::HEAD,
-                &format!("/v2/{repo}/blobs/{digest}"),
+                &format!("{}/v2/{repo}/blobs/{digest}", self.url),
                 &push(repo),
                 HeaderMap::new(),
                 RequestBody::Empty,
@@ -450,7 +465,7 @@ impl Target for RemoteRegistry {
         let res = self
             .send(
                 Method::POST,
-                &format!("/v2/{repo}/blobs/uploads/"),
+                &format!("{}/v2/{repo}/blobs/uploads/", self.url),
                 &scope,
                 headers,
                 RequestBody::Empty,
@@ -530,7 +545,7 @@ impl Target for RemoteRegistry {
         let res = self
             .send(
                 Method::PUT,
-                &format!("/v2/{repo}/manifests/{reference}"),
+                &format!("{}/v2/{repo}/manifests/{reference}", self.url),
                 &push(repo),
                 headers,
                 RequestBody::Bytes(content),
