@@ -31,6 +31,8 @@ pub(crate) const MAX_PRESIGN: Duration = Duration::from_secs(7 * 24 * 3600);
 pub(crate) enum Body {
     Empty,
     Bytes(Bytes),
+    /// These buffers, one after the other (a held-back part and the short end of a write).
+    Chunks(Vec<Bytes>),
     /// `len` bytes produced by `make` (called once per attempt).
     Stream {
         len: u64,
@@ -43,6 +45,12 @@ impl Body {
         match self {
             Body::Empty => (reqwest::Body::from(Bytes::new()), 0),
             Body::Bytes(b) => (reqwest::Body::from(b.clone()), b.len() as u64),
+            Body::Chunks(chunks) => {
+                let len = chunks.iter().map(|c| c.len() as u64).sum();
+                let items: Vec<Result<Bytes, StorageError>> =
+                    chunks.iter().cloned().map(Ok).collect();
+                (reqwest::Body::wrap_stream(stream::iter(items)), len)
+            }
             Body::Stream { len, make } => {
                 (reqwest::Body::wrap_stream(exact_len(make(), *len)), *len)
             }
@@ -135,6 +143,11 @@ impl Client {
 
     /// `HEAD`: the object's size, or `None` if it does not exist.
     pub(crate) async fn head(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        Ok(self.head_object(key).await?.map(|h| h.len))
+    }
+
+    /// `HEAD`: the object's size and pointer metadata, or `None` if it does not exist.
+    pub(crate) async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StorageError> {
         let response = self
             .send("HEAD", key, || {
                 let url = self.signed(&HeadObject::new(&self.bucket, Some(&self.credentials), key));
@@ -143,8 +156,31 @@ impl Client {
             .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => content_length("HEAD", key, &response).map(Some),
+            s if s.is_success() => ObjectHead::of("HEAD", key, &response).map(Some),
             _ => Err(status_error("HEAD", key, response).await.into()),
+        }
+    }
+
+    /// `GET` of a whole object, with what a `HEAD` would say about it; `None` if it does
+    /// not exist. The stream yields exactly `head.len` bytes, or an error.
+    pub(crate) async fn open(
+        &self,
+        key: &str,
+    ) -> Result<Option<(ObjectHead, ByteStream)>, StorageError> {
+        let response = self
+            .send("GET", key, || {
+                let url = self.signed(&GetObject::new(&self.bucket, Some(&self.credentials), key));
+                self.http.get(url)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => {
+                let head = ObjectHead::of("GET", key, &response)?;
+                let stream = body_stream(key, response, head.len);
+                Ok(Some((head, stream)))
+            }
+            _ => Err(status_error("GET", key, response).await.into()),
         }
     }
 
@@ -187,18 +223,7 @@ impl Client {
                 format!("asked for bytes {r:?}, got {len} bytes"),
             ));
         }
-        let op_key = key.to_string();
-        let stream = response
-            .bytes_stream()
-            .map_err(move |source| {
-                StorageError::from(S3Error::Http {
-                    op: "GET",
-                    key: op_key.clone(),
-                    source,
-                })
-            })
-            .boxed();
-        Ok(Some((len, exact_len(stream, len))))
+        Ok(Some((len, body_stream(key, response, len))))
     }
 
     pub(crate) async fn put(&self, key: &str, body: &Body) -> Result<(), StorageError> {
@@ -213,6 +238,56 @@ impl Client {
             return Err(status_error("PUT", key, response).await.into());
         }
         Ok(())
+    }
+
+    /// `PUT` with `If-None-Match: *`: stores the object only if the key is free. Returns
+    /// the new object's ETag, or `None` if the key was taken (nothing changed).
+    pub(crate) async fn put_if_absent(
+        &self,
+        key: &str,
+        body: &Body,
+        metadata: &[(&str, String)],
+    ) -> Result<Option<String>, StorageError> {
+        self.put_meta(key, body, metadata, true).await
+    }
+
+    /// `PUT` with `metadata` (`x-amz-meta-*` names and values, sent signed); with
+    /// `if_absent`, only if the key is free (`None` if it was taken).
+    pub(crate) async fn put_meta(
+        &self,
+        key: &str,
+        body: &Body,
+        metadata: &[(&str, String)],
+        if_absent: bool,
+    ) -> Result<Option<String>, StorageError> {
+        let response = self
+            .send("PUT", key, || {
+                let mut action = PutObject::new(&self.bucket, Some(&self.credentials), key);
+                for (name, value) in metadata {
+                    // x-amz-* headers must be signed.
+                    action
+                        .headers_mut()
+                        .insert(format!("x-amz-meta-{name}"), value.clone());
+                }
+                let (body, len) = body.to_reqwest();
+                let mut req = self
+                    .http
+                    .put(self.signed(&action))
+                    .header("content-length", len);
+                if if_absent {
+                    req = req.header("if-none-match", "*");
+                }
+                for (name, value) in metadata {
+                    req = req.header(format!("x-amz-meta-{name}"), value);
+                }
+                req.body(body)
+            })
+            .await?;
+        match response.status() {
+            s if s.is_success() => Ok(Some(etag_of(&response).unwrap_or_default())),
+            StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT => Ok(None),
+            _ => Err(status_error("PUT", key, response).await.into()),
+        }
     }
 
     /// `GET` of a small object with its ETag; `None` if it does not exist.
@@ -232,12 +307,8 @@ impl Client {
         if response.status() != StatusCode::OK {
             return Err(status_error("GET", key, response).await.into());
         }
-        let etag = response
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| protocol("GET", key, "no ETag in the answer"))?;
+        let etag =
+            etag_of(&response).ok_or_else(|| protocol("GET", key, "no ETag in the answer"))?;
         let body = response.bytes().await.map_err(|source| {
             StorageError::from(S3Error::Http {
                 op: "GET",
@@ -250,14 +321,14 @@ impl Client {
 
     /// `PUT` that applies only if the object still has `etag` (`If-Match`): how several
     /// replicas writing one upload session detect that another got there first. A refused
-    /// write is [`StorageError::Conflict`].
+    /// write is [`StorageError::Conflict`]. Returns the new ETag, for the next such `PUT`.
     pub(crate) async fn put_if_match(
         &self,
         key: &str,
         body: &Body,
         etag: &str,
         session: &str,
-    ) -> Result<(), StorageError> {
+    ) -> Result<String, StorageError> {
         let response = self
             .send("PUT", key, || {
                 let url = self.signed(&PutObject::new(&self.bucket, Some(&self.credentials), key));
@@ -270,10 +341,12 @@ impl Client {
             })
             .await?;
         match response.status() {
-            s if s.is_success() => Ok(()),
-            StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT => {
-                Err(StorageError::Conflict(session.to_string()))
+            s if s.is_success() => {
+                etag_of(&response).ok_or_else(|| protocol("PUT", key, "no ETag in the answer"))
             }
+            StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT => Err(StorageError::Conflict(
+                format!("upload {session} changed during this request"),
+            )),
             _ => Err(status_error("PUT", key, response).await.into()),
         }
     }
@@ -452,12 +525,7 @@ impl Client {
         if !response.status().is_success() {
             return Err(status_error("UploadPart", key, response).await.into());
         }
-        response
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or_else(|| protocol("UploadPart", key, "no ETag in the answer"))
+        etag_of(&response).ok_or_else(|| protocol("UploadPart", key, "no ETag in the answer"))
     }
 
     /// `UploadPartCopy` of `range` of `source` (a key in this bucket); returns the ETag.
@@ -504,16 +572,34 @@ impl Client {
                 format!("{code}: {message}"),
             ));
         }
+        // Quoted, as UploadPart's header has it and CompleteMultipartUpload compares it
+        // (SeaweedFS sends this one bare).
         xml_value(&body, "ETag")
+            .map(|etag| match etag.starts_with('"') {
+                true => etag,
+                false => format!("\"{etag}\""),
+            })
             .ok_or_else(|| protocol("UploadPartCopy", key, "no ETag in CopyPartResult"))
     }
 
+    /// `CompleteMultipartUpload` of `parts` (number and ETag, numbers ascending, gaps
+    /// allowed).
     pub(crate) async fn complete_multipart(
         &self,
         key: &str,
         upload_id: &str,
-        etags: &[String],
+        parts: &[(u16, String)],
     ) -> Result<(), StorageError> {
+        // Our own body: rusty-s3's numbers the ETags 1, 2, 3... and part numbers here can
+        // have gaps (see `crate::upload`).
+        let mut body = String::from("<CompleteMultipartUpload>");
+        for (number, etag) in parts {
+            body.push_str(&format!(
+                "<Part><PartNumber>{number}</PartNumber><ETag>{}</ETag></Part>",
+                xml_escape(etag)
+            ));
+        }
+        body.push_str("</CompleteMultipartUpload>");
         let response = self
             .send("CompleteMultipartUpload", key, || {
                 let action = CompleteMultipartUpload::new(
@@ -521,10 +607,10 @@ impl Client {
                     Some(&self.credentials),
                     key,
                     upload_id,
-                    etags.iter().map(String::as_str),
+                    std::iter::empty(),
                 );
                 let url = self.signed(&action);
-                self.http.post(url).body(action.body())
+                self.http.post(url).body(body.clone())
             })
             .await?;
         if !response.status().is_success() {
@@ -611,6 +697,78 @@ impl Client {
     }
 }
 
+/// Metadata a blob key's pointer carries (see `crate::store`): the data key, relative to
+/// the store's prefix, and the blob's size.
+pub(crate) const META_DATA: &str = "registry-data";
+pub(crate) const META_SIZE: &str = "registry-size";
+
+/// What a `HEAD` (or the head of a `GET`) says about an object.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectHead {
+    pub(crate) len: u64,
+    /// `x-amz-meta-registry-data` and `-size`, when the object is a blob's pointer.
+    pub(crate) data: Option<String>,
+    pub(crate) size: Option<String>,
+}
+
+impl ObjectHead {
+    fn of(op: &'static str, key: &str, response: &Response) -> Result<Self, StorageError> {
+        let meta = |name: &str| {
+            response
+                .headers()
+                .get(format!("x-amz-meta-{name}"))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(ObjectHead {
+            len: content_length(op, key, response)?,
+            data: meta(META_DATA),
+            size: meta(META_SIZE),
+        })
+    }
+}
+
+fn etag_of(response: &Response) -> Option<String> {
+    response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The body of a `GET`, exactly `len` bytes or an error.
+fn body_stream(key: &str, response: Response, len: u64) -> ByteStream {
+    let op_key = key.to_string();
+    let stream = response
+        .bytes_stream()
+        .map_err(move |source| {
+            StorageError::from(S3Error::Http {
+                op: "GET",
+                key: op_key.clone(),
+                source,
+            })
+        })
+        .boxed();
+    exact_len(stream, len)
+}
+
+/// True if `e` is S3 saying the multipart upload does not exist (any more): completed or
+/// aborted by an earlier attempt.
+pub(crate) fn is_no_such_upload(e: &StorageError) -> bool {
+    match e {
+        StorageError::Backend { source, .. } => {
+            matches!(
+                source.downcast_ref::<S3Error>(),
+                Some(S3Error::Status { status: 404, .. })
+            ) || matches!(
+                source.downcast_ref::<S3Error>(),
+                Some(S3Error::Protocol { message, .. }) if message.starts_with("NoSuchUpload")
+            )
+        }
+        _ => false,
+    }
+}
+
 /// The error an unexpected answer stands for, with S3's code and message from the body.
 async fn status_error(op: &'static str, key: &str, response: Response) -> S3Error {
     let status = response.status().as_u16();
@@ -662,6 +820,14 @@ pub(crate) fn xml_value(xml: &str, tag: &str) -> Option<String> {
     )
 }
 
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
 /// Passes `stream` through, failing if it yields more or fewer than `len` bytes (a cut
 /// connection must not look like a short blob).
 pub(crate) fn exact_len(stream: ByteStream, len: u64) -> ByteStream {
@@ -704,6 +870,8 @@ mod tests {
         assert_eq!(xml_value(xml, "ETag").as_deref(), Some("\"abc\""));
         assert_eq!(xml_value(xml, "Code"), None);
         assert_eq!(xml_value("<Code>", "Code"), None);
+        let escaped = format!("<ETag>{}</ETag>", xml_escape("\"a&b\""));
+        assert_eq!(xml_value(&escaped, "ETag").as_deref(), Some("\"a&b\""));
     }
 
     #[tokio::test]

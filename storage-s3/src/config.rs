@@ -13,6 +13,7 @@ pub(crate) const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 /// S3's largest part, and the largest range one `UploadPartCopy` may copy.
 pub(crate) const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
+const DEFAULT_UPLOAD_CONCURRENCY: usize = 4;
 /// The most any one write buffers; larger parts would make concurrent uploads costly.
 const MAX_BUFFERED_PART_SIZE: usize = 256 * 1024 * 1024;
 const DEFAULT_REGION: &str = "us-east-1";
@@ -40,10 +41,13 @@ pub struct S3Config {
     pub credentials: Option<Credentials>,
     /// The profile of the shared files to use, instead of `AWS_PROFILE` or `default`.
     pub profile: Option<String>,
-    /// Bytes one write buffers before storing them as a segment (8 MiB by default, at least
-    /// 5 MiB). A blob may have at most 10,000 segments, so this bounds the blob size
-    /// (78 GiB with 8 MiB) as well as the memory each in-flight write holds.
+    /// The size of the multipart upload parts a write sends (8 MiB by default, at least
+    /// 5 MiB; a write's last part may be up to 5 MiB longer). A blob may have at most
+    /// 10,000 parts, so this bounds the blob size (78 GiB with 8 MiB).
     pub part_size: usize,
+    /// Parts of one write sent at once (4 by default, at least 1). A write holds up to this
+    /// many parts in memory while they are sent, plus the one it is filling.
+    pub upload_concurrency: usize,
     pub connect_timeout: Duration,
     /// Longest wait for any single read from a connection (a stalled server is an error,
     /// never a hang). It also bounds the pause between two reads of a download stream by
@@ -67,6 +71,7 @@ impl S3Config {
             credentials: None,
             profile: None,
             part_size: DEFAULT_PART_SIZE,
+            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(60),
             max_retries: 3,
@@ -158,6 +163,11 @@ impl S3Config {
 
     pub fn with_part_size(mut self, part_size: usize) -> Self {
         self.part_size = part_size;
+        self
+    }
+
+    pub fn with_upload_concurrency(mut self, parts: usize) -> Self {
+        self.upload_concurrency = parts.max(1);
         self
     }
 

@@ -1,15 +1,18 @@
 //! Where things live in the bucket, under the store's prefix:
 //!
 //! ```text
-//! <prefix>/blobs/sha256/<first 2 hex>/<hex>      committed blobs (as storage-fs lays them out)
-//! <prefix>/blobs/sha512/<first 2 hex>/<hex>
+//! <prefix>/blobs/sha256/<first 2 hex>/<hex>      committed blobs (as storage-fs lays them out):
+//! <prefix>/blobs/sha512/<first 2 hex>/<hex>      the bytes, or an empty pointer to a data key
+//! <prefix>/data/<upload id>.<nonce>              a blob's bytes, written by its upload session
 //! <prefix>/_uploads/<upload id>/state.json       an upload session's state
-//! <prefix>/_uploads/<upload id>/seg-<uuid>       the session's bytes, in segments
+//! <prefix>/_uploads/<upload id>/seg-<uuid>       the session's small writes, in segments
 //! <prefix>/recovery/<record path>                 recovery records
 //! ```
 //!
-//! Blob keys never share the `_uploads/` prefix, so listing `blobs/` finds only complete
-//! blobs, and listing `_uploads/<id>/` finds everything a session ever wrote.
+//! Blob keys never share the `_uploads/` or `data/` prefixes, so listing `blobs/` finds only
+//! complete blobs, listing `_uploads/<id>/` finds every segment a session wrote, and listing
+//! the multipart uploads under `data/<id>.` finds every one a session started (ids have no
+//! `.`, so that prefix is one session's alone).
 
 use oci_spec_types::Digest;
 use storage_traits::StorageError;
@@ -87,6 +90,23 @@ impl Layout {
         format!("{}recovery/", self.prefix)
     }
 
+    pub(crate) fn data_prefix(&self) -> String {
+        format!("{}data/", self.prefix)
+    }
+
+    /// The key a pointer names (`data/<id>.<nonce>`, relative to the prefix), if it is one
+    /// this store makes: a corrupt or foreign pointer cannot send reads elsewhere.
+    pub(crate) fn data_key_of_pointer(&self, relative: &str) -> Option<String> {
+        let rest = relative.strip_prefix("data/")?;
+        let (id, nonce) = rest.split_once('.')?;
+        (valid_upload_id(id) && valid_nonce(nonce)).then(|| format!("{}{relative}", self.prefix))
+    }
+
+    /// A data key relative to the prefix, as pointers record it.
+    pub(crate) fn relative<'k>(&self, key: &'k str) -> &'k str {
+        key.strip_prefix(&self.prefix).unwrap_or(key)
+    }
+
     pub(crate) fn uploads_prefix(&self) -> String {
         format!("{}_uploads/", self.prefix)
     }
@@ -104,13 +124,22 @@ impl Layout {
 #[derive(Debug, Clone)]
 pub(crate) struct SessionKeys {
     pub(crate) dir: String,
+    /// `<prefix>data/<id>.`: the session's data keys, and its multipart uploads, start so.
+    pub(crate) data_prefix: String,
 }
 
 impl SessionKeys {
     pub(crate) fn new(layout: &Layout, id: &str) -> Result<Self, StorageError> {
         Ok(SessionKeys {
             dir: layout.upload_dir(id)?,
+            data_prefix: format!("{}{id}.", layout.data_prefix()),
         })
+    }
+
+    /// Where the session's multipart upload puts the blob's bytes: `nonce` is new for each
+    /// session, so a session restarted under the same id never names an older blob's data.
+    pub(crate) fn data(&self, nonce: &str) -> String {
+        format!("{}{nonce}", self.data_prefix)
     }
 
     pub(crate) fn state(&self) -> String {
@@ -126,6 +155,16 @@ impl SessionKeys {
 /// stale) write of the same session may still be sending.
 pub(crate) fn new_segment_name() -> String {
     format!("seg-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A fresh data key nonce.
+pub(crate) fn new_nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// True for nonces [`new_nonce`] makes (checked when a state or pointer is decoded).
+pub(crate) fn valid_nonce(nonce: &str) -> bool {
+    nonce.len() == 32 && nonce.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// True for names [`new_segment_name`] makes (checked when a state object is decoded, so a
@@ -160,6 +199,23 @@ mod tests {
             Err(StorageError::InvalidUploadId(_))
         ));
         assert_eq!(Layout::new("").unwrap().blobs_prefix(), "blobs/");
+        let keys = SessionKeys::new(&layout, "u-1").unwrap();
+        let nonce = new_nonce();
+        let data = keys.data(&nonce);
+        assert_eq!(data, format!("a/b/data/u-1.{nonce}"));
+        assert_eq!(
+            layout.data_key_of_pointer(layout.relative(&data)),
+            Some(data.clone())
+        );
+        for bad in [
+            "data/u-1.x",
+            "data/../u.0",
+            "blobs/x",
+            "data/u/1.abc",
+            "data/u-1",
+        ] {
+            assert_eq!(layout.data_key_of_pointer(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -41,11 +41,21 @@
 //!
 //! # Layout
 //! ```text
-//! <prefix>/blobs/sha256/<first 2 hex>/<hex>   committed blobs
+//! <prefix>/blobs/sha256/<first 2 hex>/<hex>   committed blobs: the bytes, or a pointer
+//! <prefix>/data/<upload id>.<nonce>           bytes of blobs uploaded in parts
 //! <prefix>/_uploads/<id>/state.json           an upload session's state
-//! <prefix>/_uploads/<id>/seg-<uuid>           the session's bytes, in segments
+//! <prefix>/_uploads/<id>/seg-<uuid>           the session's writes shorter than 5 MiB
 //! <prefix>/recovery/repositories/<name>/...   recovery records
 //! ```
+//!
+//! A blob's key is its digest. It holds the blob's bytes when they were written in one
+//! `PUT` (`put_bytes`, blobs under 5 MiB, blobs written by versions before the data keys),
+//! or an empty *pointer* object whose metadata (`x-amz-meta-registry-data`,
+//! `x-amz-meta-registry-size`) names the data key holding the bytes and their size.
+//! Readers follow a pointer: `stat` is one `HEAD`, `get` one more `GET` than for a blob
+//! in its own key, presigned URLs point at the data key. `list` lists the blob keys, so
+//! garbage collection and `registry import --rebuild` see every blob by its digest as
+//! before, whichever way its bytes are kept.
 //!
 //! Recovery records ([`RecoveryLog`](storage_traits::RecoveryLog): the repository and tag
 //! names a rebuild of the metadata needs) are one small object each, written with a plain
@@ -54,49 +64,63 @@
 //!
 //! # Uploads
 //! Nothing of a session lives in the process: its state is a small JSON object in the
-//! bucket, so any replica can take the next request of any session.
+//! bucket, so any replica can take the next request of any session (the store declares
+//! [`shared_sessions`](storage_traits::BlobCapabilities::shared_sessions)).
 //!
-//! - **Writes** buffer at most one part (`part_size`, 8 MiB by default) of the incoming
-//!   stream and store each full buffer, and the remainder at the end, as a new *segment*
-//!   object. The state (the ordered segments and how many bytes of each count) is written
-//!   once the whole input is stored, so a write that fails half way changes nothing the
-//!   session records, and its retry at the acknowledged offset simply proceeds.
-//! - **Writes append, and only one wins.** Replicas share sessions (the store declares
-//!   [`shared_sessions`](storage_traits::BlobCapabilities::shared_sessions)), so a write
-//!   below the session's length is [`StorageError::Conflict`]: the bytes there may be
-//!   another replica's write that is being acknowledged at that moment. The state is
-//!   saved with `If-Match` on the ETag it was read with, so of two writes racing at the
-//!   same offset one is recorded and the other gets `Conflict`. Segments are never cut,
-//!   so bytes below the recorded length never change, and `finish_upload` refuses a
-//!   session whose length is not the size the caller hashed. An offset past the length is
-//!   [`StorageError::InvalidOffset`] with the recorded length.
-//! - **Chunks of any size.** S3 wants every multipart part but the last to be at least
-//!   5 MiB. Invariant: all segments but a trailing *run* of small ones are at least 5 MiB,
-//!   and the run totals under 5 MiB. When a write fills a buffer while a run exists, or
-//!   brings the run to 5 MiB, the run's bytes are streamed back from S3 and stored
-//!   together with the buffer as one segment: each byte is rewritten at most once, and
-//!   only bytes of writes smaller than 5 MiB ever are.
-//! - **`read_upload`** streams the segments back (each is a readable object; parts of an
-//!   unfinished multipart upload would not be).
-//! - **`finish_upload`** is atomic: under 5 MiB the blob is one `PUT`; otherwise one
-//!   multipart upload straight onto the blob's key, whose parts are server-side copies
-//!   (`UploadPartCopy`) of the segments plus the run uploaded as the last part, completed
-//!   with `CompleteMultipartUpload`. S3 shows the key only once that completes, so a blob
-//!   key exists only with its complete content. The multipart upload's id is recorded in
-//!   the state while it runs, so `abort_upload` (or a retried finish) aborts it even after
-//!   a crash. Finishing onto an existing blob keeps it. Then the session's objects are
-//!   deleted.
-//! - **`abort_upload`** aborts a recorded multipart upload, deletes the state, then lists
-//!   and deletes everything under the session's folder (segments of failed writes too).
+//! - **Each byte is written once.** A write streams its input into an S3 multipart upload
+//!   onto the session's data key, in parts of `part_size` (8 MiB by default), up to
+//!   `upload_concurrency` (4) parts on their way at once while the next one fills. It
+//!   holds a full part back until 5 MiB more have arrived, so the write's last part is
+//!   never under S3's 5 MiB minimum unless the whole write is: such a short write is
+//!   stored as a segment object, and the segments (fewer than 5 MiB in all) are streamed
+//!   back from S3 as the start of the next part, or as the last part at finish. Only bytes
+//!   of writes shorter than 5 MiB are ever written twice.
+//! - **Finishing** completes the multipart upload (`CompleteMultipartUpload`, no copy)
+//!   and then writes the pointer under the blob's key with `If-None-Match: *`. A session
+//!   under 5 MiB in all is one `PUT` of its bytes straight to the blob key. Blob keys
+//!   appear only once complete: the pointer is written after its data is, so a killed
+//!   process never leaves a partial blob visible. Finishing onto an existing blob keeps
+//!   it (same digest, same bytes) and discards the session's data.
+//! - **`put_bytes`** (a whole blob in memory, digest known) is one `PUT` to the blob's key.
+//! - **Writes append, and only one wins.** A write below the session's length is
+//!   [`StorageError::Conflict`]; an offset past it is [`StorageError::InvalidOffset`] with
+//!   the recorded length. Every change of `state.json` is a `PUT` with `If-Match` on the
+//!   ETag it was read with. Before its first part, a write takes a window of part numbers
+//!   that way (a *claim*), so two writers (a client's retry reaching another replica while
+//!   its first attempt still streams) never send the same part number, and the loser's
+//!   parts are never in the completed blob. A write records its parts only once its
+//!   whole input is stored: a write that fails half way changes nothing the session
+//!   records, and its retry at the acknowledged offset proceeds. `finish_upload` first
+//!   records that it is closing the session (refusing writes from then on), and refuses a
+//!   session whose length is not the size the caller hashed.
+//! - **`read_upload`** needs the bytes readable, which parts of an unfinished multipart
+//!   upload are not: it completes the upload into the data object first, then streams it
+//!   and the segments. (The registry reads a session back only when it lost the hash
+//!   state or the client asked for sha512.) A write after that copies the data object into
+//!   a new multipart upload server-side (`UploadPartCopy`) and goes on.
+//! - **`abort_upload`** aborts every multipart upload under the session's data prefix (a
+//!   `ListMultipartUploads`, so one a crash left unrecorded goes too), deletes its data
+//!   object unless a blob points at it, deletes the state, then lists and deletes the
+//!   session's segments (of failed writes too). Finishing cleans up the same way.
+//! - **`delete`** of a pointer's blob deletes the data first, then the pointer: a delete
+//!   that stops half way leaves a pointer to nothing, which reads as missing, which the
+//!   next finish of that digest replaces, and which a retried delete removes.
 //!
-//! Costs: a blob's bytes cross the network between registry and S3 once on the way in
-//! (plus once more for bytes written in chunks under 5 MiB); S3 copies them once more
-//! internally at finish, and holds them twice until the session is removed. A blob has at
-//! most 10,000 parts: 78 GiB with 8 MiB parts; raise `part_size` for larger blobs.
+//! Costs: the bytes cross the network between registry and S3 once, and S3 stores them
+//! once. Besides its parts, a push in one request makes 13 small ones: the state `PUT` at
+//! start; the state `GET`, the claim, `CreateMultipartUpload` and the state `PUT` of the
+//! write; the state `GET`, a `HEAD` of the blob key, the closing `PUT`,
+//! `CompleteMultipartUpload`, the pointer `PUT`, the state `DELETE` and two listings
+//! (segments, multipart uploads) at finish. A blob has at
+//! most 10,000 parts: about 78 GiB with 8 MiB parts; raise `part_size` for larger blobs.
+//! Sessions a version-1 store wrote (segments concatenated at finish) are continued: their
+//! segments are copied into the multipart upload server-side. A version-1 store cannot
+//! read the sessions this one writes.
 //!
-//! Why not parts straight from the writes with a small "tail" object kept aside: unfinished
-//! parts cannot be read back, so `read_upload` (the registry's fallback when it lost a
-//! session's hash state) could not be served.
+//! Why a pointer rather than the data under the digest key: a multipart upload's key is
+//! fixed when it starts, and a chunked upload's digest is known only at its end; copying
+//! the data to the digest key at finish is what wrote every byte twice before (and is
+//! what CNCF distribution's driver does).
 //!
 //! # Downloads
 //! `get` streams the object (with a `Range` request for ranges, resolved against the size

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use oci_spec_types::Digest;
 use storage_traits::{
@@ -11,9 +12,9 @@ use storage_traits::{
     RecoveryLog, StorageError,
 };
 
-use crate::client::{Client, MAX_PRESIGN};
+use crate::client::{Body, Client, MAX_PRESIGN, ObjectHead};
 use crate::config::S3Config;
-use crate::error::config;
+use crate::error::{config, protocol};
 use crate::layout::{Layout, SessionKeys};
 use crate::recovery::S3Recovery;
 use crate::upload::Session;
@@ -30,6 +31,7 @@ pub struct S3BlobStore {
     client: Arc<Client>,
     layout: Layout,
     part_size: usize,
+    upload_concurrency: usize,
     recovery: S3Recovery,
 }
 
@@ -45,6 +47,7 @@ impl S3BlobStore {
             client,
             layout,
             part_size: config.part_size,
+            upload_concurrency: config.upload_concurrency.max(1),
             recovery,
         })
     }
@@ -98,21 +101,78 @@ impl S3BlobStore {
         Ok(pages.concat())
     }
 
+    /// Every object key under `data/`: the bytes of blobs uploaded in parts, and of
+    /// sessions being finished (for tests and operators).
+    pub async fn data_keys(&self) -> Result<Vec<String>, StorageError> {
+        let pages: Vec<Vec<String>> = self
+            .client
+            .list_keys(self.layout.data_prefix())
+            .try_collect()
+            .await?;
+        Ok(pages.concat())
+    }
+
+    /// The key holding the bytes of blob `digest`: its data key if its blob key is a
+    /// pointer, else the blob key itself; `None` if there is no such blob.
+    pub async fn blob_data_key(&self, digest: &Digest) -> Result<Option<String>, StorageError> {
+        let key = self.layout.blob_key(digest);
+        let Some(head) = self.client.head_object(&key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(match self.resolve(&key, &head)? {
+            Resolved::Pointer { data, .. } => data,
+            Resolved::Bytes { .. } => key,
+        }))
+    }
+
     fn session<'a>(&'a self, id: &'a str) -> Result<Session<'a>, StorageError> {
         Ok(Session {
             client: &self.client,
+            layout: &self.layout,
             keys: SessionKeys::new(&self.layout, id)?,
             id,
             part_size: self.part_size,
+            concurrency: self.upload_concurrency,
         })
     }
+
+    /// What the object at blob key `key` is: the blob's bytes, or a pointer to them.
+    fn resolve(&self, key: &str, head: &ObjectHead) -> Result<Resolved, StorageError> {
+        let Some(relative) = &head.data else {
+            return Ok(Resolved::Bytes { size: head.len });
+        };
+        let data = self
+            .layout
+            .data_key_of_pointer(relative)
+            .ok_or_else(|| protocol("HEAD", key, format!("a pointer to {relative:?}")))?;
+        let size = head
+            .size
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| protocol("HEAD", key, "a pointer without a valid size"))?;
+        Ok(Resolved::Pointer { data, size })
+    }
+}
+
+/// What is under a blob key.
+enum Resolved {
+    /// The blob itself (written by `put_bytes`, a small upload, or an older version).
+    Bytes { size: u64 },
+    /// An empty object naming the data key that holds the blob's `size` bytes.
+    Pointer { data: String, size: u64 },
 }
 
 #[async_trait]
 impl BlobStore for S3BlobStore {
+    /// One `HEAD` of the blob key: a pointer carries the blob's size.
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>, StorageError> {
-        let size = self.client.head(&self.layout.blob_key(digest)).await?;
-        Ok(size.map(BlobInfo::new))
+        let key = self.layout.blob_key(digest);
+        let Some(head) = self.client.head_object(&key).await? else {
+            return Ok(None);
+        };
+        Ok(Some(BlobInfo::new(match self.resolve(&key, &head)? {
+            Resolved::Bytes { size } | Resolved::Pointer { size, .. } => size,
+        })))
     }
 
     async fn get(
@@ -123,7 +183,28 @@ impl BlobStore for S3BlobStore {
         let key = self.layout.blob_key(digest);
         let not_found = || StorageError::NotFound(digest.clone());
         let Some(range) = range else {
-            let (size, stream) = self.client.get(&key, None).await?.ok_or_else(not_found)?;
+            // A blob's bytes stream from this first GET; a pointer's (empty) answer names
+            // the key to GET instead.
+            let (head, stream) = self.client.open(&key).await?.ok_or_else(not_found)?;
+            let (data, size) = match self.resolve(&key, &head)? {
+                Resolved::Bytes { size } => {
+                    return Ok(GetResult {
+                        size,
+                        range: 0..size,
+                        stream,
+                    });
+                }
+                Resolved::Pointer { data, size } => (data, size),
+            };
+            drop(stream);
+            let (len, stream) = self.client.get(&data, None).await?.ok_or_else(not_found)?;
+            if len != size {
+                return Err(protocol(
+                    "GET",
+                    &data,
+                    format!("{len} bytes where the blob's pointer says {size}"),
+                ));
+            }
             return Ok(GetResult {
                 size,
                 range: 0..size,
@@ -133,14 +214,18 @@ impl BlobStore for S3BlobStore {
         // The size first: the range is resolved here, exactly as `GetRange` says, rather
         // than by each S3 implementation's reading of a Range header (empty objects,
         // suffixes longer than the object).
-        let size = self.client.head(&key).await?.ok_or_else(not_found)?;
+        let head = self.client.head_object(&key).await?.ok_or_else(not_found)?;
+        let (source, size) = match self.resolve(&key, &head)? {
+            Resolved::Bytes { size } => (key, size),
+            Resolved::Pointer { data, size } => (data, size),
+        };
         let range = range
             .resolve(size)
             .ok_or(StorageError::RangeNotSatisfiable { size })?;
         // Deleted since the HEAD: as if it had been gone before.
         let (_, stream) = self
             .client
-            .get(&key, Some(range.clone()))
+            .get(&source, Some(range.clone()))
             .await?
             .ok_or_else(not_found)?;
         Ok(GetResult {
@@ -150,8 +235,17 @@ impl BlobStore for S3BlobStore {
         })
     }
 
+    /// A pointer's data first, then the pointer: a delete that stops half way leaves a
+    /// pointer to nothing (reads say `NotFound`, a finish of that digest replaces it, and
+    /// the caller's retry completes the delete), never data no pointer names.
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
-        self.client.delete(&self.layout.blob_key(digest)).await
+        let key = self.layout.blob_key(digest);
+        if let Some(head) = self.client.head_object(&key).await?
+            && let Resolved::Pointer { data, .. } = self.resolve(&key, &head)?
+        {
+            self.client.delete(&data).await?;
+        }
+        self.client.delete(&key).await
     }
 
     fn list(&self) -> BoxStream<'static, Result<Digest, StorageError>> {
@@ -194,12 +288,28 @@ impl BlobStore for S3BlobStore {
         digest: &Digest,
         size: u64,
     ) -> Result<(), StorageError> {
-        let session = self.session(id)?;
-        session.finish(&self.layout.blob_key(digest), size).await
+        self.session(id)?.finish(digest, size).await
     }
 
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         self.session(id)?.abort().await
+    }
+
+    /// One `PUT` of the bytes straight to the blob's key (no session), unless that key is
+    /// taken: an existing blob has these very bytes and is kept.
+    async fn put_bytes(
+        &self,
+        upload_id: &str,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<(), StorageError> {
+        // Checked as a session would, although none is made.
+        SessionKeys::new(&self.layout, upload_id)?;
+        let key = self.layout.blob_key(digest);
+        self.client
+            .put_if_absent(&key, &Body::Bytes(data), &[])
+            .await
+            .map(drop)
     }
 
     /// Every replica reaches the same bucket, so sessions are shared; downloads can be
@@ -223,8 +333,9 @@ impl BlobStore for S3BlobStore {
 
 #[async_trait]
 impl BlobSigner for S3BlobStore {
-    /// A presigned `GET` URL of the blob's object, valid for `expires_in` (at most seven
-    /// days, SigV4's limit). Signing is local: the blob's existence is not checked.
+    /// A presigned `GET` URL of the object holding the blob's bytes (one `HEAD` of the
+    /// blob key tells which), valid for `expires_in` (at most seven days, SigV4's limit).
+    /// A missing blob gets a URL of its blob key, which answers 404.
     async fn presigned_get(
         &self,
         digest: &Digest,
@@ -235,9 +346,14 @@ impl BlobSigner for S3BlobStore {
                 "presigned URL lifetime {expires_in:?} is outside 1 s..=7 days"
             )));
         }
-        let url = self
-            .client
-            .presign_get(&self.layout.blob_key(digest), expires_in);
-        Ok(url.into())
+        let key = self.layout.blob_key(digest);
+        let target = match self.client.head_object(&key).await? {
+            Some(head) => match self.resolve(&key, &head)? {
+                Resolved::Pointer { data, .. } => data,
+                Resolved::Bytes { .. } => key,
+            },
+            None => key,
+        };
+        Ok(self.client.presign_get(&target, expires_in).into())
     }
 }

@@ -1,156 +1,337 @@
 //! Upload sessions, kept entirely in the bucket so any replica can continue any session.
 //!
-//! A session is a state object (`state.json`: the ordered list of segments and how many
-//! bytes of each belong to the session) and the segment objects it names. A write
-//! buffers at most one part (`part_size`, 8 MiB by default) of its input, stores each full
-//! buffer as a new segment object, and records the new list in `state.json` only once the
-//! whole input was stored. Finishing concatenates the segments into the blob's key with a
-//! multipart upload whose parts are server-side copies (`UploadPartCopy`) of the
-//! segments, so a blob's bytes never pass through the registry twice.
+//! A session is a state object (`state.json`) and, from its first write of 5 MiB or more,
+//! an S3 multipart upload onto the session's own *data key* (`data/<id>.<nonce>`, see
+//! [`crate::layout`]). Writes stream their bytes into parts of that upload as they arrive,
+//! so finishing is a `CompleteMultipartUpload` and a small *pointer* object under the
+//! blob's digest key that names the data key: each byte is written to S3 once.
 //!
-//! S3 wants every part but the last to be at least 5 MiB. The invariant that makes that
-//! hold: all segments except a trailing *run* of small ones are at least 5 MiB, and the run
-//! holds fewer than 5 MiB in total. A write that fills a buffer while a run exists, or that
-//! brings the run to 5 MiB, stores the run's bytes (streamed back from S3) followed by its
-//! own buffer as one new segment, so each byte is rewritten at most once; at finish the
-//! run, being last, is streamed into a single last part.
+//! The state lists, in order: *sources* (readable objects holding the first bytes: the
+//! data object once it was completed, or the segments of a session a version-1 store
+//! wrote), *parts* (number, ETag, length) of the open multipart upload, and the *run*:
+//! segment objects holding writes too short to be a part (S3 wants every part but the
+//! last to be at least 5 MiB), fewer than 5 MiB in all. The next part a write sends
+//! starts with the run's bytes, streamed back from S3, so each byte is rewritten at most
+//! once, and only bytes of writes shorter than 5 MiB ever are.
+//!
+//! Replicas share sessions, so every change of `state.json` is a `PUT` with `If-Match` on
+//! the ETag it was read with: of two racing requests one wins, the other gets `Conflict`.
+//! A write takes a window of part numbers with such a `PUT` (a *claim*) before it sends a
+//! part, so two writers never send the same part number; a write records its parts only
+//! once its whole input is stored, so a write that fails half way changes nothing the
+//! session records. Finishing (and reading, which needs the bytes readable) first records
+//! that it is *closing* the upload, which stops writes, then completes it.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, StreamExt, TryStreamExt};
+use oci_spec_types::Digest;
 use serde::{Deserialize, Serialize};
 use storage_traits::{ByteStream, StorageError};
+use tokio::task::JoinSet;
 
-use crate::client::{Body, Client};
+use crate::client::{Body, Client, META_DATA, META_SIZE, ObjectHead, is_no_such_upload};
 use crate::config::{MAX_PART_SIZE, MIN_PART_SIZE};
-use crate::error::S3Error;
-use crate::layout::{SessionKeys, new_segment_name, valid_segment_name};
+use crate::error::{BACKEND, S3Error, protocol};
+use crate::layout::{
+    Layout, SessionKeys, new_nonce, new_segment_name, valid_nonce, valid_segment_name,
+};
 
-/// S3's limit on the parts of one multipart upload.
-const MAX_PARTS: u64 = 10_000;
-/// Server-side copies (and deletes) in flight at once for one session.
+/// S3's limit on the parts of one multipart upload (and the highest part number).
+const MAX_PARTS: u32 = 10_000;
+/// Part numbers one claim takes. A write that crashes wastes at most this many of the
+/// 10,000; a write needing more claims again.
+const CLAIM_WINDOW: u32 = 64;
+/// Deletes and aborts in flight at once.
 const CONCURRENCY: usize = 4;
+const STATE_VERSION: u32 = 2;
+/// Far past any part number a session can reach (windows past 10,000 are refused when
+/// used); a state beyond it is corrupt.
+const MAX_NEXT_PART: u32 = 1_000_000;
 
 /// What `state.json` holds.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SessionState {
-    /// Format version, for whoever changes this layout next.
     version: u32,
-    segments: Vec<Segment>,
-    /// A multipart upload `finish` started and has not completed or aborted, recorded so
-    /// that `abort` (or the next `finish`) can abort it even after a crash.
+    /// The data key is `data/<id>.<nonce>`.
+    nonce: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<Source>,
+    /// The multipart upload on the data key, once a write recorded its parts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    multipart: Option<PendingMultipart>,
+    upload_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    parts: Vec<Part>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    run: Vec<Segment>,
+    /// The lowest part number no writer may have used.
+    next_part: u32,
+    /// A claim was made: multipart uploads may exist under the data prefix, some perhaps
+    /// not recorded (a writer that crashed between creating one and recording it).
+    #[serde(default)]
+    multipart_used: bool,
+    /// The claim of the write in progress (a random token: every claim's state differs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claim: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    closing: Option<Closing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Source {
+    /// The data object, holding the session's first `len` bytes.
+    Data { len: u64 },
+    /// A segment object of a version-1 session (`len` bytes of it belong to the session).
+    Segment { name: String, len: u64 },
+}
+
+impl Source {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Data { len } | Source::Segment { len, .. } => *len,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Part {
+    number: u32,
+    etag: String,
+    len: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Segment {
     name: String,
-    /// The session's bytes in this segment: its first `len` bytes. (Sessions written by
-    /// versions that cut segments short on a rewrite can have `len` below the object's
-    /// size; nothing shortens a segment now.)
     len: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PendingMultipart {
-    key: String,
-    upload_id: String,
+/// The multipart upload is being completed: writes are refused from here on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Closing {
+    /// The digest whose key will point at the data (a finish); an abort after a crash
+    /// keeps the data if that pointer exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    publish: Option<String>,
+    /// The part number the run is sent as, the last part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_part: Option<u32>,
 }
 
-const STATE_VERSION: u32 = 1;
-
 impl SessionState {
-    fn len(&self) -> u64 {
-        self.segments.iter().map(|s| s.len).sum()
+    fn new() -> Self {
+        SessionState {
+            version: STATE_VERSION,
+            nonce: new_nonce(),
+            sources: Vec::new(),
+            upload_id: None,
+            parts: Vec::new(),
+            run: Vec::new(),
+            next_part: 1,
+            multipart_used: false,
+            claim: None,
+            closing: None,
+        }
     }
 
-    /// Index of the first segment of the trailing run of segments under 5 MiB.
-    fn run_start(&self) -> usize {
-        self.segments
+    fn run_len(&self) -> u64 {
+        self.run.iter().fold(0u64, |n, s| n.saturating_add(s.len))
+    }
+
+    fn len(&self) -> u64 {
+        let sources = self
+            .sources
             .iter()
-            .rposition(|s| s.len >= MIN_PART_SIZE as u64)
-            .map_or(0, |i| i + 1)
+            .fold(0u64, |n, s| n.saturating_add(s.len()));
+        let parts = self.parts.iter().fold(0u64, |n, p| n.saturating_add(p.len));
+        sources.saturating_add(parts).saturating_add(self.run_len())
+    }
+
+    /// Whether the data object may exist (completed, or being completed).
+    fn data_may_exist(&self) -> bool {
+        self.closing.is_some()
+            || self
+                .sources
+                .iter()
+                .any(|s| matches!(s, Source::Data { .. }))
+    }
+
+    /// What a state must satisfy to be used: names that stay inside the session, part
+    /// numbers in order and below `next_part`, a digest that parses.
+    fn check(&self) -> Result<(), String> {
+        if !valid_nonce(&self.nonce) {
+            return Err(format!("bad nonce {:?}", self.nonce));
+        }
+        if self.run_len() >= MIN_PART_SIZE as u64 {
+            return Err(format!("a run of {} bytes", self.run_len()));
+        }
+        if self.next_part == 0 || self.next_part > MAX_NEXT_PART {
+            return Err(format!("next part {}", self.next_part));
+        }
+        let names = self
+            .run
+            .iter()
+            .map(|s| &s.name)
+            .chain(self.sources.iter().filter_map(|s| match s {
+                Source::Segment { name, .. } => Some(name),
+                Source::Data { .. } => None,
+            }));
+        for name in names {
+            if !valid_segment_name(name) {
+                return Err(format!("bad segment name {name:?}"));
+            }
+        }
+        let mut last = 0;
+        for p in &self.parts {
+            if p.number <= last || p.number >= self.next_part || p.number > MAX_PARTS {
+                return Err(format!("part number {} out of order", p.number));
+            }
+            last = p.number;
+        }
+        if !self.parts.is_empty() && (self.upload_id.is_none() || !self.sources.is_empty()) {
+            return Err("parts without their multipart upload, or after sources".into());
+        }
+        if let Some(d) = self.closing.as_ref().and_then(|c| c.publish.as_ref()) {
+            d.parse::<Digest>()
+                .map_err(|e| format!("bad digest {d:?}: {e}"))?;
+        }
+        Ok(())
     }
 }
 
 /// One session's keys and the client to reach them.
 pub(crate) struct Session<'a> {
     pub(crate) client: &'a Arc<Client>,
+    pub(crate) layout: &'a Layout,
     pub(crate) keys: SessionKeys,
     pub(crate) id: &'a str,
     pub(crate) part_size: usize,
+    pub(crate) concurrency: usize,
 }
 
 impl Session<'_> {
+    fn corrupt(&self, message: String) -> StorageError {
+        S3Error::CorruptState {
+            key: self.keys.state(),
+            message,
+        }
+        .into()
+    }
+
     /// The session's state and the ETag of the object it was read from.
     async fn load(&self) -> Result<(SessionState, String), StorageError> {
         let key = self.keys.state();
         let Some((etag, bytes)) = self.client.get_tagged(&key).await? else {
             return Err(StorageError::UploadNotFound(self.id.to_string()));
         };
-        let corrupt = |message: String| {
-            StorageError::from(S3Error::CorruptState {
-                key: key.clone(),
-                message,
-            })
+        Ok((self.decode(&bytes).await?, etag))
+    }
+
+    async fn decode(&self, bytes: &[u8]) -> Result<SessionState, StorageError> {
+        #[derive(Deserialize)]
+        struct Version {
+            version: u32,
+        }
+        let Version { version } =
+            serde_json::from_slice(bytes).map_err(|e| self.corrupt(e.to_string()))?;
+        let state = match version {
+            STATE_VERSION => {
+                serde_json::from_slice(bytes).map_err(|e| self.corrupt(e.to_string()))?
+            }
+            1 => self.decode_version_1(bytes).await?,
+            other => return Err(self.corrupt(format!("unknown version {other}"))),
         };
-        let state: SessionState =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        if state.version != STATE_VERSION {
-            return Err(corrupt(format!("unknown version {}", state.version)));
+        state.check().map_err(|m| self.corrupt(m))?;
+        Ok(state)
+    }
+
+    /// A session a version-1 store wrote (segments only, each big one readable), as a
+    /// version-2 state whose big segments are sources; saved as such by its next change.
+    async fn decode_version_1(&self, bytes: &[u8]) -> Result<SessionState, StorageError> {
+        #[derive(Deserialize)]
+        struct V1 {
+            segments: Vec<Segment>,
+            multipart: Option<V1Multipart>,
         }
-        if let Some(bad) = state.segments.iter().find(|s| !valid_segment_name(&s.name)) {
-            return Err(corrupt(format!("bad segment name {:?}", bad.name)));
+        #[derive(Deserialize)]
+        struct V1Multipart {
+            key: String,
+            upload_id: String,
         }
-        Ok((state, etag))
+        let v1: V1 = serde_json::from_slice(bytes).map_err(|e| self.corrupt(e.to_string()))?;
+        if let Some(m) = v1.multipart {
+            // A version-1 finish that stopped half way, straight onto a blob key: of no
+            // use now (that finish aborted it itself on a retry).
+            if self.layout.parse_blob_key(&m.key).is_none() {
+                return Err(self.corrupt(format!("multipart upload on {:?}", m.key)));
+            }
+            self.client.abort_multipart(&m.key, &m.upload_id).await?;
+        }
+        let run_start = v1
+            .segments
+            .iter()
+            .rposition(|s| s.len >= MIN_PART_SIZE as u64)
+            .map_or(0, |i| i + 1);
+        let mut state = SessionState::new();
+        let mut segments = v1.segments;
+        state.run = segments.split_off(run_start);
+        state.sources = segments
+            .into_iter()
+            .map(|s| Source::Segment {
+                name: s.name,
+                len: s.len,
+            })
+            .collect();
+        Ok(state)
     }
 
     fn encode(&self, state: &SessionState) -> Result<Body, StorageError> {
-        let json = serde_json::to_vec(state).map_err(|e| {
-            StorageError::from(S3Error::CorruptState {
-                key: self.keys.state(),
-                message: e.to_string(),
-            })
-        })?;
+        let json = serde_json::to_vec(state).map_err(|e| self.corrupt(e.to_string()))?;
         Ok(Body::Bytes(Bytes::from(json)))
     }
 
-    async fn save(&self, state: &SessionState) -> Result<(), StorageError> {
-        self.client
-            .put(&self.keys.state(), &self.encode(state)?)
-            .await
-    }
-
-    /// Saves `state` only if `state.json` is still the one read (ETag `etag`): a replica
-    /// whose write raced another replica's write of the same session loses with
-    /// `Conflict`, instead of replacing bytes the other had stored and acknowledged.
-    async fn save_if_unchanged(
-        &self,
-        state: &SessionState,
-        etag: &str,
-    ) -> Result<(), StorageError> {
+    /// Saves `state` only if `state.json` is still the one read (ETag `etag`), and returns
+    /// the new ETag: a request whose session another request changed meanwhile loses with
+    /// `Conflict`, instead of replacing what the other recorded.
+    async fn save(&self, state: &SessionState, etag: &str) -> Result<String, StorageError> {
         self.client
             .put_if_match(&self.keys.state(), &self.encode(state)?, etag, self.id)
             .await
     }
 
-    /// Creates (or restarts) the session, empty.
-    pub(crate) async fn start(&self) -> Result<(), StorageError> {
-        self.save(&SessionState {
-            version: STATE_VERSION,
-            ..SessionState::default()
-        })
-        .await
+    fn data_key(&self, state: &SessionState) -> String {
+        self.keys.data(&state.nonce)
     }
 
-    pub(crate) async fn write(
-        &self,
-        offset: u64,
-        mut data: ByteStream,
-    ) -> Result<u64, StorageError> {
-        let (mut state, etag) = self.load().await?;
+    fn source_key(&self, state: &SessionState, source: &Source) -> String {
+        match source {
+            Source::Data { .. } => self.data_key(state),
+            Source::Segment { name, .. } => self.keys.segment(name),
+        }
+    }
+
+    /// Creates the session, empty; a session already under this id is aborted first.
+    pub(crate) async fn start(&self) -> Result<(), StorageError> {
+        let body = self.encode(&SessionState::new())?;
+        let key = self.keys.state();
+        if self.client.put_if_absent(&key, &body, &[]).await?.is_some() {
+            return Ok(());
+        }
+        self.abort().await?;
+        self.client.put(&key, &body).await
+    }
+
+    pub(crate) async fn write(&self, offset: u64, data: ByteStream) -> Result<u64, StorageError> {
+        let (state, etag) = self.load().await?;
+        if state.closing.is_some() {
+            return Err(StorageError::Conflict(format!(
+                "upload {} is being finished",
+                self.id
+            )));
+        }
         let len = state.len();
         if offset > len {
             return Err(StorageError::InvalidOffset {
@@ -161,121 +342,43 @@ impl Session<'_> {
         if offset < len {
             // Replicas share this session: bytes past `offset` may be another replica's
             // write that is about to be acknowledged, so they are never cut (see
-            // `BlobCapabilities::shared_sessions`). A write that failed half way never reached
-            // `state.json`, so its retry does not land here.
+            // `BlobCapabilities::shared_sessions`). A write that failed half way recorded
+            // nothing, so its retry does not land here.
             return Err(StorageError::Conflict(format!(
                 "upload {} holds {len} bytes; a write at {offset} would replace some",
                 self.id
             )));
         }
-        let mut obsolete = Vec::new();
-        let mut changed = false;
-
-        let mut buf = BytesMut::new();
-        let mut total = offset;
-        while let Some(chunk) = data.next().await {
-            // The input's error is returned as is. Segments stored so far are not in the
-            // recorded state; finish and abort remove everything under the session anyway.
-            let mut chunk = chunk?;
-            total += chunk.len() as u64;
-            while !chunk.is_empty() {
-                let take = (self.part_size - buf.len()).min(chunk.len());
-                buf.extend_from_slice(&chunk.split_to(take));
-                if buf.len() == self.part_size {
-                    let full = buf.split().freeze();
-                    obsolete.extend(self.append(&mut state, full, true).await?);
-                    changed = true;
-                }
-            }
-        }
-        if !buf.is_empty() {
-            obsolete.extend(self.append(&mut state, buf.freeze(), false).await?);
-            changed = true;
-        }
-        if changed {
-            self.save_if_unchanged(&state, &etag).await?;
-        }
-        // Only now are the replaced segments unused. Failing to delete them leaves garbage
-        // under the session that finish and abort remove, so it is not an error.
-        self.delete_segments(&obsolete).await.ok();
-        Ok(total)
-    }
-
-    /// Stores `data` after the state's segments, merging the trailing run of small segments
-    /// into it when the result would be at least 5 MiB (always when `full`). Returns the
-    /// names of the segments merged away.
-    async fn append(
-        &self,
-        state: &mut SessionState,
-        data: Bytes,
-        full: bool,
-    ) -> Result<Vec<String>, StorageError> {
-        let run_start = state.run_start();
-        let run = state.segments.get(run_start..).unwrap_or_default().to_vec();
-        let run_len: u64 = run.iter().map(|s| s.len).sum();
-        let name = new_segment_name();
-        let key = self.keys.segment(&name);
-        let data_len = data.len() as u64;
-        if run.is_empty() || !(full || run_len + data_len >= MIN_PART_SIZE as u64) {
-            self.client.put(&key, &Body::Bytes(data)).await?;
-            state.segments.push(Segment {
-                name,
-                len: data_len,
-            });
-            return Ok(Vec::new());
-        }
-        let make = self.concat_body(&run, Some(data));
-        self.client
-            .put(
-                &key,
-                &Body::Stream {
-                    len: run_len + data_len,
-                    make,
-                },
-            )
-            .await?;
-        state.segments.truncate(run_start);
-        state.segments.push(Segment {
-            name,
-            len: run_len + data_len,
-        });
-        Ok(run.into_iter().map(|s| s.name).collect())
-    }
-
-    /// A body factory streaming `segments` from S3 (each cut to its `len`), then `tail`.
-    fn concat_body(
-        &self,
-        segments: &[Segment],
-        tail: Option<Bytes>,
-    ) -> Arc<dyn Fn() -> ByteStream + Send + Sync> {
-        let client = Arc::clone(self.client);
-        let parts: Vec<(String, u64)> = segments
-            .iter()
-            .map(|s| (self.keys.segment(&s.name), s.len))
-            .collect();
-        Arc::new(move || {
-            let segments = read_segments(Arc::clone(&client), parts.clone());
-            match tail.clone() {
-                Some(t) => segments.chain(stream::once(async move { Ok(t) })).boxed(),
-                None => segments,
-            }
-        })
+        let mut appender = Appender::new(self, state, etag);
+        let added = appender.append(data).await?;
+        appender.commit().await?;
+        Ok(len + added)
     }
 
     pub(crate) async fn read(&self) -> Result<ByteStream, StorageError> {
-        let (state, _) = self.load().await?;
+        let (mut state, mut etag) = self.load().await?;
+        if !state.parts.is_empty() {
+            // Parts of an unfinished multipart upload cannot be read back: complete it.
+            self.seal(&mut state, &mut etag, None).await?;
+        }
         let parts = state
-            .segments
+            .sources
             .iter()
-            .map(|s| (self.keys.segment(&s.name), s.len))
+            .map(|s| (self.source_key(&state, s), s.len()))
+            .chain(
+                state
+                    .run
+                    .iter()
+                    .map(|s| (self.keys.segment(&s.name), s.len)),
+            )
             .collect();
-        Ok(read_segments(Arc::clone(self.client), parts))
+        Ok(read_objects(Arc::clone(self.client), parts))
     }
 
-    pub(crate) async fn finish(&self, blob_key: &str, size: u64) -> Result<(), StorageError> {
-        let (mut state, _) = self.load().await?;
-        // Segments are only ever appended, so the first `size` bytes are the ones the
-        // caller hashed; a length other than `size` means another request wrote after it.
+    pub(crate) async fn finish(&self, digest: &Digest, size: u64) -> Result<(), StorageError> {
+        let (mut state, mut etag) = self.load().await?;
+        // Bytes are only ever appended, so the first `size` bytes are the ones the caller
+        // hashed; a length other than `size` means another request wrote after it.
         let len = state.len();
         if len != size {
             return Err(StorageError::Conflict(format!(
@@ -283,130 +386,248 @@ impl Session<'_> {
                 self.id
             )));
         }
-        if let Some(pending) = state.multipart.take() {
-            // A finish that crashed half way; its upload is of no use now.
-            self.client
-                .abort_multipart(&pending.key, &pending.upload_id)
-                .await?;
-            self.save(&state).await?;
-        }
+        let blob_key = self.layout.blob_key(digest);
+        let data_key = self.data_key(&state);
         // The blob's key is its digest: an existing blob has these very bytes.
-        if self.client.head(blob_key).await?.is_none() {
-            self.commit(&mut state, blob_key).await?;
-        }
-        self.remove_all().await
-    }
-
-    async fn commit(&self, state: &mut SessionState, blob_key: &str) -> Result<(), StorageError> {
-        let run_start = state.run_start();
-        let (big, run) = state.segments.split_at(run_start);
-        let run_len: u64 = run.iter().map(|s| s.len).sum();
-        if big.is_empty() {
-            // Under 5 MiB in all: one PUT, as atomic as S3 gets.
-            let body = if run_len == 0 {
-                Body::Empty
-            } else {
-                Body::Stream {
-                    len: run_len,
-                    make: self.concat_body(run, None),
-                }
-            };
-            return self.client.put(blob_key, &body).await;
-        }
-
-        // The parts: each big segment as one or more copies of at most 5 GiB (each at least
-        // 5 MiB, as the segment is), then the run as one uploaded last part.
-        let mut copies: Vec<(String, std::ops::Range<u64>)> = Vec::new();
-        for seg in big {
-            let pieces = seg.len.div_ceil(MAX_PART_SIZE).max(1);
-            let piece = seg.len.div_ceil(pieces);
-            let mut start = 0;
-            while start < seg.len {
-                let end = (start + piece).min(seg.len);
-                copies.push((self.keys.segment(&seg.name), start..end));
-                start = end;
+        if let Some(head) = self.client.head_object(&blob_key).await? {
+            match self.existing(&head, &data_key).await? {
+                Existing::Ours => return self.cleanup(&state, true).await,
+                Existing::Intact => return self.cleanup(&state, false).await,
+                Existing::Dangling => {}
             }
         }
-        let parts = copies.len() as u64 + u64::from(run_len > 0);
-        if parts > MAX_PARTS {
-            return Err(crate::error::protocol(
-                "CompleteMultipartUpload",
-                blob_key,
-                format!("{parts} parts exceed S3's {MAX_PARTS}; use a larger part_size"),
-            ));
+        if state.parts.is_empty() && state.sources.is_empty() {
+            // Under 5 MiB, all in the run: one PUT of the whole blob, as atomic as S3 gets.
+            let body = match state.run_len() {
+                0 => Body::Empty,
+                len => Body::Stream {
+                    len,
+                    make: self.concat_body(&state.run, Vec::new()),
+                },
+            };
+            self.client.put(&blob_key, &body).await?;
+            return self.cleanup(&state, false).await;
         }
+        let sealed = matches!(state.sources.as_slice(), [Source::Data { .. }])
+            && state.parts.is_empty()
+            && state.run.is_empty();
+        if !state.sources.is_empty() && !sealed {
+            // Segments of a version-1 session, or a completed data object with writes
+            // after it: copied into a new multipart upload, server-side.
+            let mut appender = Appender::new(self, state, etag);
+            appender.claim().await?;
+            appender.commit().await?;
+            (state, etag) = self.load().await?;
+        }
+        self.seal(&mut state, &mut etag, Some(digest)).await?;
 
-        let upload_id = self.client.create_multipart(blob_key).await?;
-        state.multipart = Some(PendingMultipart {
-            key: blob_key.to_string(),
-            upload_id: upload_id.clone(),
-        });
-        let result = async {
-            self.save(state).await?;
-            let mut etags: Vec<(u16, String)> = stream::iter(copies.into_iter().enumerate())
-                .map(|(i, (source, range))| {
-                    let upload_id = &upload_id;
-                    async move {
-                        let part = part_number(i)?;
-                        let etag = self
-                            .client
-                            .upload_part_copy(blob_key, upload_id, part, &source, range)
+        let metadata = [
+            (META_DATA, self.layout.relative(&data_key).to_string()),
+            (META_SIZE, size.to_string()),
+        ];
+        if self
+            .client
+            .put_meta(&blob_key, &Body::Empty, &metadata, true)
+            .await?
+            .is_none()
+        {
+            // Published by another session meanwhile (or by this one's earlier attempt).
+            let head = self.client.head_object(&blob_key).await?;
+            match head {
+                Some(h) => match self.existing(&h, &data_key).await? {
+                    Existing::Ours => {}
+                    Existing::Intact => return self.cleanup(&state, false).await,
+                    Existing::Dangling => {
+                        self.client
+                            .put_meta(&blob_key, &Body::Empty, &metadata, false)
                             .await?;
-                        Ok::<_, StorageError>((part, etag))
                     }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .try_collect()
-                .await?;
-            if run_len > 0 {
-                let part = part_number(etags.len())?;
+                },
+                None => {
+                    self.client
+                        .put_meta(&blob_key, &Body::Empty, &metadata, false)
+                        .await?;
+                }
+            }
+        }
+        self.cleanup(&state, true).await
+    }
+
+    /// What the object already at a blob's key is to a session with data key `data_key`.
+    async fn existing(&self, head: &ObjectHead, data_key: &str) -> Result<Existing, StorageError> {
+        let Some(relative) = &head.data else {
+            return Ok(Existing::Intact);
+        };
+        if self.layout.data_key_of_pointer(relative).as_deref() == Some(data_key) {
+            return Ok(Existing::Ours);
+        }
+        match self.layout.data_key_of_pointer(relative) {
+            Some(other) if self.client.head(&other).await?.is_some() => Ok(Existing::Intact),
+            // Its data is gone: a delete that stopped half way (data first, then pointer).
+            _ => Ok(Existing::Dangling),
+        }
+    }
+
+    /// Completes the multipart upload into the data object, so that it holds every byte of
+    /// the session: afterwards the state's only source is the data object. With
+    /// `publish`, the digest is recorded first (an abort after a crash keeps the data if
+    /// that digest's pointer names it), and the completed state is not saved: `finish`
+    /// goes on to publish and remove the session, and a retry finds the upload completed.
+    async fn seal(
+        &self,
+        state: &mut SessionState,
+        etag: &mut String,
+        publish: Option<&Digest>,
+    ) -> Result<(), StorageError> {
+        // A finish saves nothing after completing (see above); a read does.
+        let save_after = publish.is_none();
+        let publish = publish
+            .map(Digest::to_string)
+            .or_else(|| state.closing.as_ref().and_then(|c| c.publish.clone()));
+        let data_key = self.data_key(state);
+        let Some(upload_id) = state.upload_id.clone() else {
+            // Already one data object: only the digest to record.
+            if publish.is_some()
+                && state.closing.as_ref().and_then(|c| c.publish.as_ref()) != publish.as_ref()
+            {
+                state.closing = Some(Closing {
+                    publish,
+                    last_part: None,
+                });
+                *etag = self.save(state, etag).await?;
+            }
+            return Ok(());
+        };
+        let needs_record = match &state.closing {
+            None => true,
+            Some(c) => c.publish != publish,
+        };
+        if needs_record {
+            let mut closing = state.closing.take().unwrap_or_default();
+            closing.publish = publish.clone();
+            if closing.last_part.is_none() && !state.run.is_empty() {
+                closing.last_part = Some(state.next_part);
+                state.next_part = state.next_part.saturating_add(1);
+            }
+            state.closing = Some(closing);
+            state.claim = None;
+            *etag = self.save(state, etag).await?;
+        }
+        let mut parts: Vec<(u32, String)> = state
+            .parts
+            .iter()
+            .map(|p| (p.number, p.etag.clone()))
+            .collect();
+        let last_part = state.closing.as_ref().and_then(|c| c.last_part);
+        let len = state.len();
+        let completed = async {
+            if let (Some(number), false) = (last_part, state.run.is_empty()) {
                 let body = Body::Stream {
-                    len: run_len,
-                    make: self.concat_body(run, None),
+                    len: state.run_len(),
+                    make: self.concat_body(&state.run, Vec::new()),
                 };
                 let etag = self
                     .client
-                    .upload_part(blob_key, &upload_id, part, &body)
+                    .upload_part(&data_key, &upload_id, part_number(number)?, &body)
                     .await?;
-                etags.push((part, etag));
+                parts.push((number, etag));
             }
-            etags.sort_by_key(|(part, _)| *part);
-            let etags: Vec<String> = etags.into_iter().map(|(_, e)| e).collect();
+            let mut numbered = Vec::with_capacity(parts.len());
+            for (number, etag) in parts {
+                numbered.push((part_number(number)?, etag));
+            }
             self.client
-                .complete_multipart(blob_key, &upload_id, &etags)
+                .complete_multipart(&data_key, &upload_id, &numbered)
                 .await
         }
         .await;
-        if result.is_err() {
-            // Best effort: if this fails too, the id stays recorded for abort.
-            let _ = self.client.abort_multipart(blob_key, &upload_id).await;
+        match completed {
+            Ok(()) => {}
+            // An earlier attempt completed it (and crashed before recording so).
+            Err(e) if is_no_such_upload(&e) => {
+                if self.client.head(&data_key).await? != Some(len) {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
         }
-        result
+        let run = std::mem::take(&mut state.run);
+        state.sources = vec![Source::Data { len }];
+        state.parts.clear();
+        state.upload_id = None;
+        state.closing = publish.map(|publish| Closing {
+            publish: Some(publish),
+            last_part: None,
+        });
+        if save_after {
+            *etag = self.save(state, etag).await?;
+            // Now in the data object; failing to delete them leaves garbage under the
+            // session that finish and abort remove, so it is not an error.
+            let keys: Vec<String> = run.iter().map(|s| self.keys.segment(&s.name)).collect();
+            delete_keys(self.client, keys).await.ok();
+        }
+        Ok(())
     }
 
     pub(crate) async fn abort(&self) -> Result<(), StorageError> {
         match self.load().await {
-            Ok((
-                SessionState {
-                    multipart: Some(pending),
-                    ..
-                },
-                _,
-            )) => {
-                self.client
-                    .abort_multipart(&pending.key, &pending.upload_id)
-                    .await?;
+            Ok((state, _)) => {
+                let keep = match state.closing.as_ref().and_then(|c| c.publish.as_ref()) {
+                    Some(d) => {
+                        let digest: Digest = d.parse().map_err(|_| self.corrupt(d.clone()))?;
+                        let blob_key = self.layout.blob_key(&digest);
+                        match self.client.head_object(&blob_key).await? {
+                            Some(h) => matches!(
+                                self.existing(&h, &self.data_key(&state)).await?,
+                                Existing::Ours
+                            ),
+                            None => false,
+                        }
+                    }
+                    None => false,
+                };
+                self.cleanup(&state, keep).await
             }
-            Ok(_) | Err(StorageError::UploadNotFound(_)) => {}
+            Err(StorageError::UploadNotFound(_)) => {
+                self.abort_multiparts().await?;
+                self.remove_all().await
+            }
             // A state that does not decode is still removed.
             Err(StorageError::Backend { source, .. })
                 if matches!(
                     source.downcast_ref::<S3Error>(),
                     Some(S3Error::CorruptState { .. })
-                ) => {}
-            Err(e) => return Err(e),
+                ) =>
+            {
+                self.abort_multiparts().await?;
+                self.remove_all().await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes everything of the session: its multipart uploads, its data object unless
+    /// `keep_data` (a blob points at it), its state, then its segments.
+    async fn cleanup(&self, state: &SessionState, keep_data: bool) -> Result<(), StorageError> {
+        if state.multipart_used || state.upload_id.is_some() {
+            self.abort_multiparts().await?;
+        }
+        if !keep_data && state.data_may_exist() {
+            self.client.delete(&self.data_key(state)).await?;
         }
         self.remove_all().await
+    }
+
+    /// Aborts every multipart upload under the session's data prefix, recorded or not.
+    async fn abort_multiparts(&self) -> Result<(), StorageError> {
+        let uploads = self.client.list_multipart(&self.keys.data_prefix).await?;
+        stream::iter(uploads)
+            .map(|(key, upload_id)| async move {
+                self.client.abort_multipart(&key, &upload_id).await
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<()>()
+            .await
     }
 
     /// Deletes the state first (the session is gone from then on), then every object under
@@ -420,13 +641,349 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn delete_segments(&self, names: &[String]) -> Result<(), StorageError> {
-        delete_keys(
-            self.client,
-            names.iter().map(|n| self.keys.segment(n)).collect(),
-        )
+    /// A body factory streaming `segments` from S3 (each cut to its `len`), then `tail`.
+    fn concat_body(
+        &self,
+        segments: &[Segment],
+        tail: Vec<Bytes>,
+    ) -> Arc<dyn Fn() -> ByteStream + Send + Sync> {
+        let client = Arc::clone(self.client);
+        let parts: Vec<(String, u64)> = segments
+            .iter()
+            .map(|s| (self.keys.segment(&s.name), s.len))
+            .collect();
+        Arc::new(move || {
+            let tail: Vec<Result<Bytes, StorageError>> = tail.iter().cloned().map(Ok).collect();
+            read_objects(Arc::clone(&client), parts.clone())
+                .chain(stream::iter(tail))
+                .boxed()
+        })
+    }
+}
+
+/// What is already at a blob's key, for a session about to publish there.
+enum Existing {
+    /// A pointer at this session's data key (an earlier attempt of this finish).
+    Ours,
+    /// The blob, complete (its bytes, or a pointer at data that exists).
+    Intact,
+    /// A pointer whose data is gone.
+    Dangling,
+}
+
+/// Bytes of one part, not sent yet: the run's segments (streamed back from S3), then
+/// buffers.
+struct Pending {
+    run: Vec<Segment>,
+    chunks: Vec<Bytes>,
+}
+
+impl Pending {
+    fn len(&self) -> u64 {
+        self.run.iter().map(|s| s.len).sum::<u64>()
+            + self.chunks.iter().map(|c| c.len() as u64).sum::<u64>()
+    }
+}
+
+/// One write in progress: cuts the input into parts and sends them, several at once, into
+/// the session's multipart upload; records them when the input is done.
+struct Appender<'s, 'a> {
+    session: &'s Session<'a>,
+    /// The state as saved (with this write's claim, once made), and its ETag.
+    base: SessionState,
+    etag: String,
+    /// The part numbers this write may still use, once claimed.
+    window: Option<Range<u32>>,
+    upload_id: Option<String>,
+    /// The recorded run is still to be sent, as the start of the next part.
+    carry_run: bool,
+    /// Bytes of the part being filled, and how long it is to be.
+    cur: BytesMut,
+    cur_target: usize,
+    /// A full part, held until at least 5 MiB follow it: the input may end sooner, and
+    /// then those bytes go with it (a part under 5 MiB may only be last).
+    held: Option<Pending>,
+    sending: JoinSet<Result<Part, StorageError>>,
+    sent: Vec<Part>,
+    new_run: Vec<Segment>,
+    /// Sources copied into the multipart upload (a data object, version-1 segments).
+    unsealed: bool,
+}
+
+impl<'s, 'a> Appender<'s, 'a> {
+    fn new(session: &'s Session<'a>, base: SessionState, etag: String) -> Self {
+        let carry_run = !base.run.is_empty();
+        let cur_target = session.part_size - base.run_len() as usize;
+        Appender {
+            session,
+            upload_id: base.upload_id.clone(),
+            base,
+            etag,
+            window: None,
+            carry_run,
+            cur: BytesMut::new(),
+            cur_target,
+            held: None,
+            sending: JoinSet::new(),
+            sent: Vec::new(),
+            new_run: Vec::new(),
+            unsealed: false,
+        }
+    }
+
+    /// Sends `data`; returns how many bytes it held. Nothing is recorded yet.
+    async fn append(&mut self, mut data: ByteStream) -> Result<u64, StorageError> {
+        let mut total = 0u64;
+        while let Some(chunk) = data.next().await {
+            // The input's error is returned as is; parts sent so far are not recorded.
+            let mut chunk = chunk?;
+            total += chunk.len() as u64;
+            while !chunk.is_empty() {
+                if self.cur.is_empty() {
+                    self.cur.reserve(self.cur_target);
+                }
+                let take = (self.cur_target - self.cur.len()).min(chunk.len());
+                self.cur.extend_from_slice(&chunk.split_to(take));
+                if self.cur.len() >= MIN_PART_SIZE
+                    && let Some(held) = self.held.take()
+                {
+                    self.send(held).await?;
+                }
+                if self.cur.len() == self.cur_target {
+                    let full = self.take_cur();
+                    self.held = Some(full);
+                }
+            }
+        }
+        let rest = self.cur.split().freeze();
+        match self.held.take() {
+            Some(mut held) if rest.len() < MIN_PART_SIZE => {
+                if !rest.is_empty() {
+                    held.chunks.push(rest);
+                }
+                self.send(held).await?;
+            }
+            Some(held) => {
+                self.send(held).await?;
+                self.send(Pending {
+                    run: Vec::new(),
+                    chunks: vec![rest],
+                })
+                .await?;
+            }
+            None if rest.is_empty() => {}
+            None => {
+                let run_len = if self.carry_run {
+                    self.base.run_len()
+                } else {
+                    0
+                };
+                if run_len + rest.len() as u64 >= MIN_PART_SIZE as u64 {
+                    let last = self.take_pending(rest);
+                    self.send(last).await?;
+                } else {
+                    self.store_segment(rest).await?;
+                }
+            }
+        }
+        while let Some(part) = self.sending.join_next().await {
+            self.sent.push(joined(part)?);
+        }
+        Ok(total)
+    }
+
+    fn take_cur(&mut self) -> Pending {
+        let bytes = self.cur.split().freeze();
+        self.cur_target = self.session.part_size;
+        self.take_pending(bytes)
+    }
+
+    /// `bytes` as a part, after the run if it is still to be sent.
+    fn take_pending(&mut self, bytes: Bytes) -> Pending {
+        let run = if std::mem::take(&mut self.carry_run) {
+            self.base.run.clone()
+        } else {
+            Vec::new()
+        };
+        Pending {
+            run,
+            chunks: vec![bytes],
+        }
+    }
+
+    /// A write's end too short to be a part: a new segment of the run.
+    async fn store_segment(&mut self, bytes: Bytes) -> Result<(), StorageError> {
+        let name = new_segment_name();
+        let len = bytes.len() as u64;
+        let key = self.session.keys.segment(&name);
+        self.session.client.put(&key, &Body::Bytes(bytes)).await?;
+        self.new_run.push(Segment { name, len });
+        Ok(())
+    }
+
+    /// Claims part numbers (and creates the multipart upload, and copies the sources into
+    /// it) before the first part is sent.
+    async fn claim(&mut self) -> Result<(), StorageError> {
+        if self.window.is_some() {
+            return Ok(());
+        }
+        let start = self.base.next_part;
+        self.base.next_part = start.saturating_add(CLAIM_WINDOW);
+        self.base.claim = Some(new_nonce());
+        self.base.multipart_used = true;
+        self.etag = self.session.save(&self.base, &self.etag).await?;
+        self.window = Some(start..self.base.next_part);
+        let data_key = self.session.data_key(&self.base);
+        if self.upload_id.is_none() {
+            let id = self.session.client.create_multipart(&data_key).await?;
+            self.upload_id = Some(id);
+        }
+        // Server-side copies of the sources, at most 5 GiB each and, the sources being at
+        // least 5 MiB, at least that. A data object is copied into the upload that will
+        // replace it when completed; until then it stays as it is.
+        let sources: Vec<(String, u64)> = self
+            .base
+            .sources
+            .iter()
+            .map(|s| (self.session.source_key(&self.base, s), s.len()))
+            .collect();
+        self.unsealed = !sources.is_empty();
+        for (key, len) in sources {
+            let pieces = len.div_ceil(MAX_PART_SIZE).max(1);
+            let piece = len.div_ceil(pieces);
+            let mut start = 0;
+            while start < len {
+                let end = (start + piece).min(len);
+                let number = self.next_number().await?;
+                let (client, upload_id) = (Arc::clone(self.session.client), self.upload_id());
+                let (data_key, key) = (data_key.clone(), key.clone());
+                self.spawn(async move {
+                    let part = part_number(number)?;
+                    let etag = client
+                        .upload_part_copy(&data_key, &upload_id, part, &key, start..end)
+                        .await?;
+                    Ok(Part {
+                        number,
+                        etag,
+                        len: end - start,
+                    })
+                })
+                .await?;
+                start = end;
+            }
+        }
+        Ok(())
+    }
+
+    fn upload_id(&self) -> String {
+        self.upload_id.clone().unwrap_or_default()
+    }
+
+    async fn next_number(&mut self) -> Result<u32, StorageError> {
+        let Some(window) = self.window.clone() else {
+            return Err(StorageError::backend(BACKEND, "part sent before a claim"));
+        };
+        let mut window = window;
+        if window.start >= window.end {
+            // Extend the claim; refused if another request changed the session since.
+            self.base.next_part = window.end.saturating_add(CLAIM_WINDOW);
+            self.etag = self.session.save(&self.base, &self.etag).await?;
+            window.end = self.base.next_part;
+        }
+        if window.start > MAX_PARTS {
+            return Err(protocol(
+                "UploadPart",
+                &self.session.data_key(&self.base),
+                format!("more than S3's {MAX_PARTS} parts; use a larger part_size"),
+            ));
+        }
+        let number = window.start;
+        self.window = Some(number + 1..window.end);
+        Ok(number)
+    }
+
+    async fn send(&mut self, pending: Pending) -> Result<(), StorageError> {
+        self.claim().await?;
+        let number = self.next_number().await?;
+        let len = pending.len();
+        let body = if pending.run.is_empty() {
+            Body::Chunks(pending.chunks)
+        } else {
+            Body::Stream {
+                len,
+                make: self.session.concat_body(&pending.run, pending.chunks),
+            }
+        };
+        let client = Arc::clone(self.session.client);
+        let (data_key, upload_id) = (self.session.data_key(&self.base), self.upload_id());
+        self.spawn(async move {
+            let etag = client
+                .upload_part(&data_key, &upload_id, part_number(number)?, &body)
+                .await?;
+            Ok(Part { number, etag, len })
+        })
         .await
     }
+
+    /// Starts sending a part; waits while `concurrency` are already on their way.
+    async fn spawn(
+        &mut self,
+        part: impl Future<Output = Result<Part, StorageError>> + Send + 'static,
+    ) -> Result<(), StorageError> {
+        self.sending.spawn(part);
+        while self.sending.len() > self.session.concurrency {
+            if let Some(done) = self.sending.join_next().await {
+                self.sent.push(joined(done)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what this write stored (if anything), then deletes what it made obsolete.
+    async fn commit(mut self) -> Result<(), StorageError> {
+        while let Some(part) = self.sending.join_next().await {
+            self.sent.push(joined(part)?);
+        }
+        if self.window.is_none() && self.new_run.is_empty() {
+            return Ok(());
+        }
+        let mut state = self.base.clone();
+        let mut obsolete = Vec::new();
+        if self.window.is_some() {
+            let merged = !self.carry_run && !state.run.is_empty();
+            if merged {
+                obsolete.extend(state.run.drain(..).map(|s| s.name));
+            }
+            if self.unsealed {
+                for source in std::mem::take(&mut state.sources) {
+                    if let Source::Segment { name, .. } = source {
+                        obsolete.push(name);
+                    }
+                }
+            }
+            self.sent.sort_by_key(|p| p.number);
+            state.next_part = self.sent.last().map_or(state.next_part, |p| p.number + 1);
+            state.parts.append(&mut self.sent);
+            state.upload_id = self.upload_id.take();
+            state.claim = None;
+        }
+        state.run.append(&mut self.new_run);
+        self.session.save(&state, &self.etag).await?;
+        // Only now are these unused. Failing to delete them leaves garbage under the
+        // session that finish and abort remove, so it is not an error.
+        let keys = obsolete
+            .iter()
+            .map(|n| self.session.keys.segment(n))
+            .collect();
+        delete_keys(self.session.client, keys).await.ok();
+        Ok(())
+    }
+}
+
+fn joined(
+    result: Result<Result<Part, StorageError>, tokio::task::JoinError>,
+) -> Result<Part, StorageError> {
+    result.map_err(|e| StorageError::backend(BACKEND, format!("sending a part: {e}")))?
 }
 
 async fn delete_keys(client: &Arc<Client>, keys: Vec<String>) -> Result<(), StorageError> {
@@ -440,26 +997,25 @@ async fn delete_keys(client: &Arc<Client>, keys: Vec<String>) -> Result<(), Stor
         .await
 }
 
-fn part_number(index: usize) -> Result<u16, StorageError> {
-    u16::try_from(index + 1).map_err(|_| {
-        StorageError::backend(crate::error::BACKEND, "more than 65535 parts".to_string())
-    })
+fn part_number(number: u32) -> Result<u16, StorageError> {
+    u16::try_from(number)
+        .ok()
+        .filter(|n| u32::from(*n) <= MAX_PARTS)
+        .ok_or_else(|| {
+            StorageError::backend(BACKEND, format!("part number {number} is past S3's limit"))
+        })
 }
 
 /// The first `len` bytes of each `(key, len)` in turn, fetched one at a time as the stream
 /// is read.
-fn read_segments(client: Arc<Client>, parts: Vec<(String, u64)>) -> ByteStream {
+fn read_objects(client: Arc<Client>, parts: Vec<(String, u64)>) -> ByteStream {
     stream::iter(parts.into_iter().filter(|(_, len)| *len > 0))
         .then(move |(key, len)| {
             let client = Arc::clone(&client);
             async move {
                 match client.get(&key, Some(0..len)).await? {
                     Some((_, stream)) => Ok(stream),
-                    None => Err(crate::error::protocol(
-                        "GET",
-                        &key,
-                        "an upload segment is missing",
-                    )),
+                    None => Err(protocol("GET", &key, "an upload's object is missing")),
                 }
             }
         })
@@ -471,37 +1027,76 @@ fn read_segments(client: Arc<Client>, parts: Vec<(String, u64)>) -> ByteStream {
 mod tests {
     use super::*;
 
-    fn state(lens: &[u64]) -> SessionState {
-        SessionState {
-            version: STATE_VERSION,
-            segments: lens
-                .iter()
-                .enumerate()
-                .map(|(i, &len)| Segment {
-                    name: format!("seg-{i}"),
-                    len,
-                })
-                .collect(),
-            multipart: None,
-        }
-    }
-
     const MIB: u64 = 1024 * 1024;
 
-    #[test]
-    fn runs() {
-        assert_eq!(state(&[]).run_start(), 0);
-        assert_eq!(state(&[1, 2]).run_start(), 0);
-        assert_eq!(state(&[8 * MIB, 5 * MIB, 1]).run_start(), 2);
-        assert_eq!(state(&[8 * MIB, 5 * MIB]).run_start(), 2);
+    fn state(parts: &[u64], run: &[u64]) -> SessionState {
+        let mut s = SessionState::new();
+        s.upload_id = (!parts.is_empty()).then(|| "u".to_string());
+        s.parts = parts
+            .iter()
+            .enumerate()
+            .map(|(i, &len)| Part {
+                number: i as u32 + 1,
+                etag: format!("\"{i}\""),
+                len,
+            })
+            .collect();
+        s.next_part = parts.len() as u32 + 1;
+        s.run = run
+            .iter()
+            .map(|&len| Segment {
+                name: new_segment_name(),
+                len,
+            })
+            .collect();
+        s
     }
 
     #[test]
-    fn state_round_trips() {
-        let s = state(&[1, 2]);
+    fn lengths_and_round_trip() {
+        let s = state(&[8 * MIB, 6 * MIB], &[1, 2]);
+        assert_eq!(s.len(), 14 * MIB + 3);
+        assert_eq!(s.run_len(), 3);
         let json = serde_json::to_string(&s).unwrap();
         let back: SessionState = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.len(), 3);
-        assert!(!json.contains("multipart"));
+        assert_eq!(back.len(), s.len());
+        assert!(back.check().is_ok());
+        assert!(
+            !json.contains("closing") && !json.contains("sources"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn states_that_would_escape_or_reorder_are_refused() {
+        let mut s = state(&[8 * MIB, 6 * MIB], &[]);
+        s.parts.swap(0, 1);
+        assert!(s.check().is_err());
+        let mut s = state(&[8 * MIB], &[]);
+        s.next_part = 1;
+        assert!(s.check().is_err(), "a part at or past next_part");
+        let mut s = state(&[], &[5]);
+        s.run[0].name = "../../blobs/x".into();
+        assert!(s.check().is_err());
+        let mut s = state(&[], &[]);
+        s.nonce = "../x".into();
+        assert!(s.check().is_err());
+        let mut s = state(&[], &[]);
+        s.closing = Some(Closing {
+            publish: Some("sha256:nothex".into()),
+            last_part: None,
+        });
+        assert!(s.check().is_err());
+        let mut s = state(&[8 * MIB], &[]);
+        s.upload_id = None;
+        assert!(s.check().is_err(), "parts without an upload");
+    }
+
+    #[test]
+    fn part_numbers_stop_at_the_limit() {
+        assert_eq!(part_number(1).unwrap(), 1);
+        assert_eq!(part_number(10_000).unwrap(), 10_000);
+        assert!(part_number(10_001).is_err());
+        assert!(part_number(70_000).is_err());
     }
 }
