@@ -13,7 +13,7 @@ use std::process::Command;
 
 use common::oci_layout::{Layout, MANIFEST};
 use common::skopeo_flow::{assert_layout_blobs_intact, require_skopeo};
-use common::{Server, registry_command, seed, sha256, tempdir};
+use common::{Server, seed, serve_command, sha256, tempdir};
 
 /// Runs `skopeo --insecure-policy ARGS` with `home` as its home (so no login of the
 /// machine's user is found) and a time limit; returns success, stdout and stderr.
@@ -62,29 +62,15 @@ fn skopeo_pulls_a_public_repository_without_credentials() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let mut cmd = registry_command();
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--storage")
-        .arg(format!("fs://{}", data.join("blobs").display()))
-        .arg("--metadata")
-        .arg(format!("sqlite://{}", data.join("registry.db").display()))
-        .arg("--htpasswd")
-        .arg(&users)
-        .arg("--access-policy")
-        .arg(&policy);
-    for var in [
-        "REGISTRY_HTPASSWD",
-        "REGISTRY_TOKEN_REALM",
-        "REGISTRY_TOKEN_SERVICE",
-        "REGISTRY_TOKEN_ISSUER",
-        "REGISTRY_TOKEN_KEY",
-        "REGISTRY_ACCESS_POLICY",
-        "REGISTRY_READ_ONLY",
-    ] {
-        cmd.env_remove(var);
-    }
+    let cmd = serve_command(
+        &data,
+        &[
+            "--htpasswd",
+            &users.display().to_string(),
+            "--access-policy",
+            &policy.display().to_string(),
+        ],
+    );
     let server = Server::spawn(cmd);
     let host = server.addr.clone();
 

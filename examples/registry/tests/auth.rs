@@ -7,13 +7,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use common::oci_layout::{Layout, MANIFEST};
 use common::skopeo_flow::{require_skopeo, skopeo, skopeo_try};
-use common::{Server, registry_command, seed, sha256, tempdir};
+use common::{Server, seed, serve_command, sha256, tempdir};
 use registry_core::auth::{AccessPolicy, AccessRule, Action, Htpasswd};
 use serde_json::json;
 
@@ -28,33 +26,6 @@ fn htpasswd(users: &[(&str, &str)]) -> String {
             format!("{user}:{hash}\n")
         })
         .collect()
-}
-
-/// `registry serve` on a free port over `data`, with `extra` flags.
-fn serve_command(data: &Path, extra: &[&str]) -> Command {
-    let mut cmd = registry_command();
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--storage")
-        .arg(format!("fs://{}", data.join("blobs").display()))
-        .arg("--metadata")
-        .arg(format!("sqlite://{}", data.join("registry.db").display()))
-        .args(extra);
-    for var in [
-        "REGISTRY_HTPASSWD",
-        "REGISTRY_TOKEN_REALM",
-        "REGISTRY_TOKEN_SERVICE",
-        "REGISTRY_TOKEN_ISSUER",
-        "REGISTRY_TOKEN_KEY",
-        "REGISTRY_ACCESS_POLICY",
-        "REGISTRY_READ_ONLY",
-        "REGISTRY_IMMUTABLE_TAGS",
-        "REGISTRY_MAX_BLOB_SIZE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
 }
 
 /// A small image: a config, one layer, and its manifest (bytes and digest).

@@ -11,7 +11,7 @@ mod common;
 use common::distribution::start_distribution;
 use common::oci_layout::{INDEX, Layout, MANIFEST, read_blob};
 use common::skopeo_flow::{require_skopeo, skopeo, skopeo_try};
-use common::{Server, registry_command, seed, tempdir};
+use common::{Server, seed, serve_command, tempdir};
 
 #[test]
 fn skopeo_pulls_through_the_cache_with_the_upstream_s_digests() {
@@ -38,18 +38,15 @@ fn skopeo_pulls_through_the_cache_with_the_upstream_s_digests() {
     }
 
     let data = dir.path().join("cache");
-    let mut cmd = registry_command();
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .arg("--storage")
-        .arg(format!("fs://{}", data.join("blobs").display()))
-        .arg("--metadata")
-        .arg(format!("sqlite://{}", data.join("registry.db").display()))
-        .arg("--upstream")
-        .arg(format!("dist=http://{upstream_addr}"))
-        .arg("--upstream-tag-ttl")
-        .arg("1s");
+    let cmd = serve_command(
+        &data,
+        &[
+            "--upstream",
+            &format!("dist=http://{upstream_addr}"),
+            "--upstream-tag-ttl",
+            "1s",
+        ],
+    );
     let cache = Server::spawn(cmd);
     let through = |path: &str| format!("docker://{}/dist/{path}", cache.addr);
     let direct = |path: &str| format!("docker://{upstream_addr}/{path}");

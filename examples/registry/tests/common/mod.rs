@@ -69,6 +69,34 @@ pub fn registry_command() -> Command {
     cmd
 }
 
+/// `registry serve` on a free port over `data` (fs blobs + SQLite), with `extra` flags and
+/// none of the access settings inherited from the environment.
+pub fn serve_command(data: &Path, extra: &[&str]) -> Command {
+    let mut cmd = registry_command();
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--storage")
+        .arg(format!("fs://{}", data.join("blobs").display()))
+        .arg("--metadata")
+        .arg(format!("sqlite://{}", data.join("registry.db").display()))
+        .args(extra);
+    for var in [
+        "REGISTRY_HTPASSWD",
+        "REGISTRY_TOKEN_REALM",
+        "REGISTRY_TOKEN_SERVICE",
+        "REGISTRY_TOKEN_ISSUER",
+        "REGISTRY_TOKEN_KEY",
+        "REGISTRY_ACCESS_POLICY",
+        "REGISTRY_READ_ONLY",
+        "REGISTRY_IMMUTABLE_TAGS",
+        "REGISTRY_MAX_BLOB_SIZE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// A running `registry serve`. Killed (SIGKILL) when dropped.
 pub struct Server {
     child: Child,
