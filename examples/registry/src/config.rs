@@ -38,6 +38,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::mirror::MirrorSpec;
 use crate::upstream::UpstreamSpec;
 
 /// The storage schemes this build can open.
@@ -66,7 +67,17 @@ pub enum Command {
     Import(ImportCommand),
     /// Print storage statistics from the metadata store (no server needed).
     Stats(StatsCommand),
+    /// Copy repositories from another registry into the stores (`--from URL`), or from
+    /// the stores to another registry (`--to URL`), then exit. Incremental: what the
+    /// target holds is not copied again, so an interrupted sync resumes when run again.
+    /// Indexes are copied whole, and referrers (signatures, SBOMs) follow their
+    /// subjects. Exits non-zero if anything could not be copied.
+    Sync(SyncCommand),
 }
+
+/// Keys of the config file that are no flag, with the command that reads them: a list of
+/// tables has no spelling on a command line.
+pub const FILE_ONLY_KEYS: &[(&str, &str)] = &[("serve", "mirror")];
 
 /// The clap command of [`Cli`], each subcommand's `--config` help naming the file keys
 /// that subcommand reads.
@@ -79,10 +90,15 @@ pub fn command() -> clap::Command {
         .collect();
     for name in names {
         cli = cli.mut_subcommand(name, |sub| {
+            let file_only = FILE_ONLY_KEYS
+                .iter()
+                .filter(|(command, _)| *command == sub.get_name())
+                .map(|(_, key)| *key);
             let own: Vec<&str> = sub
                 .get_arguments()
                 .map(|a| a.get_id().as_str())
                 .filter(|id| keys.contains(*id))
+                .chain(file_only)
                 .collect();
             let help = format!(
                 "TOML file of settings, under the environment and the flags (which win over \
@@ -155,6 +171,43 @@ pub struct ImportCommand {
     /// Copies nothing.
     #[arg(long, group = "source")]
     pub rebuild: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SyncCommand {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub direction: SyncDirection,
+    /// Repositories to copy: a name, or a pattern where `*` matches anything, `/`
+    /// included (`library/*`). A name without `*` is copied without asking the source
+    /// for its catalog.
+    #[arg(long, value_name = "PATTERN")]
+    pub repositories: String,
+    /// Copy only the tags this regular expression matches (unanchored: `^v1\.` for tags
+    /// starting `v1.`) [default: every tag].
+    #[arg(long, value_name = "REGEX")]
+    pub tags: Option<String>,
+    /// User name at the other registry (with --password-file) [default: anonymous].
+    #[arg(long, env = "REGISTRY_SYNC_USERNAME", value_name = "USER")]
+    pub username: Option<String>,
+    /// File whose first line is the password at the other registry.
+    #[arg(long, env = "REGISTRY_SYNC_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `--from` or `--to`, exactly one: clap's error for neither names both.
+#[derive(Debug, Clone, Args)]
+#[group(id = "direction", required = true, multiple = false)]
+pub struct SyncDirection {
+    /// The registry to copy from (`https://HOST[:PORT]`), into the stores.
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// The registry to copy to, from the stores (pushed with the distribution API).
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -315,6 +368,12 @@ pub struct ServeArgs {
         default_value = "5m"
     )]
     pub upstream_tag_ttl: String,
+    /// Mirrors, in the config file only: `[[mirror]]` tables with `from` (a pull mirror,
+    /// synced at start and every `interval`, default `1h`) or `to` (a push mirror, fed by
+    /// every push), `repositories`, and optionally `tags`, `username`, `password_file`.
+    #[arg(skip)]
+    #[serde(default)]
+    pub mirror: Vec<MirrorSpec>,
 }
 
 /// Limits on client connections (see the `server` module).
@@ -590,6 +649,8 @@ pub struct Settings {
     pub connections: ConnectionSettings,
     pub uploads: UploadSettings,
     pub upstreams: UpstreamSettings,
+    /// `[[mirror]]` tables (their files are read when the server starts).
+    pub mirrors: Vec<MirrorSpec>,
 }
 
 /// The pull-through cache's upstreams (their files are read when the server starts).
@@ -777,6 +838,7 @@ impl ServeCommand {
                 upstreams: serve.upstream.clone(),
                 tag_ttl: parse_duration("upstream-tag-ttl", &serve.upstream_tag_ttl)?,
             },
+            mirrors: serve.mirror.clone(),
         })
     }
 }
@@ -796,6 +858,17 @@ impl GcCommand {
 }
 
 impl ImportCommand {
+    pub fn settings(&self, layers: &Layers) -> Result<(LogFormat, Stores), ConfigError> {
+        let common = self.common.settings(layers)?;
+        let stores = Stores {
+            storage: self.storage.settings(layers)?,
+            metadata: common.metadata,
+        };
+        Ok((common.log_format, stores))
+    }
+}
+
+impl SyncCommand {
     pub fn settings(&self, layers: &Layers) -> Result<(LogFormat, Stores), ConfigError> {
         let common = self.common.settings(layers)?;
         let stores = Stores {
@@ -1297,12 +1370,25 @@ mod tests {
         assert!(e.to_string().contains("max_connections"), "{e}");
     }
 
-    /// Every flag of every command but `--config` is a key of the file, named as the
-    /// flag with `_` for `-`; and every key is some command's flag.
+    /// Every flag of every command but `--config` (and those of one run: `import`'s,
+    /// `sync`'s) is a key of the file, named as the flag with `_` for `-`; and every key
+    /// is some command's flag, or one of [`FILE_ONLY_KEYS`].
     #[test]
     fn flags_and_file_keys_match() {
         let keys = file_keys();
-        let only_flags = ["config", "dry-run", "from", "rebuild", "json", "top"];
+        let only_flags = [
+            "config",
+            "dry-run",
+            "from",
+            "rebuild",
+            "json",
+            "top",
+            "to",
+            "repositories",
+            "tags",
+            "username",
+            "password-file",
+        ];
         let mut flags = BTreeSet::new();
         for sub in command().get_subcommands() {
             for arg in sub.get_arguments() {
@@ -1315,6 +1401,7 @@ mod tests {
                 flags.insert(key);
             }
         }
+        flags.extend(FILE_ONLY_KEYS.iter().map(|(_, key)| key.to_string()));
         assert_eq!(flags, keys);
     }
 

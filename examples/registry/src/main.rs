@@ -26,11 +26,15 @@
 //! Other commands, on the same store settings: `registry gc [--dry-run]` (one collection
 //! pass), `registry import --from ROOT` (a CNCF distribution storage root, or
 //! `--rebuild`: the metadata database from our own blob store) and
-//! `registry stats [--json] [--top N]` (from the metadata store alone).
+//! `registry stats [--json] [--top N]` (from the metadata store alone), and
+//! `registry sync --from URL | --to URL --repositories PATTERN [--tags REGEX]` (copies
+//! between the stores and another registry; `[[mirror]]` tables in the config file do
+//! it in the background of `serve`, see `mirror`).
 
 mod access;
 mod config;
 mod import;
+mod mirror;
 mod server;
 mod stats;
 mod tls;
@@ -41,6 +45,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use registry_core::mirror::push::PushMirror;
 use registry_core::ops::webhook::{self, Notifier, WebhookConfig};
 use registry_core::proxy::ProxyConfig;
 use registry_core::{GcConfig, RedirectConfig, Registry, RegistryConfig};
@@ -139,6 +144,11 @@ async fn command(command: &Command, matches: &clap::ArgMatches) -> Result<(), Bo
             let common = cmd.settings(&cmd.common.layers(matches)?)?;
             init_tracing(common.log_format, Output::Stderr);
             stats::run(&common.metadata, cmd.json, cmd.top).await
+        }
+        Command::Sync(cmd) => {
+            let (log_format, stores) = cmd.settings(&cmd.common.layers(matches)?)?;
+            init_tracing(log_format, Output::Stderr);
+            mirror::run(&stores, cmd).await
         }
     }
 }
@@ -254,6 +264,12 @@ fn proxy_config(settings: &config::UpstreamSettings) -> Result<ProxyConfig, BoxE
 }
 
 async fn serve(settings: Settings) -> Result<(), BoxError> {
+    // Mirror tables and their password files are read before anything starts, too.
+    let mirrors = settings
+        .mirrors
+        .iter()
+        .map(|spec| spec.to_mirror().map_err(|e| format!("mirror {spec}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     // Access files are read before the stores are opened or the port is taken.
     let config = access::apply(
         RegistryConfig::default()
@@ -271,6 +287,25 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         .map(|_| registry.spawn_gc(gc_config(&settings.gc)));
 
     let mut api = registry.router();
+    let (mut pull_mirrors, mut push_mirrors) = (Vec::new(), Vec::new());
+    for mirror in mirrors {
+        match mirror {
+            mirror::Mirror::Pull(pull) => {
+                tracing::info!(repositories = %pull.options.repositories,
+                    interval = ?pull.interval, "pull mirror");
+                pull_mirrors.push(registry.spawn_pull_mirror(pull));
+            }
+            mirror::Mirror::Push(push) => {
+                tracing::info!(repositories = %push.options.repositories, "push mirror");
+                let (queue, task) = PushMirror::spawn(&registry, push)?;
+                api = api.layer(axum::middleware::from_fn_with_state(
+                    queue,
+                    registry_core::mirror::push::middleware,
+                ));
+                push_mirrors.push(task);
+            }
+        }
+    }
     let mut webhook_sender = None;
     if !settings.webhooks.urls.is_empty() {
         let config = WebhookConfig::new(settings.webhooks.urls.clone())
@@ -326,7 +361,14 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         // and stops, or is cut short after a few seconds.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sender).await;
     }
+    // Likewise the push mirrors copy what is queued, for a few seconds at most.
+    for task in push_mirrors {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     maintenance.abort();
+    for task in pull_mirrors {
+        task.abort();
+    }
     if let Some(c) = collector {
         c.abort();
     }
