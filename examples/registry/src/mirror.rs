@@ -173,3 +173,87 @@ fn print_report(r: &SyncReport) {
         human_bytes(r.bytes_copied),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct File {
+        mirror: Vec<MirrorSpec>,
+    }
+
+    fn mirrors(text: &str) -> Result<Vec<Mirror>, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        file.mirror.iter().map(MirrorSpec::to_mirror).collect()
+    }
+
+    #[test]
+    fn tables_make_pull_and_push_mirrors() {
+        let got = mirrors(
+            r#"
+            [[mirror]]
+            from = "https://registry.example.com"
+            repositories = "library/*"
+            tags = "^3\\."
+            interval = "15m"
+
+            [[mirror]]
+            to = "http://127.0.0.1:5001"
+            repositories = "*"
+            "#,
+        )
+        .unwrap();
+        let [Mirror::Pull(pull), Mirror::Push(push)] = got.as_slice() else {
+            panic!("{got:?}");
+        };
+        assert_eq!(pull.interval, Duration::from_secs(900));
+        assert!(
+            pull.options
+                .tags
+                .as_ref()
+                .is_some_and(|t| t.matches("3.20"))
+        );
+        assert_eq!(push.options.repositories.as_str(), "*");
+        let defaults = mirrors("[[mirror]]\nfrom = \"http://h\"\nrepositories = \"a\"").unwrap();
+        assert!(matches!(&defaults[0], Mirror::Pull(p) if p.interval == DEFAULT_INTERVAL));
+    }
+
+    #[test]
+    fn bad_tables_say_what_is_wrong() {
+        for (text, expected) in [
+            (
+                "from = \"http://a\"\nto = \"http://b\"\nrepositories = \"*\"",
+                "exactly one",
+            ),
+            ("repositories = \"*\"", "exactly one"),
+            (
+                "to = \"http://b\"\nrepositories = \"*\"\ninterval = \"1h\"",
+                "pull mirror",
+            ),
+            (
+                "from = \"http://a\"\nrepositories = \"*\"\ninterval = \"soon\"",
+                "interval",
+            ),
+            (
+                "from = \"http://a\"\nrepositories = \"*\"\ntags = \"([\"",
+                "tags",
+            ),
+            (
+                "from = \"http://a\"\nrepositories = \"A B\"",
+                "repositories",
+            ),
+            (
+                "from = \"http://a\"\nrepositories = \"*\"\nusername = \"u\"",
+                "password",
+            ),
+            (
+                "from = \"http://a\"\nrepositories = \"*\"\nextra = 1",
+                "unknown field",
+            ),
+        ] {
+            let e = mirrors(&format!("[[mirror]]\n{text}")).unwrap_err();
+            assert!(e.contains(expected), "{text}: {e}");
+        }
+    }
+}
