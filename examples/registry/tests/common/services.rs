@@ -94,14 +94,16 @@ impl Backends {
         self.subcommand("serve", &args)
     }
 
-    /// `registry NAME --storage .. --metadata .. EXTRA` on these stores, with the S3
-    /// credentials in its environment.
+    /// `registry NAME --storage .. --metadata .. EXTRA` on these stores (no `--storage`
+    /// for `stats`), with the S3 credentials in its environment.
     pub fn subcommand(&self, name: &str, extra: &[&str]) -> Command {
         let mut cmd = registry_command();
-        cmd.arg(name)
-            .args(["--storage", &self.storage])
-            .args(["--metadata", &self.metadata])
-            .args(extra);
+        cmd.arg(name);
+        // `stats` reads the metadata store alone and takes no --storage.
+        if name != "stats" {
+            cmd.args(["--storage", &self.storage]);
+        }
+        cmd.args(["--metadata", &self.metadata]).args(extra);
         for var in ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"] {
             cmd.env_remove(var);
         }
