@@ -154,6 +154,7 @@
 
 mod gc;
 mod insights;
+mod pulls;
 mod store;
 
 pub mod migrations;

@@ -42,10 +42,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "insights",
         sql: include_str!("../migrations/0003_insights.sql"),
     },
+    Migration {
+        version: 4,
+        name: "pulls",
+        sql: include_str!("../migrations/0004_pulls.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the number of the last migration).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The advisory lock key that serialises migrations within one database (the ASCII bytes
 /// of `"ocimeta1"`; advisory locks are per database, so other databases are unaffected).

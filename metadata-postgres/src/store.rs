@@ -889,6 +889,10 @@ impl MetadataStore for PostgresMetadataStore {
     fn insights(&self) -> Option<&dyn storage_traits::InsightsMetadata> {
         Some(self)
     }
+
+    fn pulls(&self) -> Option<&dyn storage_traits::PullMetadata> {
+        Some(self)
+    }
 }
 
 #[async_trait]

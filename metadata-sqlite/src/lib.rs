@@ -55,6 +55,7 @@
 
 mod gc;
 mod insights;
+mod pulls;
 mod store;
 mod writer;
 

@@ -36,10 +36,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "insights",
         sql: include_str!("../migrations/0003_insights.sql"),
     },
+    Migration {
+        version: 4,
+        name: "pulls",
+        sql: include_str!("../migrations/0004_pulls.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the number of the last migration).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Why the schema could not be brought up to date. Reaches callers as the source of a
 /// [`MetadataError::Backend`]; downcast to tell the cases apart.

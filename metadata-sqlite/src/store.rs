@@ -824,6 +824,10 @@ impl MetadataStore for SqliteMetadataStore {
     fn insights(&self) -> Option<&dyn storage_traits::InsightsMetadata> {
         Some(self)
     }
+
+    fn pulls(&self) -> Option<&dyn storage_traits::PullMetadata> {
+        Some(self)
+    }
 }
 
 #[async_trait]

@@ -37,6 +37,7 @@ pub mod mirror;
 pub mod ops;
 pub mod policy;
 pub mod proxy;
+mod pulls;
 mod recovery;
 pub mod request;
 pub mod route;
@@ -75,6 +76,9 @@ pub struct RegistryConfig {
     pub policy: Policy,
     /// Upstream registries served as pull-through caches (none by default).
     pub proxy: proxy::ProxyConfig,
+    /// How often the maintenance task writes the pulls tallied in memory to the
+    /// metadata store (5 s by default). Pull figures lag by at most this much.
+    pub pull_flush_interval: Duration,
 }
 
 /// When to send clients straight to object storage for a blob download.
@@ -108,6 +112,7 @@ impl Default for RegistryConfig {
             authorizer: Arc::new(auth::AllowAll),
             policy: Policy::default(),
             proxy: proxy::ProxyConfig::default(),
+            pull_flush_interval: Duration::from_secs(5),
         }
     }
 }
@@ -143,6 +148,11 @@ impl RegistryConfig {
         self
     }
 
+    pub fn with_pull_flush_interval(mut self, every: Duration) -> Self {
+        self.pull_flush_interval = every;
+        self
+    }
+
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self
@@ -170,6 +180,8 @@ pub(crate) struct Inner {
     pub(crate) write_probe: ops::ProbeSlot,
     /// The pull-through cache, when upstreams are configured.
     pub(crate) proxy: Option<proxy::Proxy>,
+    /// Manifest pulls not yet written to the metadata store.
+    pub(crate) pulls: pulls::PullTally,
 }
 
 impl Registry {
@@ -179,6 +191,7 @@ impl Registry {
         config: RegistryConfig,
     ) -> Self {
         let proxy = proxy::Proxy::new(&config.proxy);
+        let pulls = pulls::PullTally::new(metadata.pulls().is_some());
         Registry {
             inner: Arc::new(Inner {
                 recovery: recovery::RecoveryWriter::new(Arc::clone(&blobs), Arc::clone(&metadata)),
@@ -188,6 +201,7 @@ impl Registry {
                 sessions: upload::claims::Claims::default(),
                 write_probe: ops::ProbeSlot::default(),
                 proxy,
+                pulls,
             }),
         }
     }
@@ -235,20 +249,35 @@ impl Registry {
         Ok(removed)
     }
 
-    /// Starts the background maintenance task (upload expiry) on the current runtime.
-    /// It runs until the returned handle is aborted or the runtime shuts down.
+    /// Starts the background maintenance task (upload expiry, and writing the tallied
+    /// pulls to the metadata store) on the current runtime. It runs until the returned
+    /// handle is aborted or the runtime shuts down; call [`Registry::flush_pulls`] after
+    /// aborting it to keep the last few seconds of pulls.
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let registry = self.clone();
         let period = (self.inner.config.upload_expiry / 4)
             .clamp(Duration::from_secs(1), Duration::from_secs(300));
+        let flush_period = self
+            .inner
+            .config
+            .pull_flush_interval
+            .max(Duration::from_millis(10));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
+            let mut flush = tokio::time::interval(flush_period);
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                match registry.reap_expired_uploads().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(removed = n, "expired upload sessions removed"),
-                    Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+                tokio::select! {
+                    _ = tick.tick() => match registry.reap_expired_uploads().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "expired upload sessions removed"),
+                        Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+                    },
+                    _ = flush.tick() => {
+                        if let Err(e) = registry.flush_pulls().await {
+                            tracing::warn!(error = %e, "writing pull counts failed; kept for the next flush");
+                        }
+                    }
                 }
             }
         })

@@ -21,6 +21,7 @@ pub mod error;
 pub mod gc;
 pub mod insights;
 pub mod metadata;
+pub mod pulls;
 pub mod recovery;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
@@ -34,5 +35,6 @@ pub use error::{MetadataError, StorageError};
 pub use gc::{GcMetadata, GcOutcome, GcPolicy, GcReview, ReviewTarget};
 pub use insights::InsightsMetadata;
 pub use metadata::{ManifestRecord, MetadataStore, NewManifest, Page, ReferrerRecord};
+pub use pulls::{PullCount, PullMetadata, Pulls};
 pub use recovery::RecoveryLog;
 pub use upload::{UploadSession, UploadSessionStore};

@@ -262,4 +262,9 @@ pub trait MetadataStore: UploadSessionStore + Debug + Send + Sync + 'static {
     fn insights(&self) -> Option<&dyn crate::InsightsMetadata> {
         None
     }
+
+    /// Pull analytics, if this store keeps them.
+    fn pulls(&self) -> Option<&dyn crate::PullMetadata> {
+        None
+    }
 }

@@ -372,6 +372,12 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
     if let Some(c) = collector {
         c.abort();
     }
+    // The maintenance task writes tallied pulls every few seconds; these are the rest.
+    match tokio::time::timeout(std::time::Duration::from_secs(10), registry.flush_pulls()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "pull counts of the last seconds not written"),
+        Err(_) => tracing::warn!("pull counts of the last seconds not written after 10 s"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,11 +5,13 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
-use storage_traits::InsightsMetadata;
 use storage_traits::insights::{
     ArtifactTypeCount, BlobReuse, RepositoryOrder, RepositoryStats, Summary,
 };
+use storage_traits::{InsightsMetadata, PullMetadata, Pulls};
 
 use crate::BoxError;
 use crate::config::MetadataUrl;
@@ -23,17 +25,46 @@ pub struct Report {
     pub most_reused_blobs: Vec<BlobReuse>,
     /// Manifests per artifact type (or config media type); `null` for indexes.
     pub artifact_types: Vec<ArtifactTypeCount>,
+    /// Pull counts and last-pull times of the repositories listed above, by name (empty
+    /// when the store keeps none).
+    pub pulls: BTreeMap<String, Pulls>,
 }
 
 impl Report {
-    pub async fn gather(store: &dyn InsightsMetadata, top: usize) -> Result<Report, BoxError> {
+    pub async fn gather(
+        store: &dyn InsightsMetadata,
+        pulls: Option<&dyn PullMetadata>,
+        top: usize,
+    ) -> Result<Report, BoxError> {
+        let repositories_by_size = store.repository_stats(RepositoryOrder::Size, top).await?;
+        let repositories_by_tags = store.repository_stats(RepositoryOrder::Tags, top).await?;
+        let mut names: Vec<oci_spec_types::RepositoryName> = repositories_by_size
+            .iter()
+            .chain(&repositories_by_tags)
+            .filter_map(|r| r.name.parse().ok())
+            .collect();
+        names.sort();
+        names.dedup();
+        let figures = match pulls {
+            Some(p) => p.repository_pulls(&names).await?,
+            None => Vec::new(),
+        };
         Ok(Report {
             totals: store.summary().await?,
-            repositories_by_size: store.repository_stats(RepositoryOrder::Size, top).await?,
-            repositories_by_tags: store.repository_stats(RepositoryOrder::Tags, top).await?,
+            repositories_by_size,
+            repositories_by_tags,
             most_reused_blobs: store.most_reused_blobs(top).await?,
             artifact_types: store.artifact_types().await?,
+            pulls: names
+                .into_iter()
+                .map(|n| n.to_string())
+                .zip(figures)
+                .collect(),
         })
+    }
+
+    fn pulls_of(&self, repo: &str) -> Pulls {
+        self.pulls.get(repo).copied().unwrap_or_default()
     }
 
     /// The report as aligned tables, sizes human-readable.
@@ -58,6 +89,7 @@ impl Report {
                 "BLOBS",
                 "MANIFESTS",
                 "TAGS",
+                "PULLS",
             ],
             self.repositories_by_size
                 .iter()
@@ -70,6 +102,7 @@ impl Report {
                         r.blobs.to_string(),
                         r.manifests.to_string(),
                         r.tags.to_string(),
+                        self.pulls_of(&r.name).pulls.to_string(),
                     ]
                 })
                 .collect(),
@@ -77,7 +110,14 @@ impl Report {
         section(
             &mut out,
             "Top repositories by tags",
-            &["REPOSITORY", "TAGS", "MANIFESTS", "LAST PUSH"],
+            &[
+                "REPOSITORY",
+                "TAGS",
+                "MANIFESTS",
+                "LAST PUSH",
+                "PULLS",
+                "LAST PULL",
+            ],
             self.repositories_by_tags
                 .iter()
                 .map(|r| {
@@ -86,6 +126,10 @@ impl Report {
                         r.tags.to_string(),
                         r.manifests.to_string(),
                         r.last_push.map_or_else(|| "-".into(), timestamp),
+                        self.pulls_of(&r.name).pulls.to_string(),
+                        self.pulls_of(&r.name)
+                            .last_pull
+                            .map_or_else(|| "-".into(), timestamp),
                     ]
                 })
                 .collect(),
@@ -143,7 +187,7 @@ pub async fn run(metadata_url: &MetadataUrl, json: bool, top: usize) -> Result<(
     let store = metadata
         .insights()
         .ok_or("this metadata store does not answer insight queries")?;
-    let report = Report::gather(store, top).await?;
+    let report = Report::gather(store, metadata.pulls(), top).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

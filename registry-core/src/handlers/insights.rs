@@ -21,7 +21,7 @@ use oci_spec_types::{ErrorCode, RepositoryName};
 use storage_traits::insights::{
     BlobReuse, BlobUsage, RepositoryEntry, RepositoryOrder, RepositoryStats,
 };
-use storage_traits::{InsightsMetadata, Page};
+use storage_traits::{InsightsMetadata, Page, Pulls};
 
 use super::visibility::Visibility;
 use crate::error::RegistryError;
@@ -69,7 +69,7 @@ pub(super) async fn get(call: Call<'_>, ext: &Extension) -> Result<Response> {
             };
             let ranked = move |limit| store.repository_stats(order, limit);
             let stats = visible_prefix(n, store, &mut visibility, ranked).await?;
-            serde_json::json!({ "repositories": stats })
+            serde_json::json!({ "repositories": with_pulls(call, stats).await? })
         }
         Extension::Blobs => {
             let ranked = move |limit| store.most_reused_blobs(limit);
@@ -90,6 +90,45 @@ pub(super) async fn get(call: Call<'_>, ext: &Extension) -> Result<Response> {
         Extension::Tags(repo) => return tags(store, repo, prefix, sort, n, last).await,
     };
     Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+/// A repository's footprint with its pull figures.
+#[derive(serde::Serialize)]
+struct RepositoryWithPulls {
+    #[serde(flatten)]
+    stats: RepositoryStats,
+    #[serde(flatten)]
+    pulls: Pulls,
+}
+
+/// The pull figures of the (already filtered) repositories, in one query; zeros when the
+/// store keeps none.
+async fn with_pulls(
+    call: Call<'_>,
+    stats: Vec<RepositoryStats>,
+) -> Result<Vec<RepositoryWithPulls>> {
+    let figures = match call.inner.metadata.pulls() {
+        Some(p) => {
+            let names = stats
+                .iter()
+                .filter_map(|s| s.name.parse::<RepositoryName>().ok())
+                .collect::<Vec<_>>();
+            let figures = p.repository_pulls(&names).await?;
+            names
+                .into_iter()
+                .map(|n| n.to_string())
+                .zip(figures)
+                .collect::<BTreeMap<_, _>>()
+        }
+        None => BTreeMap::new(),
+    };
+    Ok(stats
+        .into_iter()
+        .map(|stats| RepositoryWithPulls {
+            pulls: figures.get(&stats.name).copied().unwrap_or_default(),
+            stats,
+        })
+        .collect())
 }
 
 /// Whether the caller may pull every repository (the registry-wide totals are then

@@ -112,6 +112,10 @@ pub(crate) async fn edge(State(inner): State<Arc<Inner>>, req: Request, next: Ne
             event.log();
             if event.action != Action::Pull {
                 res.extensions_mut().insert(event);
+            } else if let (Target::Manifest, Some(digest)) = (event.target, event.digest) {
+                // Only a manifest GET answered 200 is a manifest pull event.
+                let at = crate::pulls::unix_ms(event.timestamp);
+                inner.pulls.record(event.repository, digest, at);
             }
         }
     }

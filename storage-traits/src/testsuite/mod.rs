@@ -6,5 +6,6 @@ pub mod blob;
 pub mod gc;
 pub mod insights;
 pub mod metadata;
+pub mod pulls;
 pub mod recovery;
 pub mod upload;
