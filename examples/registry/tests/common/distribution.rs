@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -11,7 +11,20 @@ use test_support::seaweedfs::SeaweedFs;
 /// Starts `docker-registry serve` with its files under `root`; returns it and its address.
 pub fn start_distribution(dir: &Path, root: &Path) -> (std::process::Child, String) {
     let storage = format!("  filesystem:\n    rootdirectory: {}\n", root.display());
-    start_with_storage(dir, &storage)
+    start_with_storage(dir, &storage, None)
+}
+
+/// Like [`start_distribution`], with its access log (one line per request, in the
+/// combined log format, which distribution writes to its stdout) kept in a file; returns
+/// it, its address and the access log's path.
+pub fn start_distribution_logged(
+    dir: &Path,
+    root: &Path,
+) -> (std::process::Child, String, PathBuf) {
+    let storage = format!("  filesystem:\n    rootdirectory: {}\n", root.display());
+    let access_log = dir.join("distribution-access.log");
+    let (child, addr) = start_with_storage(dir, &storage, Some(&access_log));
+    (child, addr, access_log)
 }
 
 /// Starts `docker-registry serve` with its `s3` driver on `s3`'s bucket, under the key
@@ -35,12 +48,17 @@ pub fn start_distribution_s3(
         s3.bucket,
         rootdirectory.trim_matches('/'),
     );
-    start_with_storage(dir, &storage)
+    start_with_storage(dir, &storage, None)
 }
 
 /// `storage:` is the YAML of the `storage:` section (minus the `delete:` part), indented
-/// by two spaces.
-fn start_with_storage(dir: &Path, storage: &str) -> (std::process::Child, String) {
+/// by two spaces. The access log does not depend on `log.level` (only errors go to
+/// stderr); it goes to `access_log` when given, and nowhere otherwise.
+fn start_with_storage(
+    dir: &Path,
+    storage: &str,
+    access_log: Option<&Path>,
+) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -55,6 +73,10 @@ fn start_with_storage(dir: &Path, storage: &str) -> (std::process::Child, String
     )
     .unwrap();
     let log = dir.join("distribution.log");
+    let stdout = match access_log {
+        Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+        None => Stdio::null(),
+    };
     let mut child = Command::new("docker-registry")
         .arg("serve")
         .arg(&config)
@@ -62,7 +84,7 @@ fn start_with_storage(dir: &Path, storage: &str) -> (std::process::Child, String
         // 2.8 refuses to start its s3 driver ("unable to load custom CA bundle"); the
         // endpoint is plain HTTP anyway.
         .env_remove("AWS_CA_BUNDLE")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect(
