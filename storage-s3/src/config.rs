@@ -60,6 +60,13 @@ pub struct S3Config {
     pub list_page_size: usize,
 }
 
+/// A URL parameter's value as a number.
+fn number(name: &str, value: &str) -> Result<usize, StorageError> {
+    value
+        .parse()
+        .map_err(|_| config(format!("{name}={value:?}: expected a whole number")))
+}
+
 impl S3Config {
     pub fn new(bucket: impl Into<String>) -> Self {
         S3Config {
@@ -79,7 +86,8 @@ impl S3Config {
         }
     }
 
-    /// Parses `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true&profile=P]`.
+    /// Parses `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true&profile=P]`, and
+    /// `part_size=BYTES` and `upload_concurrency=N` (see the fields).
     ///
     /// `endpoint` makes the store use path-style addressing against that server (MinIO,
     /// SeaweedFS, Ceph); without it the store talks to AWS. Credentials never come from the
@@ -119,9 +127,12 @@ impl S3Config {
                         }
                     }
                 }
+                "part_size" => cfg.part_size = number(&k, &v)?,
+                "upload_concurrency" => cfg = cfg.with_upload_concurrency(number(&k, &v)?),
                 other => {
                     return Err(config(format!(
-                        "{url:?}: unknown parameter {other:?} (known: endpoint, region, profile, path_style)"
+                        "{url:?}: unknown parameter {other:?} (known: endpoint, region, profile, \
+                         path_style, part_size, upload_concurrency)"
                     )));
                 }
             }
@@ -288,6 +299,24 @@ mod tests {
             .resolve_with(&NoEnv)
             .unwrap();
         assert_eq!(r.region, "eu-central-1");
+    }
+
+    #[test]
+    fn url_part_settings() {
+        let c = S3Config::from_url("s3://b?part_size=16777216&upload_concurrency=2").unwrap();
+        assert_eq!((c.part_size, c.upload_concurrency), (16 << 20, 2));
+        assert_eq!(S3Config::from_url("s3://b").unwrap().upload_concurrency, 4);
+        for bad in ["s3://b?part_size=8MiB", "s3://b?upload_concurrency=-1"] {
+            let e = S3Config::from_url(bad).unwrap_err().to_string();
+            assert!(e.contains("whole number"), "{e}");
+        }
+        // Out of bounds: refused when the store is made.
+        let c = S3Config::from_url("s3://b?part_size=1024").unwrap();
+        assert!(
+            c.with_credentials(Credentials::new("a", "b"))
+                .resolve_with(&NoEnv)
+                .is_err()
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use oci_spec_types::Digest;
 use serde::{Deserialize, Serialize};
@@ -697,8 +697,10 @@ struct Appender<'s, 'a> {
     upload_id: Option<String>,
     /// The recorded run is still to be sent, as the start of the next part.
     carry_run: bool,
-    /// Bytes of the part being filled, and how long it is to be.
-    cur: BytesMut,
+    /// The part being filled: the input's own buffers (not copied), their length, and how
+    /// long the part is to be.
+    cur: Vec<Bytes>,
+    cur_len: usize,
     cur_target: usize,
     /// A full part, held until at least 5 MiB follow it: the input may end sooner, and
     /// then those bytes go with it (a part under 5 MiB may only be last).
@@ -721,7 +723,8 @@ impl<'s, 'a> Appender<'s, 'a> {
             etag,
             window: None,
             carry_run,
-            cur: BytesMut::new(),
+            cur: Vec::new(),
+            cur_len: 0,
             cur_target,
             held: None,
             sending: JoinSet::new(),
@@ -739,46 +742,43 @@ impl<'s, 'a> Appender<'s, 'a> {
             let mut chunk = chunk?;
             total += chunk.len() as u64;
             while !chunk.is_empty() {
-                if self.cur.is_empty() {
-                    self.cur.reserve(self.cur_target);
-                }
-                let take = (self.cur_target - self.cur.len()).min(chunk.len());
-                self.cur.extend_from_slice(&chunk.split_to(take));
-                if self.cur.len() >= MIN_PART_SIZE
+                let take = (self.cur_target - self.cur_len).min(chunk.len());
+                self.cur.push(chunk.split_to(take));
+                self.cur_len += take;
+                if self.cur_len >= MIN_PART_SIZE
                     && let Some(held) = self.held.take()
                 {
                     self.send(held).await?;
                 }
-                if self.cur.len() == self.cur_target {
+                if self.cur_len == self.cur_target {
                     let full = self.take_cur();
                     self.held = Some(full);
                 }
             }
         }
-        let rest = self.cur.split().freeze();
+        let rest_len = std::mem::take(&mut self.cur_len);
+        let rest = std::mem::take(&mut self.cur);
         match self.held.take() {
-            Some(mut held) if rest.len() < MIN_PART_SIZE => {
-                if !rest.is_empty() {
-                    held.chunks.push(rest);
-                }
+            Some(mut held) if rest_len < MIN_PART_SIZE => {
+                held.chunks.extend(rest);
                 self.send(held).await?;
             }
             Some(held) => {
                 self.send(held).await?;
                 self.send(Pending {
                     run: Vec::new(),
-                    chunks: vec![rest],
+                    chunks: rest,
                 })
                 .await?;
             }
-            None if rest.is_empty() => {}
+            None if rest_len == 0 => {}
             None => {
                 let run_len = if self.carry_run {
                     self.base.run_len()
                 } else {
                     0
                 };
-                if run_len + rest.len() as u64 >= MIN_PART_SIZE as u64 {
+                if run_len + rest_len as u64 >= MIN_PART_SIZE as u64 {
                     let last = self.take_pending(rest);
                     self.send(last).await?;
                 } else {
@@ -793,30 +793,28 @@ impl<'s, 'a> Appender<'s, 'a> {
     }
 
     fn take_cur(&mut self) -> Pending {
-        let bytes = self.cur.split().freeze();
+        let chunks = std::mem::take(&mut self.cur);
+        self.cur_len = 0;
         self.cur_target = self.session.part_size;
-        self.take_pending(bytes)
+        self.take_pending(chunks)
     }
 
-    /// `bytes` as a part, after the run if it is still to be sent.
-    fn take_pending(&mut self, bytes: Bytes) -> Pending {
+    /// `chunks` as a part, after the run if it is still to be sent.
+    fn take_pending(&mut self, chunks: Vec<Bytes>) -> Pending {
         let run = if std::mem::take(&mut self.carry_run) {
             self.base.run.clone()
         } else {
             Vec::new()
         };
-        Pending {
-            run,
-            chunks: vec![bytes],
-        }
+        Pending { run, chunks }
     }
 
     /// A write's end too short to be a part: a new segment of the run.
-    async fn store_segment(&mut self, bytes: Bytes) -> Result<(), StorageError> {
+    async fn store_segment(&mut self, chunks: Vec<Bytes>) -> Result<(), StorageError> {
         let name = new_segment_name();
-        let len = bytes.len() as u64;
+        let len = chunks.iter().map(|c| c.len() as u64).sum();
         let key = self.session.keys.segment(&name);
-        self.session.client.put(&key, &Body::Bytes(bytes)).await?;
+        self.session.client.put(&key, &Body::Chunks(chunks)).await?;
         self.new_run.push(Segment { name, len });
         Ok(())
     }

@@ -1,13 +1,15 @@
 //! What only an S3 store can show, against a real SeaweedFS: multipart commits of many
-//! chunks, writes at offsets inside stored segments, sessions moving between replicas,
-//! presigned downloads, list pagination, and that abort and finish leave nothing behind.
+//! chunks, writes at offsets inside stored bytes, sessions moving between replicas and
+//! racing on them, blobs as pointers to data objects, sessions of the previous version,
+//! corrupt states, presigned downloads, list pagination, and that abort and finish leave
+//! nothing behind.
 
 mod common;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use oci_spec_types::Digest;
 use storage_s3::{S3BlobStore, S3Config};
 use storage_traits::testsuite::blob::{chunked, collect, random_bytes, stream_of, upload_id};
@@ -419,4 +421,388 @@ async fn racing_writers_of_one_session_never_replace_each_others_bytes() {
         "the session keeps the bytes of the write that won"
     );
     b.abort_upload(&id).await.unwrap();
+}
+
+/// A blob written in parts is one data object, whose key the blob's key points at; one
+/// written in one `PUT` (small, or `put_bytes`) is its own key. Either reads the same way,
+/// presigned URLs included, and a delete removes the data too.
+#[tokio::test]
+async fn blobs_in_parts_are_data_objects_behind_a_pointer() {
+    let store = common::store();
+    let data = random_bytes(21 * MIB + 5);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    store
+        .write_upload(&id, 0, chunked(&data, &[64 * 1024 + 3]))
+        .await
+        .unwrap();
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    let data_key = store.blob_data_key(&digest).await.unwrap().unwrap();
+    assert!(
+        data_key.starts_with(&format!("{}data/{id}.", store.prefix())),
+        "{data_key}"
+    );
+    assert_eq!(store.data_keys().await.unwrap(), vec![data_key.clone()]);
+    assert_eq!(
+        store.stat(&digest).await.unwrap().map(|i| i.size),
+        Some(data.len() as u64)
+    );
+    assert!(store.get_bytes(&digest).await.unwrap() == data);
+    let res = store
+        .get(&digest, Some(GetRange::Suffix(10 * MIB as u64 + 1)))
+        .await
+        .unwrap();
+    assert_eq!(res.size, data.len() as u64);
+    assert!(collect(res.stream).await.unwrap() == data[data.len() - 10 * MIB - 1..]);
+    let url = store
+        .signer()
+        .unwrap()
+        .presigned_get(&digest, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(url.contains(&data_key), "{url}");
+    let body = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+    assert!(body == data, "the presigned URL serves other bytes");
+    let listed: Vec<Digest> = store.list().try_collect().await.unwrap();
+    assert_eq!(listed, vec![digest.clone()]);
+    assert_no_session_leftovers(&store).await;
+
+    // Small blobs and put_bytes: the bytes under the blob key.
+    let small = random_bytes(MIB);
+    let small_digest = storage_traits::testsuite::blob::put(&store, &small).await;
+    assert_eq!(
+        store.blob_data_key(&small_digest).await.unwrap(),
+        Some(store.blob_key(&small_digest))
+    );
+    let id = upload_id();
+    let small2 = random_bytes(3 * MIB);
+    let small2_digest = Digest::sha256_of(&small2);
+    store.start_upload(&id).await.unwrap();
+    store
+        .write_upload(&id, 0, stream_of([small2.clone()]))
+        .await
+        .unwrap();
+    store
+        .finish_upload(&id, &small2_digest, small2.len() as u64)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.blob_data_key(&small2_digest).await.unwrap(),
+        Some(store.blob_key(&small2_digest))
+    );
+
+    for d in [&digest, &small_digest, &small2_digest] {
+        store.delete(d).await.unwrap();
+    }
+    assert_eq!(store.data_keys().await.unwrap(), Vec::<String>::new());
+    let listed: Vec<Digest> = store.list().try_collect().await.unwrap();
+    assert!(listed.is_empty());
+}
+
+/// Finishing onto a blob already stored keeps that blob's data and drops the session's,
+/// and `put_bytes` of it does not replace its pointer.
+#[tokio::test]
+async fn a_second_upload_of_a_blob_keeps_the_first_data() {
+    let store = common::store();
+    let data = random_bytes(9 * MIB);
+    let digest = Digest::sha256_of(&data);
+    for _ in 0..2 {
+        let id = upload_id();
+        store.start_upload(&id).await.unwrap();
+        store
+            .write_upload(&id, 0, stream_of([data.clone()]))
+            .await
+            .unwrap();
+        store
+            .finish_upload(&id, &digest, data.len() as u64)
+            .await
+            .unwrap();
+    }
+    let data_key = store.blob_data_key(&digest).await.unwrap().unwrap();
+    store
+        .put_bytes(&upload_id(), &digest, Bytes::from(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.blob_data_key(&digest).await.unwrap(),
+        Some(data_key.clone())
+    );
+    assert_eq!(store.data_keys().await.unwrap(), vec![data_key]);
+    assert!(store.get_bytes(&digest).await.unwrap() == data);
+    assert_no_session_leftovers(&store).await;
+    store.delete(&digest).await.unwrap();
+}
+
+/// Two replicas write parts at the same offset: the one whose write began first stalls
+/// after sending a part, the other writes and records its own, then the first sends more.
+/// Part numbers are claimed, so none of the stalled writer's parts replaces a part of the
+/// recorded write: the blob is exactly the winner's bytes.
+#[tokio::test]
+async fn racing_writers_with_parts_never_share_a_part_number() {
+    let cfg = common::config_on(common::server()).with_part_size(5 * MIB);
+    let a = S3BlobStore::new(cfg.clone()).unwrap();
+    let b = S3BlobStore::new(cfg).unwrap();
+    let id = upload_id();
+    a.start_upload(&id).await.unwrap();
+    let first = random_bytes(6 * MIB);
+    a.write_upload(&id, 0, stream_of([first.clone()]))
+        .await
+        .unwrap();
+    let at = first.len() as u64;
+
+    // A: 11 MiB at once (so it sends a part), then waits, then 11 MiB more.
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let loser = random_bytes(22 * MIB);
+    let (head, tail) = (
+        Bytes::copy_from_slice(&loser[..11 * MIB]),
+        Bytes::copy_from_slice(&loser[11 * MIB..]),
+    );
+    let stalled = futures::stream::iter([Ok::<_, StorageError>(head)]).chain(
+        futures::stream::once(async move {
+            let _ = wait.await;
+            Ok(tail)
+        }),
+    );
+    let a_write = tokio::spawn({
+        let (a, id) = (a.clone(), id.clone());
+        async move { a.write_upload(&id, at, Box::pin(stalled)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let winner = random_bytes(17 * MIB + 9);
+    assert_eq!(
+        b.write_upload(&id, at, chunked(&winner, &[MIB]))
+            .await
+            .unwrap(),
+        at + winner.len() as u64
+    );
+    go.send(()).unwrap();
+    let lost = a_write.await.unwrap();
+    assert!(
+        matches!(lost, Err(StorageError::Conflict(_))),
+        "the stalled write: {lost:?}"
+    );
+    let mut expected = first;
+    expected.extend_from_slice(&winner);
+    let digest = Digest::sha256_of(&expected);
+    a.finish_upload(&id, &digest, expected.len() as u64)
+        .await
+        .unwrap();
+    assert!(
+        b.get_bytes(&digest).await.unwrap() == expected,
+        "the blob holds bytes of the write that lost"
+    );
+    assert_no_session_leftovers(&a).await;
+    a.delete(&digest).await.unwrap();
+}
+
+/// One write of more parts than one claim takes (64): the claim is extended on the way,
+/// several parts are sent at once, and the blob is whole.
+#[tokio::test]
+async fn a_write_of_many_parts_extends_its_claim() {
+    let cfg = common::config_on(common::server())
+        .with_part_size(5 * MIB)
+        .with_upload_concurrency(8);
+    let store = S3BlobStore::new(cfg).unwrap();
+    let data = random_bytes(66 * 5 * MIB + 1);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    store
+        .write_upload(&id, 0, chunked(&data, &[MIB]))
+        .await
+        .unwrap();
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert!(store.get_bytes(&digest).await.unwrap() == data);
+    let res = store
+        .get(
+            &digest,
+            Some(GetRange::Bounded(
+                64 * 5 * MIB as u64 - 3..65 * 5 * MIB as u64 + 3,
+            )),
+        )
+        .await
+        .unwrap();
+    assert!(collect(res.stream).await.unwrap() == data[64 * 5 * MIB - 3..65 * 5 * MIB + 3]);
+    assert_no_session_leftovers(&store).await;
+    store.delete(&digest).await.unwrap();
+}
+
+/// Several uploads at once on two replicas, their writes interleaved.
+#[tokio::test]
+async fn many_uploads_at_once() {
+    let cfg = common::config_on(common::server());
+    let stores = [
+        S3BlobStore::new(cfg.clone()).unwrap(),
+        S3BlobStore::new(cfg).unwrap(),
+    ];
+    let uploads = futures::future::try_join_all((0..6).map(|i| {
+        let stores = stores.clone();
+        async move {
+            let data = random_bytes(13 * MIB + i * 1001);
+            let digest = Digest::sha256_of(&data);
+            let id = upload_id();
+            stores[i % 2].start_upload(&id).await?;
+            let mut offset = 0;
+            for (j, chunk) in data.chunks(6 * MIB).enumerate() {
+                offset = stores[(i + j) % 2]
+                    .write_upload(&id, offset, stream_of([chunk.to_vec()]))
+                    .await?;
+            }
+            stores[(i + 1) % 2]
+                .finish_upload(&id, &digest, data.len() as u64)
+                .await?;
+            Ok::<_, StorageError>((digest, data))
+        }
+    }))
+    .await
+    .unwrap();
+    for (digest, data) in &uploads {
+        assert!(stores[0].get_bytes(digest).await.unwrap() == *data);
+    }
+    assert_no_session_leftovers(&stores[0]).await;
+    for (digest, _) in &uploads {
+        stores[1].delete(digest).await.unwrap();
+    }
+    assert_eq!(stores[0].data_keys().await.unwrap(), Vec::<String>::new());
+}
+
+/// A session a version-1 store wrote (its bytes in segment objects, a big one and a run
+/// of small ones) is continued by this store: read back, appended to, finished.
+#[tokio::test]
+async fn a_session_written_by_version_1_is_continued() {
+    use rusty_s3::S3Action;
+    let server = common::server();
+    let store = common::store();
+    let bucket = rusty_s3::Bucket::new(
+        server.endpoint.parse().unwrap(),
+        rusty_s3::UrlStyle::Path,
+        server.bucket.clone(),
+        server.region.clone(),
+    )
+    .unwrap();
+    let creds = rusty_s3::Credentials::new(&server.access_key, &server.secret_key);
+    let http = reqwest::Client::new();
+    let put = |key: String, body: Vec<u8>| {
+        let url = rusty_s3::actions::PutObject::new(&bucket, Some(&creds), &key)
+            .sign(Duration::from_secs(60));
+        let http = http.clone();
+        async move {
+            let status = http.put(url).body(body).send().await.unwrap().status();
+            assert!(status.is_success(), "{status}");
+        }
+    };
+    let id = upload_id();
+    let dir = format!("{}_uploads/{id}/", store.prefix());
+    let (big, small) = (random_bytes(6 * MIB), random_bytes(1000));
+    let (seg_big, seg_small) = (
+        format!("seg-{}", uuid::Uuid::new_v4().simple()),
+        format!("seg-{}", uuid::Uuid::new_v4().simple()),
+    );
+    put(format!("{dir}{seg_big}"), big.clone()).await;
+    put(format!("{dir}{seg_small}"), small.clone()).await;
+    let state = serde_json::json!({
+        "version": 1,
+        "segments": [
+            { "name": seg_big, "len": big.len() },
+            { "name": seg_small, "len": small.len() },
+        ],
+    });
+    put(format!("{dir}state.json"), state.to_string().into_bytes()).await;
+
+    let mut expected = big;
+    expected.extend_from_slice(&small);
+    assert!(
+        collect(store.read_upload(&id).await.unwrap())
+            .await
+            .unwrap()
+            == expected
+    );
+    let more = random_bytes(7 * MIB);
+    assert_eq!(
+        store
+            .write_upload(&id, expected.len() as u64, stream_of([more.clone()]))
+            .await
+            .unwrap(),
+        (expected.len() + more.len()) as u64
+    );
+    expected.extend_from_slice(&more);
+    let digest = Digest::sha256_of(&expected);
+    store
+        .finish_upload(&id, &digest, expected.len() as u64)
+        .await
+        .unwrap();
+    assert!(store.get_bytes(&digest).await.unwrap() == expected);
+    assert_no_session_leftovers(&store).await;
+    store.delete(&digest).await.unwrap();
+    assert_eq!(store.data_keys().await.unwrap(), Vec::<String>::new());
+}
+
+/// A state object that is not valid JSON, names keys outside its session, or has parts
+/// out of order: every use of the session is a clear error, and abort removes it.
+#[tokio::test]
+async fn corrupt_session_states_are_errors_not_panics() {
+    use rusty_s3::S3Action;
+    let server = common::server();
+    let store = common::store();
+    let bucket = rusty_s3::Bucket::new(
+        server.endpoint.parse().unwrap(),
+        rusty_s3::UrlStyle::Path,
+        server.bucket.clone(),
+        server.region.clone(),
+    )
+    .unwrap();
+    let creds = rusty_s3::Credentials::new(&server.access_key, &server.secret_key);
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    for state in [
+        "not json".to_string(),
+        r#"{"version": 9}"#.to_string(),
+        format!(r#"{{"version":2,"nonce":"{nonce}","next_part":1,"run":[{{"name":"../../blobs/x","len":1}}]}}"#),
+        format!(r#"{{"version":2,"nonce":"{nonce}","next_part":4294967295}}"#),
+        format!(r#"{{"version":2,"nonce":"{nonce}","next_part":1,"run":[{{"name":"seg-a","len":18446744073709551615}}]}}"#),
+        format!(r#"{{"version":2,"nonce":"{nonce}","next_part":5,"upload_id":"u","parts":[{{"number":3,"etag":"x","len":6000000}},{{"number":2,"etag":"y","len":6000000}}]}}"#),
+        r#"{"version":1,"segments":[{"name":"seg-a","len":5}],"multipart":{"key":"elsewhere","upload_id":"u"}}"#.to_string(),
+    ] {
+        let id = upload_id();
+        let key = format!("{}_uploads/{id}/state.json", store.prefix());
+        let url = rusty_s3::actions::PutObject::new(&bucket, Some(&creds), &key)
+            .sign(Duration::from_secs(60));
+        reqwest::Client::new()
+            .put(url)
+            .body(state.clone())
+            .send()
+            .await
+            .unwrap();
+        let corrupt = |what: &str, r: Result<(), StorageError>| match r {
+            Err(StorageError::Backend { .. }) => {}
+            other => panic!("{what} of state {state}: {other:?}"),
+        };
+        corrupt(
+            "write",
+            store
+                .write_upload(&id, 0, stream_of([b"x".to_vec()]))
+                .await
+                .map(drop),
+        );
+        corrupt("read", store.read_upload(&id).await.map(drop));
+        corrupt(
+            "finish",
+            store
+                .finish_upload(&id, &Digest::sha256_of(b"x"), 1)
+                .await,
+        );
+        store.abort_upload(&id).await.unwrap();
+        assert!(matches!(
+            store.read_upload(&id).await.map(drop),
+            Err(StorageError::UploadNotFound(_))
+        ));
+    }
+    assert_no_session_leftovers(&store).await;
 }

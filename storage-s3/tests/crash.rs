@@ -1,0 +1,463 @@
+#![allow(clippy::unwrap_used)]
+//! The store stopped at each step of an upload's finish, a write and a delete, against a
+//! real SeaweedFS: a proxy between the store and SeaweedFS drops the connection when a
+//! chosen request arrives, so the operation ends right there, as if the process had been
+//! killed, and the bucket holds exactly what the steps before it stored. Then a store
+//! straight on SeaweedFS (the restarted process, or another replica) takes over.
+//!
+//! Each case checks what must hold at that point: no partial blob is ever visible, bytes
+//! acknowledged stay, the session can be finished or aborted, and afterwards nothing is
+//! left (no session object, no multipart upload, no data object without its blob).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use oci_spec_types::Digest;
+use storage_s3::S3BlobStore;
+use storage_traits::testsuite::blob::{chunked, collect, random_bytes, stream_of, upload_id};
+use storage_traits::{BlobStore, BlobStoreExt, StorageError};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const MIB: usize = 1024 * 1024;
+
+/// One HTTP request's head, as the proxy saw it.
+struct Head {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Rule = Box<dyn Fn(&Head) -> bool + Send + Sync>;
+
+/// A TCP proxy to SeaweedFS that drops the connection, without forwarding it, at the
+/// `nth` request (counting from 1) that `rule` matches, and at none after.
+struct Cutter {
+    url: String,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl Cutter {
+    async fn start(nth: usize, rule: Rule) -> Cutter {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = common::server()
+            .endpoint
+            .trim_start_matches("http://")
+            .to_string();
+        let rule = Arc::new(rule);
+        let seen = Arc::new(AtomicUsize::new(0));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&cuts);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, rule, seen, cuts) = (
+                    upstream.clone(),
+                    Arc::clone(&rule),
+                    Arc::clone(&seen),
+                    Arc::clone(&counter),
+                );
+                tokio::spawn(async move {
+                    let _ = relay(client, &upstream, nth, &rule, &seen, &cuts).await;
+                });
+            }
+        });
+        Cutter {
+            url: format!("http://{addr}"),
+            cuts,
+        }
+    }
+
+    fn cut(&self) -> bool {
+        self.cuts.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// Forwards requests one by one (their heads parsed, their bodies counted by
+/// `Content-Length`) and answers as they come, until the cut.
+async fn relay(
+    client: TcpStream,
+    upstream: &str,
+    nth: usize,
+    rule: &Rule,
+    seen: &AtomicUsize,
+    cuts: &AtomicUsize,
+) -> std::io::Result<()> {
+    let server = TcpStream::connect(upstream).await?;
+    let (server_read, mut server_write) = server.into_split();
+    let (client_read, client_write) = client.into_split();
+    let answers = tokio::spawn(async move {
+        let (mut from, mut to) = (server_read, client_write);
+        tokio::io::copy(&mut from, &mut to).await
+    });
+    let mut reader = BufReader::new(client_read);
+    loop {
+        let mut raw = Vec::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await? == 0 {
+                answers.abort();
+                return Ok(());
+            }
+            raw.extend_from_slice(line.as_bytes());
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let mut lines = text.split("\r\n");
+        let mut first = lines.next().unwrap_or_default().split(' ');
+        let head = Head {
+            method: first.next().unwrap_or_default().to_string(),
+            target: first.next().unwrap_or_default().to_string(),
+            headers: lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .collect(),
+        };
+        if rule(&head) && seen.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+            cuts.fetch_add(1, Ordering::SeqCst);
+            answers.abort();
+            return Ok(());
+        }
+        let len: u64 = head
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        server_write.write_all(&raw).await?;
+        let mut body = (&mut reader).take(len);
+        tokio::io::copy(&mut body, &mut server_write).await?;
+    }
+}
+
+/// A store under `prefix` that talks through `cutter`, with no retries (a retry would
+/// resend the cut request).
+fn through(cutter: &Cutter, prefix: &str) -> S3BlobStore {
+    let server = common::server();
+    let cfg = storage_s3::S3Config::from_url(&format!(
+        "s3://{}/{prefix}?endpoint={}&region={}",
+        server.bucket, cutter.url, server.region
+    ))
+    .unwrap()
+    .with_credentials(storage_s3::Credentials::new(
+        &server.access_key,
+        &server.secret_key,
+    ))
+    .with_max_retries(0)
+    .with_timeouts(Duration::from_secs(2), Duration::from_secs(10))
+    .with_part_size(5 * MIB);
+    S3BlobStore::new(cfg).unwrap()
+}
+
+/// A store on the same prefix, straight to SeaweedFS: the process after the restart.
+fn direct(prefix: &str) -> S3BlobStore {
+    S3BlobStore::new(common::config_on(common::server()).with_prefix(prefix)).unwrap()
+}
+
+fn prefix() -> String {
+    format!("crash-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A request to a key ending so, with the method.
+fn request(method: &'static str, key_end: &'static str) -> Rule {
+    Box::new(move |h: &Head| {
+        h.method == method && h.target.split('?').next().unwrap_or("").ends_with(key_end)
+    })
+}
+
+fn complete() -> Rule {
+    Box::new(|h: &Head| h.method == "POST" && h.target.contains("uploadId="))
+}
+
+fn part_upload() -> Rule {
+    Box::new(|h: &Head| h.method == "PUT" && h.target.contains("partNumber="))
+}
+
+fn pointer_put() -> Rule {
+    Box::new(|h: &Head| h.method == "PUT" && h.header("x-amz-meta-registry-data").is_some())
+}
+
+/// A session of `len` random bytes, written in writes of `write` bytes through `store`.
+async fn session(store: &S3BlobStore, len: usize, write: usize) -> (String, Vec<u8>, Digest) {
+    let data = random_bytes(len);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    let mut offset = 0;
+    for w in data.chunks(write) {
+        store
+            .write_upload(&id, offset as u64, chunked(w, &[MIB / 2]))
+            .await
+            .unwrap();
+        offset += w.len();
+    }
+    let digest = Digest::sha256_of(&data);
+    (id, data, digest)
+}
+
+/// The blob is not visible anywhere: stat, get, list.
+async fn assert_invisible(store: &S3BlobStore, digest: &Digest) {
+    assert_eq!(store.stat(digest).await.unwrap(), None, "a partial blob");
+    assert!(matches!(
+        store.get(digest, None).await,
+        Err(StorageError::NotFound(_))
+    ));
+    let listed: Vec<Digest> = store.list().try_collect().await.unwrap();
+    assert!(!listed.contains(digest), "listed before it was complete");
+}
+
+async fn assert_blob(store: &S3BlobStore, digest: &Digest, data: &[u8]) {
+    assert_eq!(
+        store.stat(digest).await.unwrap().map(|i| i.size),
+        Some(data.len() as u64)
+    );
+    assert!(
+        store.get_bytes(digest).await.unwrap() == data,
+        "blob differs"
+    );
+}
+
+/// Nothing of any session is left, and every data object belongs to a blob.
+async fn assert_clean(store: &S3BlobStore) {
+    assert_eq!(store.upload_keys().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        store.incomplete_multipart_uploads().await.unwrap(),
+        Vec::<(String, String)>::new()
+    );
+    let digests: Vec<Digest> = store.list().try_collect().await.unwrap();
+    let mut owned = Vec::new();
+    for d in &digests {
+        owned.push(store.blob_data_key(d).await.unwrap().unwrap());
+    }
+    for key in store.data_keys().await.unwrap() {
+        assert!(owned.contains(&key), "data object {key} belongs to no blob");
+    }
+}
+
+#[tokio::test]
+async fn killed_before_complete_then_finished_by_another_process() {
+    let cutter = Cutter::start(1, complete()).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let (id, data, digest) = session(&crashing, 12 * MIB + 7, 6 * MIB).await;
+    let result = crashing
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await;
+    assert!(result.is_err() && cutter.cut(), "{result:?}");
+    assert_invisible(&restarted, &digest).await;
+    // The session carries on: its bytes are all there, and it finishes.
+    assert!(
+        collect(restarted.read_upload(&id).await.unwrap())
+            .await
+            .unwrap()
+            == data
+    );
+    restarted
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert_blob(&restarted, &digest, &data).await;
+    assert_clean(&restarted).await;
+}
+
+#[tokio::test]
+async fn killed_between_complete_and_pointer() {
+    let cutter = Cutter::start(1, pointer_put()).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let (id, data, digest) = session(&crashing, 11 * MIB, 11 * MIB).await;
+    let result = crashing
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await;
+    assert!(result.is_err() && cutter.cut(), "{result:?}");
+    // The data object is complete, but no key names it as the blob.
+    assert_eq!(restarted.data_keys().await.unwrap().len(), 1);
+    assert_invisible(&restarted, &digest).await;
+    // The retry finds the upload completed and publishes it.
+    restarted
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert_blob(&restarted, &digest, &data).await;
+    assert_clean(&restarted).await;
+}
+
+#[tokio::test]
+async fn killed_between_complete_and_pointer_then_aborted() {
+    let cutter = Cutter::start(1, pointer_put()).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let (id, data, digest) = session(&crashing, 7 * MIB, 3 * MIB).await;
+    assert!(
+        crashing
+            .finish_upload(&id, &digest, data.len() as u64)
+            .await
+            .is_err()
+    );
+    // The reaper aborts the expired session: the completed data goes with it.
+    restarted.abort_upload(&id).await.unwrap();
+    assert_invisible(&restarted, &digest).await;
+    assert_eq!(restarted.data_keys().await.unwrap(), Vec::<String>::new());
+    assert_clean(&restarted).await;
+}
+
+#[tokio::test]
+async fn killed_after_the_pointer_keeps_the_blob_through_an_abort() {
+    let cutter = Cutter::start(1, request("DELETE", "/state.json")).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let (id, data, digest) = session(&crashing, 9 * MIB, 9 * MIB).await;
+    let result = crashing
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await;
+    assert!(result.is_err() && cutter.cut(), "{result:?}");
+    // Published: complete and visible.
+    assert_blob(&restarted, &digest, &data).await;
+    // The registry saw an error and discards the session: the blob it published stays.
+    restarted.abort_upload(&id).await.unwrap();
+    assert_blob(&restarted, &digest, &data).await;
+    assert_clean(&restarted).await;
+    restarted.delete(&digest).await.unwrap();
+    assert_eq!(restarted.data_keys().await.unwrap(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn killed_mid_write_keeps_acknowledged_bytes() {
+    // The second part of the second write (the first write sends two).
+    let cutter = Cutter::start(4, part_upload()).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let data = random_bytes(30 * MIB + 3);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    crashing.start_upload(&id).await.unwrap();
+    let acked = 11 * MIB;
+    crashing
+        .write_upload(&id, 0, stream_of([data[..acked].to_vec()]))
+        .await
+        .unwrap();
+    let result = crashing
+        .write_upload(&id, acked as u64, chunked(&data[acked..], &[MIB]))
+        .await;
+    assert!(result.is_err() && cutter.cut(), "{result:?}");
+    // Parts the failed write sent are in the multipart upload, recorded nowhere.
+    assert!(
+        collect(restarted.read_upload(&id).await.unwrap())
+            .await
+            .unwrap()
+            == data[..acked]
+    );
+    assert_eq!(
+        restarted
+            .write_upload(&id, acked as u64, chunked(&data[acked..], &[3 * MIB]))
+            .await
+            .unwrap(),
+        data.len() as u64
+    );
+    restarted
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert_blob(&restarted, &digest, &data).await;
+    assert_clean(&restarted).await;
+}
+
+#[tokio::test]
+async fn killed_before_the_write_is_recorded() {
+    // state.json PUTs: start (If-None-Match), the first write's claim and record, the
+    // second write's claim, then its record: the fifth.
+    let cutter = Cutter::start(5, request("PUT", "/state.json")).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let data = random_bytes(20 * MIB);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    crashing.start_upload(&id).await.unwrap();
+    crashing
+        .write_upload(&id, 0, stream_of([data[..8 * MIB].to_vec()]))
+        .await
+        .unwrap();
+    let result = crashing
+        .write_upload(&id, 8 * MIB as u64, stream_of([data[8 * MIB..].to_vec()]))
+        .await;
+    assert!(result.is_err() && cutter.cut(), "{result:?}");
+    // Every part of that write was sent; none counts.
+    assert!(
+        collect(restarted.read_upload(&id).await.unwrap())
+            .await
+            .unwrap()
+            == data[..8 * MIB]
+    );
+    // read_upload completed the upload; the retry copies it into a new one and goes on.
+    restarted
+        .write_upload(&id, 8 * MIB as u64, stream_of([data[8 * MIB..].to_vec()]))
+        .await
+        .unwrap();
+    restarted
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert_blob(&restarted, &digest, &data).await;
+    assert_clean(&restarted).await;
+}
+
+#[tokio::test]
+async fn killed_mid_delete_then_deleted_again_or_pushed_again() {
+    // The blob key's DELETE, after its data's.
+    let cutter = Cutter::start(
+        1,
+        Box::new(|h: &Head| h.method == "DELETE" && h.target.contains("/blobs/sha256/")),
+    )
+    .await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let (id, data, digest) = session(&restarted, 6 * MIB, 6 * MIB).await;
+    restarted
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    let result = crashing.delete(&digest).await;
+    assert!(result.is_err() && cutter.cut(), "{result:?}");
+    // A pointer to nothing: no bytes to serve.
+    assert!(matches!(
+        restarted.get(&digest, None).await,
+        Err(StorageError::NotFound(_))
+    ));
+    // Pushed again before the delete is retried: the new bytes replace the old pointer.
+    let id = upload_id();
+    restarted.start_upload(&id).await.unwrap();
+    restarted
+        .write_upload(&id, 0, stream_of([data.clone()]))
+        .await
+        .unwrap();
+    restarted
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert_blob(&restarted, &digest, &data).await;
+    assert_clean(&restarted).await;
+    // And the retried delete of a half-deleted blob completes.
+    let cutter = Cutter::start(
+        1,
+        Box::new(|h: &Head| h.method == "DELETE" && h.target.contains("/blobs/sha256/")),
+    )
+    .await;
+    assert!(through(&cutter, &p).delete(&digest).await.is_err());
+    restarted.delete(&digest).await.unwrap();
+    assert_eq!(restarted.stat(&digest).await.unwrap(), None);
+    assert_eq!(restarted.data_keys().await.unwrap(), Vec::<String>::new());
+    assert_clean(&restarted).await;
+}
