@@ -249,6 +249,17 @@ impl Registry {
         Ok(removed)
     }
 
+    /// Applies the pull-through cache's policy once (`cache_ttl`, `cache_max_bytes`; see
+    /// [`proxy`]): evicts cached images, whose blobs garbage collection then frees. Pull
+    /// figures are written first, so the policy sees the latest pulls.
+    pub async fn evict_cache(&self) -> Result<proxy::EvictionReport, RegistryError> {
+        if self.inner.proxy.is_none() {
+            return Ok(proxy::EvictionReport::default());
+        }
+        self.flush_pulls().await?;
+        proxy::evict(&self.inner).await
+    }
+
     /// Starts the background maintenance task (upload expiry, and writing the tallied
     /// pulls to the metadata store) on the current runtime. It runs until the returned
     /// handle is aborted or the runtime shuts down; call [`Registry::flush_pulls`] after
@@ -268,11 +279,16 @@ impl Registry {
             flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => match registry.reap_expired_uploads().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(removed = n, "expired upload sessions removed"),
-                        Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
-                    },
+                    _ = tick.tick() => {
+                        match registry.reap_expired_uploads().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(removed = n, "expired upload sessions removed"),
+                            Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+                        }
+                        if let Err(e) = registry.evict_cache().await {
+                            tracing::warn!(error = %e, "pull-through cache eviction failed");
+                        }
+                    }
                     _ = flush.tick() => {
                         if let Err(e) = registry.flush_pulls().await {
                             tracing::warn!(error = %e, "writing pull counts failed; kept for the next flush");

@@ -392,3 +392,98 @@ async fn a_corrupt_or_broken_off_upstream_blob_is_an_error_and_nothing_is_kept()
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_policy_evicts_the_least_recently_pulled_images() {
+    let upstream = TestRegistry::new().await;
+    let mut images = Vec::new();
+    for (i, repo) in ["a", "b", "c"].into_iter().enumerate() {
+        let layer = data(20 + i as u64, 100_000);
+        let (digest, _) = upstream.push_image(repo, "v1", &[&layer]).await;
+        images.push((repo, digest, Digest::sha256_of(&layer)));
+    }
+    let (url, _server) = auth_support::serve_router(upstream.router.clone()).await;
+    // Room for two of the three images (each: a 100,000-byte layer and a small config).
+    let config = RegistryConfig::default().with_proxy(
+        ProxyConfig::default()
+            .with_upstream(Upstream::new("up", &url).unwrap())
+            .with_cache_max_bytes(Some(250_000)),
+    );
+    let cache = TestRegistry::with_config(config).await;
+    for (repo, _, layer) in &images {
+        let r = cache.get(&format!("/v2/up/{repo}/manifests/v1")).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let (status, _) = body_of(&cache, &format!("/v2/up/{repo}/blobs/{layer}")).await;
+        assert_eq!(status, StatusCode::OK);
+        // Pull times a few milliseconds apart, so the order is unambiguous.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // `a` is pulled again: now `b` is the least recently pulled.
+    assert_eq!(
+        cache.get("/v2/up/a/manifests/v1").await.status,
+        StatusCode::OK
+    );
+    let report = cache.registry.evict_cache().await.unwrap();
+    let evicted: Vec<String> = report
+        .manifests
+        .iter()
+        .map(|(r, _)| r.to_string())
+        .collect();
+    assert_eq!(evicted, ["up/b"]);
+    assert_eq!(report.manifests[0].1, images[1].1);
+    assert!(report.bytes_released >= 100_000, "{report:?}");
+    // Under the limit now: a second pass evicts nothing.
+    assert!(
+        cache
+            .registry
+            .evict_cache()
+            .await
+            .unwrap()
+            .manifests
+            .is_empty()
+    );
+    // The collector frees the evicted image's layer.
+    let gc = cache
+        .registry
+        .collect_garbage(
+            &registry_core::GcConfig::default().with_grace(Duration::ZERO),
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(gc.blobs.iter().any(|(d, _)| *d == images[1].2), "{gc:?}");
+    // Pulled again, it comes back from the upstream.
+    let r = cache.get("/v2/up/b/manifests/v1").await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_ttl_evicts_what_was_not_pulled_for_that_long() {
+    let upstream = TestRegistry::new().await;
+    upstream.push_image("old", "v1", &[b"old layer"]).await;
+    let (url, _server) = auth_support::serve_router(upstream.router.clone()).await;
+    let config = RegistryConfig::default().with_proxy(
+        ProxyConfig::default()
+            .with_upstream(Upstream::new("up", &url).unwrap())
+            .with_cache_ttl(Some(Duration::from_millis(200))),
+    );
+    let cache = TestRegistry::with_config(config).await;
+    assert_eq!(
+        cache.get("/v2/up/old/manifests/v1").await.status,
+        StatusCode::OK
+    );
+    assert!(
+        cache
+            .registry
+            .evict_cache()
+            .await
+            .unwrap()
+            .manifests
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = cache.registry.evict_cache().await.unwrap();
+    assert_eq!(report.manifests.len(), 1, "{report:?}");
+    let tags = cache.get("/v2/up/old/tags/list").await.json();
+    assert_eq!(tags["tags"], serde_json::json!([]));
+}

@@ -368,6 +368,14 @@ pub struct ServeArgs {
         default_value = "5m"
     )]
     pub upstream_tag_ttl: String,
+    /// Evict images of the pull-through cache not pulled for this long (garbage
+    /// collection then frees their blobs) [default: keep them].
+    #[arg(long, env = "REGISTRY_CACHE_TTL", value_name = "DURATION")]
+    pub cache_ttl: Option<String>,
+    /// Evict the least recently pulled images of the pull-through cache while their blobs
+    /// add up to more than this many bytes [default: no limit].
+    #[arg(long, env = "REGISTRY_CACHE_MAX_BYTES", value_name = "BYTES")]
+    pub cache_max_bytes: Option<u64>,
     /// Mirrors, in the config file only: `[[mirror]]` tables with `from` (a pull mirror,
     /// synced at start and every `interval`, default `1h`) or `to` (a push mirror, fed by
     /// every push), `repositories`, and optionally `tags`, `username`, `password_file`.
@@ -658,6 +666,8 @@ pub struct Settings {
 pub struct UpstreamSettings {
     pub upstreams: Vec<UpstreamSpec>,
     pub tag_ttl: Duration,
+    pub cache_ttl: Option<Duration>,
+    pub cache_max_bytes: Option<u64>,
 }
 
 /// Upload sessions: how long an idle one lives, how many may be open.
@@ -837,6 +847,12 @@ impl ServeCommand {
             upstreams: UpstreamSettings {
                 upstreams: serve.upstream.clone(),
                 tag_ttl: parse_duration("upstream-tag-ttl", &serve.upstream_tag_ttl)?,
+                cache_ttl: serve
+                    .cache_ttl
+                    .as_deref()
+                    .map(|d| positive_duration("cache-ttl", d))
+                    .transpose()?,
+                cache_max_bytes: serve.cache_max_bytes,
             },
             mirrors: serve.mirror.clone(),
         })

@@ -252,7 +252,10 @@ async fn gc(run: GcRun, dry_run: bool) -> Result<(), BoxError> {
 }
 
 fn proxy_config(settings: &config::UpstreamSettings) -> Result<ProxyConfig, BoxError> {
-    let mut proxy = ProxyConfig::default().with_tag_ttl(settings.tag_ttl);
+    let mut proxy = ProxyConfig::default()
+        .with_tag_ttl(settings.tag_ttl)
+        .with_cache_ttl(settings.cache_ttl)
+        .with_cache_max_bytes(settings.cache_max_bytes);
     for spec in &settings.upstreams {
         let upstream = spec
             .to_upstream()

@@ -39,6 +39,7 @@
 
 mod blobs;
 mod client;
+mod evict;
 mod manifests;
 
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ use tokio::sync::watch;
 pub(crate) use blobs::get_blob;
 pub use client::UpstreamError;
 pub(crate) use client::{ACCEPT_MANIFESTS, RequestBody, UpstreamClient};
+pub use evict::EvictionReport;
+pub(crate) use evict::evict;
 pub(crate) use manifests::refresh_manifest;
 
 use crate::error::RegistryError;
@@ -155,6 +158,11 @@ pub struct ProxyConfig {
     pub upstreams: Vec<Upstream>,
     /// How long a tag fetched or revalidated upstream is served without asking again.
     pub tag_ttl: Duration,
+    /// Evict cached images not pulled for this long (`None`: keep them).
+    pub cache_ttl: Option<Duration>,
+    /// Evict the least recently pulled cached images while their blobs add up to more
+    /// than this (`None`: no limit).
+    pub cache_max_bytes: Option<u64>,
 }
 
 impl Default for ProxyConfig {
@@ -162,6 +170,8 @@ impl Default for ProxyConfig {
         ProxyConfig {
             upstreams: Vec::new(),
             tag_ttl: Duration::from_secs(300),
+            cache_ttl: None,
+            cache_max_bytes: None,
         }
     }
 }
@@ -178,6 +188,18 @@ impl ProxyConfig {
         self.tag_ttl = ttl;
         self
     }
+
+    #[must_use]
+    pub fn with_cache_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.cache_ttl = ttl;
+        self
+    }
+
+    #[must_use]
+    pub fn with_cache_max_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.cache_max_bytes = bytes;
+        self
+    }
 }
 
 /// A blob fetch in flight: `Some(succeeded)` once it is over.
@@ -189,6 +211,8 @@ pub(crate) type Fetch = watch::Receiver<Option<bool>>;
 pub(crate) struct Proxy {
     clients: Vec<Arc<UpstreamClient>>,
     tag_ttl: Duration,
+    cache_ttl: Option<Duration>,
+    cache_max_bytes: Option<u64>,
     fresh: Mutex<HashMap<(RepositoryName, String), Instant>>,
     inflight: Mutex<HashMap<(RepositoryName, Digest), Fetch>>,
 }
@@ -210,6 +234,8 @@ impl Proxy {
         (!clients.is_empty()).then(|| Proxy {
             clients,
             tag_ttl: config.tag_ttl,
+            cache_ttl: config.cache_ttl,
+            cache_max_bytes: config.cache_max_bytes,
             ..Proxy::default()
         })
     }
