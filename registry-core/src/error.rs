@@ -61,6 +61,13 @@ pub enum RegistryError {
     /// Too many open upload sessions: `429` until some finish or expire.
     #[error("too many open upload sessions (limit {limit})")]
     TooManyUploads { limit: u64 },
+    /// The caller spent its budget of pulls or writes ([`crate::ratelimit`]): `429` with
+    /// `Retry-After`, and the `RateLimit-*` headers when a pull was refused.
+    #[error("rate limit reached; retry in {retry_after:?}")]
+    RateLimited {
+        retry_after: std::time::Duration,
+        pull_limit: Option<crate::ratelimit::RateLimit>,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -242,6 +249,22 @@ impl IntoResponse for RegistryError {
                 );
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+                res
+            }
+            RegistryError::RateLimited {
+                retry_after,
+                pull_limit,
+            } => {
+                let mut res = error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyRequests,
+                    format!(
+                        "rate limit reached; retry in {} s",
+                        crate::ratelimit::retry_after_secs(retry_after)
+                    ),
+                    None,
+                );
+                crate::ratelimit::refusal_headers(retry_after, pull_limit, res.headers_mut());
                 res
             }
             RegistryError::Storage(e) => match e {

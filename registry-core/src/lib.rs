@@ -38,6 +38,7 @@ pub mod ops;
 pub mod policy;
 pub mod proxy;
 mod pulls;
+pub mod ratelimit;
 mod recovery;
 pub mod request;
 pub mod route;
@@ -79,6 +80,9 @@ pub struct RegistryConfig {
     /// How often the maintenance task writes the pulls tallied in memory to the
     /// metadata store (5 s by default). Pull figures lag by at most this much.
     pub pull_flush_interval: Duration,
+    /// Pulls and writes allowed per user or client address ([`ratelimit`]; none by
+    /// default).
+    pub rate_limits: ratelimit::RateLimits,
 }
 
 /// When to send clients straight to object storage for a blob download.
@@ -113,6 +117,7 @@ impl Default for RegistryConfig {
             policy: Policy::default(),
             proxy: proxy::ProxyConfig::default(),
             pull_flush_interval: Duration::from_secs(5),
+            rate_limits: ratelimit::RateLimits::default(),
         }
     }
 }
@@ -158,6 +163,11 @@ impl RegistryConfig {
         self
     }
 
+    pub fn with_rate_limits(mut self, limits: ratelimit::RateLimits) -> Self {
+        self.rate_limits = limits;
+        self
+    }
+
     pub fn with_max_manifest_size(mut self, bytes: usize) -> Self {
         self.max_manifest_size = bytes.min(oci_spec_types::manifest::MAX_MANIFEST_SIZE);
         self
@@ -182,6 +192,8 @@ pub(crate) struct Inner {
     pub(crate) proxy: Option<proxy::Proxy>,
     /// Manifest pulls not yet written to the metadata store.
     pub(crate) pulls: pulls::PullTally,
+    /// The callers' budgets of pulls and writes.
+    pub(crate) rate_limits: ratelimit::Limiters,
 }
 
 impl Registry {
@@ -192,6 +204,7 @@ impl Registry {
     ) -> Self {
         let proxy = proxy::Proxy::new(&config.proxy);
         let pulls = pulls::PullTally::new(metadata.pulls().is_some());
+        let rate_limits = ratelimit::Limiters::new(&config.rate_limits);
         Registry {
             inner: Arc::new(Inner {
                 recovery: recovery::RecoveryWriter::new(Arc::clone(&blobs), Arc::clone(&metadata)),
@@ -202,6 +215,7 @@ impl Registry {
                 write_probe: ops::ProbeSlot::default(),
                 proxy,
                 pulls,
+                rate_limits,
             }),
         }
     }

@@ -376,6 +376,15 @@ pub struct ServeArgs {
     /// add up to more than this many bytes [default: no limit].
     #[arg(long, env = "REGISTRY_CACHE_MAX_BYTES", value_name = "BYTES")]
     pub cache_max_bytes: Option<u64>,
+    /// Manifest pulls (GET and HEAD) allowed per user, or per client address for
+    /// anonymous callers, as N/PERIOD (`100/6h`, `10/s`): a burst of N, then one more
+    /// every PERIOD/N; past it, 429 TOOMANYREQUESTS with Retry-After [default: no limit].
+    #[arg(long, env = "REGISTRY_PULL_RATE_LIMIT", value_name = "N/PERIOD")]
+    pub pull_rate_limit: Option<String>,
+    /// Writes (every method but GET and HEAD) allowed per user, or per client address
+    /// for anonymous callers, as N/PERIOD [default: no limit].
+    #[arg(long, env = "REGISTRY_WRITE_RATE_LIMIT", value_name = "N/PERIOD")]
+    pub write_rate_limit: Option<String>,
     /// Mirrors, in the config file only: `[[mirror]]` tables with `from` (a pull mirror,
     /// synced at start and every `interval`, default `1h`) or `to` (a push mirror, fed by
     /// every push), `repositories`, and optionally `tags`, `username`, `password_file`.
@@ -657,6 +666,7 @@ pub struct Settings {
     pub connections: ConnectionSettings,
     pub uploads: UploadSettings,
     pub upstreams: UpstreamSettings,
+    pub rate_limits: registry_core::ratelimit::RateLimits,
     /// `[[mirror]]` tables (their files are read when the server starts).
     pub mirrors: Vec<MirrorSpec>,
 }
@@ -854,6 +864,15 @@ impl ServeCommand {
                     .transpose()?,
                 cache_max_bytes: serve.cache_max_bytes,
             },
+            rate_limits: registry_core::ratelimit::RateLimits::default()
+                .with_pulls(parse_rate_limit(
+                    "pull-rate-limit",
+                    serve.pull_rate_limit.as_deref(),
+                )?)
+                .with_writes(parse_rate_limit(
+                    "write-rate-limit",
+                    serve.write_rate_limit.as_deref(),
+                )?),
             mirrors: serve.mirror.clone(),
         })
     }
@@ -1215,6 +1234,37 @@ fn parse_limit(setting: &'static str, value: &str) -> Result<Option<u64>, Config
             }),
         },
     }
+}
+
+/// `N/PERIOD` (`100/6h`; a bare unit is one of it: `10/s`), or nothing.
+fn parse_rate_limit(
+    setting: &'static str,
+    value: Option<&str>,
+) -> Result<Option<registry_core::ratelimit::RateLimit>, ConfigError> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let invalid = |message: String| ConfigError::Number {
+        setting,
+        value: value.to_string(),
+        message,
+    };
+    let (count, period) = value
+        .split_once('/')
+        .ok_or_else(|| invalid("expected N/PERIOD, as in 100/6h".into()))?;
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|e: std::num::ParseIntError| invalid(e.to_string()))?;
+    let period = period.trim();
+    let period = if period.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        parse_duration(setting, &format!("1{period}"))?
+    } else {
+        parse_duration(setting, period)?
+    };
+    registry_core::ratelimit::RateLimit::new(count, period)
+        .map(Some)
+        .ok_or(ConfigError::Zero { setting })
 }
 
 /// A duration that must not be zero (a zero timeout would close every connection).

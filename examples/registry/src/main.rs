@@ -278,6 +278,7 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         RegistryConfig::default()
             .with_upload_expiry(settings.uploads.expiry)
             .with_max_open_uploads(settings.uploads.max_open)
+            .with_rate_limits(settings.rate_limits)
             .with_proxy(proxy_config(&settings.upstreams)?),
         &settings.access,
         &settings.policy,

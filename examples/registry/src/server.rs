@@ -205,7 +205,7 @@ impl Connection {
         let body_timeout = limits.body_timeout;
         let service = tower::service_fn(move |req: http::Request<Incoming>| {
             let request = InFlight::begin(&in_service);
-            let req = req.map(|body| {
+            let mut req = req.map(|body| {
                 axum::body::Body::new(TimeoutBody::new(body_timeout, body).map_err(move |e| {
                     if e.is::<TimeoutError>() {
                         tracing::info!(
@@ -217,6 +217,10 @@ impl Connection {
                     e
                 }))
             });
+            // Where the request came from, as axum's `serve` would say it: the rate
+            // limits key anonymous callers by it.
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let response = app.clone().oneshot(req);
             async move {
                 let response = response.await;

@@ -6,16 +6,21 @@
 //! It decides on the [`ApiRequest`] the edge decoded, never on the URI. When a mount's
 //! source may not be read, the mount is taken out of that same value, so the handler
 //! cannot mount what was refused, however the query spelled it.
+//!
+//! Rate limits ([`crate::ratelimit`]) are spent as soon as the caller is known, so a
+//! caller over its budget costs no authorisation lookup.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{Access, Action, AuthError, Principal, effective_actions};
 use crate::Inner;
 use crate::error::RegistryError;
+use crate::ratelimit::PullHeaders;
 use crate::request::ApiRequest;
 
 pub(crate) async fn middleware(
@@ -25,7 +30,13 @@ pub(crate) async fn middleware(
 ) -> Response {
     let (mut parts, body) = req.into_parts();
     match check(&inner, &mut parts).await {
-        Ok(()) => next.run(Request::from_parts(parts, body)).await,
+        Ok(rate) => {
+            let mut res = next.run(Request::from_parts(parts, body)).await;
+            if let Some(rate) = rate {
+                rate.apply(res.headers_mut());
+            }
+            res
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -37,7 +48,11 @@ enum Decision {
     AllowWithoutMount,
 }
 
-async fn check(inner: &Inner, parts: &mut http::request::Parts) -> Result<(), RegistryError> {
+/// `Ok(Some)`: a pull under a rate limit, with the headers its response carries.
+async fn check(
+    inner: &Inner,
+    parts: &mut http::request::Parts,
+) -> Result<Option<PullHeaders>, RegistryError> {
     let Some(api) = parts.extensions.get::<ApiRequest>() else {
         return Err(RegistryError::NotDecoded);
     };
@@ -53,6 +68,11 @@ async fn check(inner: &Inner, parts: &mut http::request::Parts) -> Result<(), Re
             });
         }
     };
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let rate = inner.rate_limits.check(api, &principal, peer)?;
     let decision = match decide(inner, &principal, &access).await? {
         Some(d) => d,
         None if principal.is_anonymous() || authn.challenge_when_denied() => {
@@ -90,7 +110,7 @@ async fn check(inner: &Inner, parts: &mut http::request::Parts) -> Result<(), Re
         }
     }
     parts.extensions.insert(principal);
-    Ok(())
+    Ok(rate)
 }
 
 /// `None`: not allowed.
