@@ -6,6 +6,9 @@
 #   push_mono_c4     the same at concurrency 4
 #   push_chunked_c1  64 MiB blobs, POST + 8 MiB PATCHes + empty PUT ?digest=, concurrency 1
 #   pull_c1 / _c4    GETs of 4 distinct 64 MiB blobs (pushed untimed), every byte read
+#   pull_c4_redirect (with --with-redirect) pull_c4 from a second registry of each kind that
+#                    answers blob GETs with a redirect to a presigned S3 URL (ours:
+#                    --redirect-min-size 1048576; distribution: its s3 driver's default)
 #
 # The registries are driven by registry-bench; SeaweedFS alone by storage-s3's example
 # `s3_direct` (the same HTTP client, signing with rusty-s3): a PUT per blob for the
@@ -19,12 +22,15 @@
 # docs/performance.md.
 #
 #   scripts/bench-s3.sh [--reps N] [--out DIR] [--smoke] [--registry-bin PATH] [--only LIST]
+#                       [--ours-params QUERY] [--with-redirect]
 #
 #   --reps N      repetitions (default 3)
 #   --out DIR     keep results.jsonl, report.md and the logs there (default: a temp folder)
 #   --smoke       tiny sizes, one repetition: checks the plumbing
 #   --registry-bin PATH  benchmark this `registry` binary instead of target/release/registry
 #   --only LIST   only these scenarios (comma-separated names from the list above)
+#   --ours-params QUERY  appended to our --storage URL (e.g. part_size=16777216)
+#   --with-redirect  also pull_c4_redirect
 #
 # Needs `docker-registry`, `weed` (scripts/ci-deps.sh installs both), curl and python3.
 set -euo pipefail
@@ -36,6 +42,8 @@ out=""
 smoke=0
 registry_bin=""
 only=""
+ours_params=""
+with_redirect=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps="$2"; shift 2 ;;
@@ -43,7 +51,9 @@ while [ $# -gt 0 ]; do
         --smoke) smoke=1; shift ;;
         --registry-bin) registry_bin="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
         --only) only=",$2,"; shift 2 ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        --ours-params) ours_params="&$2"; shift 2 ;;
+        --with-redirect) with_redirect=1; shift ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -73,13 +83,17 @@ work="$(mktemp -d -t bench-s3-servers.XXXXXX)"
 chmod 755 "$work"
 ours_pid=""
 theirs_pid=""
+ours_redirect_pid=""
+theirs_redirect_pid=""
 stop_servers() {
-    for pid in $ours_pid $theirs_pid; do
+    for pid in $ours_pid $theirs_pid $ours_redirect_pid $theirs_redirect_pid; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     done
     ours_pid=""
     theirs_pid=""
+    ours_redirect_pid=""
+    theirs_redirect_pid=""
     for side in ours distribution seaweedfs; do
         scripts/seaweedfs.sh stop "$work/sw-$side" >/dev/null 2>&1 || true
         rm -rf "$work/sw-$side"
@@ -135,32 +149,37 @@ with_env() {
     env $(cat "$work/env-$side") "$@"
 }
 
-start_servers() { # rep
-    local rep="$1" port
-    for side in ours distribution seaweedfs; do
-        seaweedfs "$side" >"$work/env-$side"
-    done
-    # shellcheck disable=SC1090
+# start_ours REP NAME [ARGS...]: `registry serve` on the `ours` SeaweedFS, prefix NAME;
+# sets started_url and started_pid.
+start_ours() {
+    local rep="$1" name="$2" port
+    shift 2
     local S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
-
     eval "$(cat "$work/env-ours")"
     port="$(free_port)"
-    ours_url="http://127.0.0.1:$port"
+    started_url="http://127.0.0.1:$port"
     AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
         AWS_REGION="$AWS_REGION" RUST_LOG=warn "$registry_bin" serve --listen "127.0.0.1:$port" \
-        --storage "s3://$S3_BUCKET/ours?endpoint=$S3_ENDPOINT&region=$AWS_REGION" \
-        --metadata "sqlite://$work/ours-rep$rep.db" --gc-interval off \
-        >"$out/ours-rep$rep.log" 2>&1 &
-    ours_pid=$!
-    wait_ready "$ours_url" "$ours_pid" registry "$out/ours-rep$rep.log"
+        --storage "s3://$S3_BUCKET/$name?endpoint=$S3_ENDPOINT&region=$AWS_REGION$ours_params" \
+        --metadata "sqlite://$work/$name-rep$rep.db" --gc-interval off "$@" \
+        >"$out/$name-rep$rep.log" 2>&1 &
+    started_pid=$!
+    wait_ready "$started_url" "$started_pid" registry "$out/$name-rep$rep.log"
+}
 
+# start_distribution REP NAME REDIRECT: docker-registry on the `distribution` SeaweedFS,
+# rootdirectory /NAME; redirects on if REDIRECT is 1. Sets started_url and started_pid.
+start_distribution() {
+    local rep="$1" name="$2" redirect="$3" port disable=true
+    if [ "$redirect" = 1 ]; then disable=false; fi
+    local S3_ENDPOINT S3_BUCKET AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION
     eval "$(cat "$work/env-distribution")"
     port="$(free_port)"
-    theirs_url="http://127.0.0.1:$port"
+    started_url="http://127.0.0.1:$port"
     mkdir -p "$work/distribution"
     # Distribution 2.8 has no path-style switch; SeaweedFS serves path-style requests on an
     # IP endpoint, which is what the driver sends there.
-    cat >"$work/distribution/config-rep$rep.yml" <<EOF
+    cat >"$work/distribution/$name-rep$rep.yml" <<EOF
 version: 0.1
 log:
   level: warn
@@ -173,21 +192,38 @@ storage:
     region: $AWS_REGION
     regionendpoint: $S3_ENDPOINT
     bucket: $S3_BUCKET
-    rootdirectory: /distribution
+    rootdirectory: /$name
     secure: false
     v4auth: true
   redirect:
-    disable: true
+    disable: $disable
   delete:
     enabled: true
 http:
   addr: 127.0.0.1:$port
 EOF
     # Its AWS SDK refuses to start the s3 driver while AWS_CA_BUNDLE is set.
-    env -u AWS_CA_BUNDLE docker-registry serve "$work/distribution/config-rep$rep.yml" \
-        >"$out/distribution-rep$rep.log" 2>&1 &
-    theirs_pid=$!
-    wait_ready "$theirs_url" "$theirs_pid" docker-registry "$out/distribution-rep$rep.log"
+    env -u AWS_CA_BUNDLE docker-registry serve "$work/distribution/$name-rep$rep.yml" \
+        >"$out/$name-rep$rep.log" 2>&1 &
+    started_pid=$!
+    wait_ready "$started_url" "$started_pid" docker-registry "$out/$name-rep$rep.log"
+}
+
+start_servers() { # rep
+    local rep="$1"
+    for side in ours distribution seaweedfs; do
+        seaweedfs "$side" >"$work/env-$side"
+    done
+    start_ours "$rep" ours
+    ours_url="$started_url"; ours_pid="$started_pid"
+    start_distribution "$rep" distribution 0
+    theirs_url="$started_url"; theirs_pid="$started_pid"
+    if [ "$with_redirect" = 1 ]; then
+        start_ours "$rep" ours-redirect --redirect-min-size 1048576
+        ours_redirect_url="$started_url"; ours_redirect_pid="$started_pid"
+        start_distribution "$rep" distribution-redirect 1
+        theirs_redirect_url="$started_url"; theirs_redirect_pid="$started_pid"
+    fi
 }
 
 # side SIDE REP SCENARIO: one scenario on one side, its result line appended.
@@ -201,20 +237,25 @@ side() {
             push_mono_c4) args=(--kind put --count "$push_c4" --concurrency 4) ;;
             push_chunked_c1) args=(--kind multipart --count "$chunked" --concurrency 1 --chunk-mib "$chunk_mib") ;;
             pull_c1) args=(--kind get --count "$pull_c1" --distinct "$pull_distinct" --concurrency 1) ;;
-            pull_c4) args=(--kind get --count "$pull_c4" --distinct "$pull_distinct" --concurrency 4) ;;
+            pull_c4|pull_c4_redirect) args=(--kind get --count "$pull_c4" --distinct "$pull_distinct" --concurrency 4) ;;
         esac
         with_env seaweedfs "$direct" "$scenario" --mib "$blob_mib" --rep "$rep" \
             --prefix "direct/$scenario" "${args[@]}" 2>>"$log" | tee -a "$results"
         return
     fi
-    if [ "$who" = ours ]; then url="$ours_url"; pid="$ours_pid"; else url="$theirs_url"; pid="$theirs_pid"; fi
+    case "$who-$scenario" in
+        ours-*_redirect) url="$ours_redirect_url"; pid="$ours_redirect_pid" ;;
+        distribution-*_redirect) url="$theirs_redirect_url"; pid="$theirs_redirect_pid" ;;
+        ours-*) url="$ours_url"; pid="$ours_pid" ;;
+        *) url="$theirs_url"; pid="$theirs_pid" ;;
+    esac
     local args
     case "$scenario" in
         push_mono_c1) args=(push --blobs "$push_c1" --concurrency 1) ;;
         push_mono_c4) args=(push --blobs "$push_c4" --concurrency 4) ;;
         push_chunked_c1) args=(push --blobs "$chunked" --concurrency 1 --chunk-mib "$chunk_mib") ;;
         pull_c1) args=(pull --repo bench/pull1 --distinct "$pull_distinct" --pulls "$pull_c1" --concurrency 1) ;;
-        pull_c4) args=(pull --repo bench/pull4 --distinct "$pull_distinct" --pulls "$pull_c4" --concurrency 4) ;;
+        pull_c4|pull_c4_redirect) args=(pull --repo bench/pull4 --distinct "$pull_distinct" --pulls "$pull_c4" --concurrency 4) ;;
     esac
     "$bench" --url "$url" --server-pid "$pid" --server "$who" --rep "$rep" \
         "${args[0]}" --scenario "$scenario" --blob-mib "$blob_mib" "${args[@]:1}" \
@@ -243,14 +284,16 @@ all() {
     echo "weed: $( { weed version 2>/dev/null || target/venv/bin/weed version 2>/dev/null; } | head -1)"
     echo "docker-registry: $(docker-registry --version 2>/dev/null | awk '{print $NF}')"
     echo "registry binary: $registry_bin"
-    echo "reps: $reps, blob: $blob_mib MiB, chunk: $chunk_mib MiB${only:+, only: $only}"
+    echo "reps: $reps, blob: $blob_mib MiB, chunk: $chunk_mib MiB${only:+, only: $only}${ours_params:+, ours: $ours_params}, with-redirect: $with_redirect"
 } | tee "$out/machine.txt"
 
 started=$SECONDS
 for rep in $(seq 1 "$reps"); do
     echo "== repetition $rep ($((SECONDS - started))s elapsed)" >&2
     start_servers "$rep"
-    for scenario in push_mono_c1 push_mono_c4 push_chunked_c1 pull_c1 pull_c4; do
+    scenarios="push_mono_c1 push_mono_c4 push_chunked_c1 pull_c1 pull_c4"
+    [ "$with_redirect" = 1 ] && scenarios="$scenarios pull_c4_redirect"
+    for scenario in $scenarios; do
         all "$rep" "$scenario"
     done
     stop_servers

@@ -1,5 +1,6 @@
 //! [`S3BlobStore`] and its [`BlobStore`] and [`BlobSigner`] implementations.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,60 @@ pub struct S3BlobStore {
     part_size: usize,
     upload_concurrency: usize,
     recovery: S3Recovery,
+    pointers: Arc<PointerCache>,
+}
+
+/// Where recently read blobs' bytes live (`digest -> (data key, size)`), so a `get` of a
+/// blob behind a pointer is one request, not two. A data key never holds other bytes once
+/// a pointer names it, so an entry is never wrong, only gone: a `GET` of a deleted data
+/// key answers 404, and the entry is dropped and the pointer read again. `stat` and
+/// presigned URLs always read the pointer (a URL cannot be retried here).
+#[derive(Debug, Default)]
+struct PointerCache {
+    entries: std::sync::Mutex<Pointers>,
+}
+
+/// The entries, and their digests oldest first (the first to go when full).
+#[derive(Debug, Default)]
+struct Pointers {
+    map: HashMap<Digest, (String, u64)>,
+    order: VecDeque<Digest>,
+}
+
+/// Entries kept (about 200 bytes each).
+const POINTER_CACHE: usize = 4096;
+
+impl PointerCache {
+    fn get(&self, digest: &Digest) -> Option<(String, u64)> {
+        self.entries.lock().ok()?.map.get(digest).cloned()
+    }
+
+    fn insert(&self, digest: &Digest, data: &str, size: u64) {
+        let Ok(mut guard) = self.entries.lock() else {
+            return;
+        };
+        let Pointers { map, order } = &mut *guard;
+        if map
+            .insert(digest.clone(), (data.to_string(), size))
+            .is_none()
+        {
+            order.push_back(digest.clone());
+        }
+        while order.len() > POINTER_CACHE {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+
+    fn remove(&self, digest: &Digest) {
+        if let Ok(mut guard) = self.entries.lock() {
+            let Pointers { map, order } = &mut *guard;
+            if map.remove(digest).is_some() {
+                order.retain(|d| d != digest);
+            }
+        }
+    }
 }
 
 impl S3BlobStore {
@@ -49,6 +104,7 @@ impl S3BlobStore {
             part_size: config.part_size,
             upload_concurrency: config.upload_concurrency.max(1),
             recovery,
+            pointers: Arc::default(),
         })
     }
 
@@ -125,6 +181,42 @@ impl S3BlobStore {
         }))
     }
 
+    /// The bytes of a blob behind a pointer: `size` bytes at `data`; `NotFound` if that
+    /// key is gone (the blob was deleted).
+    async fn get_data(
+        &self,
+        digest: &Digest,
+        data: &str,
+        size: u64,
+        range: Option<GetRange>,
+    ) -> Result<GetResult, StorageError> {
+        let not_found = || StorageError::NotFound(digest.clone());
+        let range = match range {
+            None => 0..size,
+            Some(r) => r
+                .resolve(size)
+                .ok_or(StorageError::RangeNotSatisfiable { size })?,
+        };
+        let whole = range == (0..size);
+        let (len, stream) = self
+            .client
+            .get(data, (!whole).then(|| range.clone()))
+            .await?
+            .ok_or_else(not_found)?;
+        if whole && len != size {
+            return Err(protocol(
+                "GET",
+                data,
+                format!("{len} bytes where the blob's pointer says {size}"),
+            ));
+        }
+        Ok(GetResult {
+            size,
+            range,
+            stream,
+        })
+    }
+
     fn session<'a>(&'a self, id: &'a str) -> Result<Session<'a>, StorageError> {
         Ok(Session {
             client: &self.client,
@@ -180,65 +272,64 @@ impl BlobStore for S3BlobStore {
         digest: &Digest,
         range: Option<GetRange>,
     ) -> Result<GetResult, StorageError> {
+        if let Some((data, size)) = self.pointers.get(digest) {
+            match self.get_data(digest, &data, size, range.clone()).await {
+                Err(StorageError::NotFound(_)) => self.pointers.remove(digest),
+                done => return done,
+            }
+        }
         let key = self.layout.blob_key(digest);
         let not_found = || StorageError::NotFound(digest.clone());
         let Some(range) = range else {
             // A blob's bytes stream from this first GET; a pointer's (empty) answer names
             // the key to GET instead.
             let (head, stream) = self.client.open(&key).await?.ok_or_else(not_found)?;
-            let (data, size) = match self.resolve(&key, &head)? {
-                Resolved::Bytes { size } => {
-                    return Ok(GetResult {
-                        size,
-                        range: 0..size,
-                        stream,
-                    });
+            return match self.resolve(&key, &head)? {
+                Resolved::Bytes { size } => Ok(GetResult {
+                    size,
+                    range: 0..size,
+                    stream,
+                }),
+                Resolved::Pointer { data, size } => {
+                    drop(stream);
+                    self.pointers.insert(digest, &data, size);
+                    self.get_data(digest, &data, size, None).await
                 }
-                Resolved::Pointer { data, size } => (data, size),
             };
-            drop(stream);
-            let (len, stream) = self.client.get(&data, None).await?.ok_or_else(not_found)?;
-            if len != size {
-                return Err(protocol(
-                    "GET",
-                    &data,
-                    format!("{len} bytes where the blob's pointer says {size}"),
-                ));
-            }
-            return Ok(GetResult {
-                size,
-                range: 0..size,
-                stream,
-            });
         };
         // The size first: the range is resolved here, exactly as `GetRange` says, rather
         // than by each S3 implementation's reading of a Range header (empty objects,
         // suffixes longer than the object).
         let head = self.client.head_object(&key).await?.ok_or_else(not_found)?;
-        let (source, size) = match self.resolve(&key, &head)? {
-            Resolved::Bytes { size } => (key, size),
-            Resolved::Pointer { data, size } => (data, size),
-        };
-        let range = range
-            .resolve(size)
-            .ok_or(StorageError::RangeNotSatisfiable { size })?;
-        // Deleted since the HEAD: as if it had been gone before.
-        let (_, stream) = self
-            .client
-            .get(&source, Some(range.clone()))
-            .await?
-            .ok_or_else(not_found)?;
-        Ok(GetResult {
-            size,
-            range,
-            stream,
-        })
+        match self.resolve(&key, &head)? {
+            Resolved::Bytes { size } => {
+                let range = range
+                    .resolve(size)
+                    .ok_or(StorageError::RangeNotSatisfiable { size })?;
+                // Deleted since the HEAD: as if it had been gone before.
+                let (_, stream) = self
+                    .client
+                    .get(&key, Some(range.clone()))
+                    .await?
+                    .ok_or_else(not_found)?;
+                Ok(GetResult {
+                    size,
+                    range,
+                    stream,
+                })
+            }
+            Resolved::Pointer { data, size } => {
+                self.pointers.insert(digest, &data, size);
+                self.get_data(digest, &data, size, Some(range)).await
+            }
+        }
     }
 
     /// A pointer's data first, then the pointer: a delete that stops half way leaves a
     /// pointer to nothing (reads say `NotFound`, a finish of that digest replaces it, and
     /// the caller's retry completes the delete), never data no pointer names.
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
+        self.pointers.remove(digest);
         let key = self.layout.blob_key(digest);
         if let Some(head) = self.client.head_object(&key).await?
             && let Resolved::Pointer { data, .. } = self.resolve(&key, &head)?

@@ -806,3 +806,68 @@ async fn corrupt_session_states_are_errors_not_panics() {
     }
     assert_no_session_leftovers(&store).await;
 }
+
+/// A replica remembers where the bytes of blobs it read live; when another replica deletes
+/// a blob, or deletes and uploads it again (new data key), the first replica's reads say
+/// `NotFound` or find the new bytes, never fail otherwise.
+#[tokio::test]
+async fn reads_follow_a_blob_deleted_and_uploaded_again_elsewhere() {
+    let cfg = common::config_on(common::server());
+    let (a, b) = (
+        S3BlobStore::new(cfg.clone()).unwrap(),
+        S3BlobStore::new(cfg).unwrap(),
+    );
+    let data = random_bytes(6 * MIB + 1);
+    let digest = Digest::sha256_of(&data);
+    let upload = |store: S3BlobStore, data: Vec<u8>, digest: Digest| async move {
+        let id = upload_id();
+        store.start_upload(&id).await.unwrap();
+        store
+            .write_upload(&id, 0, stream_of([data.clone()]))
+            .await
+            .unwrap();
+        store
+            .finish_upload(&id, &digest, data.len() as u64)
+            .await
+            .unwrap();
+        store.blob_data_key(&digest).await.unwrap().unwrap()
+    };
+    let first = upload(a.clone(), data.clone(), digest.clone()).await;
+    assert!(b.get_bytes(&digest).await.unwrap() == data);
+    let ranged = |store: S3BlobStore| {
+        let digest = digest.clone();
+        async move {
+            store
+                .get(
+                    &digest,
+                    Some(GetRange::Bounded(MIB as u64..MIB as u64 + 10)),
+                )
+                .await
+        }
+    };
+    assert!(ranged(b.clone()).await.is_ok());
+
+    a.delete(&digest).await.unwrap();
+    assert!(matches!(
+        b.get(&digest, None).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert!(matches!(
+        ranged(b.clone()).await,
+        Err(StorageError::NotFound(_))
+    ));
+
+    assert!(b.get_bytes(&digest).await.is_err());
+    let second = upload(a.clone(), data.clone(), digest.clone()).await;
+    assert_ne!(first, second, "a new upload has its own data key");
+    assert!(b.get_bytes(&digest).await.unwrap() == data);
+    let got = ranged(b.clone()).await.unwrap();
+    assert!(collect(got.stream).await.unwrap() == data[MIB..MIB + 10]);
+    // Deleted and uploaded again while b still remembers the second key.
+    a.delete(&digest).await.unwrap();
+    upload(a.clone(), data.clone(), digest.clone()).await;
+    assert!(b.get_bytes(&digest).await.unwrap() == data);
+    a.delete(&digest).await.unwrap();
+    assert_no_session_leftovers(&a).await;
+    assert_eq!(a.data_keys().await.unwrap(), Vec::<String>::new());
+}
