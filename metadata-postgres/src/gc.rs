@@ -28,8 +28,9 @@ impl Kind {
     }
 }
 
-/// Queues (or restarts) a review of `digest` as of `since`, due at once: the grace period
-/// is the collector's setting, applied from `since` when the review is applied.
+/// Queues (or restarts) a review of `digest` as of `since`, not postponed (`due_at =
+/// since`; a restart ends a postponement): the grace period is the collector's setting,
+/// applied from `since` when reviews are listed and again when one is applied.
 pub(crate) async fn enqueue(
     c: &impl GenericClient,
     kind: Kind,
@@ -244,7 +245,14 @@ impl Decision<'_, '_> {
         Ok(GcOutcome::Kept)
     }
 
-    /// Not old enough yet: due again at `due` (unless a push restarted it meanwhile).
+    /// Queued less than the policy's grace period ago (a push restarted the review after
+    /// the collector listed it): left as it is, due once the grace period has passed.
+    fn young(&self, since: i64) -> bool {
+        since.saturating_add(self.policy.grace_ms) > self.now
+    }
+
+    /// A deliberate postponement until `due` (unless a push restarted the review
+    /// meanwhile): `due_at` past `since` keeps it from every collector until then.
     async fn postpone(&self, since: i64, due: i64) -> Result<GcOutcome, Fail> {
         let stmt = self
             .tx
@@ -287,9 +295,8 @@ impl Decision<'_, '_> {
         if !linked || referenced {
             return self.kept(Some(since)).await;
         }
-        let due = since.saturating_add(self.policy.grace_ms);
-        if due > self.now {
-            return self.postpone(since, due).await;
+        if self.young(since) {
+            return Ok(GcOutcome::Kept);
         }
         let stmt = tx
             .prepare_cached("DELETE FROM repository_blobs WHERE repo_id = $1 AND digest = $2")
@@ -347,9 +354,8 @@ impl Decision<'_, '_> {
         if in_use {
             return self.kept(Some(since)).await;
         }
-        let due = since.saturating_add(self.policy.grace_ms);
-        if due > self.now {
-            return self.postpone(since, due).await;
+        if self.young(since) {
+            return Ok(GcOutcome::Kept);
         }
         let stmt = tx
             .prepare_cached("DELETE FROM blobs WHERE digest = $1")
@@ -420,17 +426,18 @@ impl Decision<'_, '_> {
         if tagged || in_index || is_subject || subject_alive {
             return self.kept(Some(since)).await;
         }
+        if self.young(since) {
+            return Ok(GcOutcome::Kept);
+        }
         let Some(ttl) = self.policy.untagged_manifest_ttl_ms else {
             // Untagged manifests are kept unless the policy says otherwise. The review
             // stays, parked with its `since`, so a policy turned on later still reaches it
-            // (see `storage_traits::gc::UNTAGGED_RECHECK_MS`).
-            let recheck = self
-                .policy
-                .grace_ms
-                .max(storage_traits::gc::UNTAGGED_RECHECK_MS);
+            // (see `storage_traits::gc::UNTAGGED_RECHECK_MS`). The grace period is not
+            // added: the listing applies it from `since`, whatever collector comes next.
+            let recheck = storage_traits::gc::UNTAGGED_RECHECK_MS;
             return self.postpone(since, self.now.saturating_add(recheck)).await;
         };
-        let due = since.saturating_add(ttl.max(self.policy.grace_ms));
+        let due = since.saturating_add(ttl);
         if due > self.now {
             return self.postpone(since, due).await;
         }
@@ -449,24 +456,40 @@ impl Decision<'_, '_> {
 
 #[async_trait]
 impl GcMetadata for PostgresMetadataStore {
-    async fn due_reviews(&self, now_ms: i64, limit: usize) -> Result<Vec<GcReview>, MetadataError> {
+    async fn due_reviews(
+        &self,
+        now_ms: i64,
+        grace_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<GcReview>, MetadataError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let grace_ms = grace_ms.max(0);
+        // Queued at or before this; a negative grace would be a clock in the future.
+        let cutoff = now_ms.saturating_sub(grace_ms);
         self.retry(move || async move {
             let c = self.client().await?;
+            // Two index ranges (0005_gc_due): reviews waiting out a grace period by
+            // `since` alone, postponed ones by the end of their postponement.
             let stmt = c
                 .prepare_cached(
-                    "SELECT kind, repository, digest, due_at FROM gc_reviews
-                     WHERE due_at <= $1 ORDER BY due_at, kind, repository, digest LIMIT $2",
+                    "SELECT kind, repository, digest, since, due_at FROM gc_reviews
+                         WHERE due_at <= since AND since <= $1
+                     UNION ALL
+                     SELECT kind, repository, digest, since, due_at FROM gc_reviews
+                         WHERE due_at > since AND due_at <= $2 AND since <= $1
+                     ORDER BY 4, 1, 2, 3 LIMIT $3",
                 )
                 .await?;
-            c.query(&stmt, &[&now_ms, &limit])
+            c.query(&stmt, &[&cutoff, &now_ms, &limit])
                 .await?
                 .iter()
                 .map(|row| {
                     let kind: String = row.try_get(0)?;
                     let repo: String = row.try_get(1)?;
                     let digest: String = row.try_get(2)?;
-                    let due_at: i64 = row.try_get(3)?;
+                    let since: i64 = row.try_get(3)?;
+                    let due_at: i64 = row.try_get(4)?;
+                    let due_at = due_at.max(since.saturating_add(grace_ms));
                     let target = match kind.as_str() {
                         "link" => ReviewTarget::Link(parse_repo(&repo)?),
                         "blob" => ReviewTarget::Blob,

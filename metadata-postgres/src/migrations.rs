@@ -47,10 +47,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "pulls",
         sql: include_str!("../migrations/0004_pulls.sql"),
     },
+    Migration {
+        version: 5,
+        name: "gc_due",
+        sql: include_str!("../migrations/0005_gc_due.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the number of the last migration).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The advisory lock key that serialises migrations within one database (the ASCII bytes
 /// of `"ocimeta1"`; advisory locks are per database, so other databases are unaffected).

@@ -369,7 +369,7 @@ async fn replicas_racing_a_zero_grace_collector_never_link_a_tombstoned_blob() {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         while tokio::time::Instant::now() < deadline {
             let now = wall_ms();
-            for review in gc.due_reviews(now, 64).await.unwrap() {
+            for review in gc.due_reviews(now, policy.grace_ms, 64).await.unwrap() {
                 if gc.apply_review(&review, &policy, now, false).await.unwrap() != GcOutcome::Kept {
                     decided.fetch_add(1, Ordering::Relaxed);
                 }

@@ -31,8 +31,9 @@ impl Kind {
     }
 }
 
-/// Queues (or restarts) a review of `digest` as of `since`, due at once: the grace period
-/// is the collector's setting, applied from `since` when the review is applied.
+/// Queues (or restarts) a review of `digest` as of `since`, not postponed (`due_at =
+/// since`; a restart ends a postponement): the grace period is the collector's setting,
+/// applied from `since` when reviews are listed and again when one is applied.
 pub(crate) fn enqueue(
     conn: &Connection,
     kind: Kind,
@@ -136,6 +137,8 @@ fn finish(conn: &Connection, kind: Kind, repo: &str, digest: &str) -> Result<(),
     Ok(())
 }
 
+/// A deliberate postponement: `due_at` past `since` keeps the review from every collector
+/// until then (see `due_reviews`).
 fn postpone(
     conn: &Connection,
     kind: Kind,
@@ -151,9 +154,16 @@ fn postpone(
 }
 
 /// When a review of an untagged manifest comes back while the untagged policy is off
-/// (see [`storage_traits::gc::UNTAGGED_RECHECK_MS`]).
-fn parked_until(policy: &GcPolicy, now: i64) -> i64 {
-    now.saturating_add(policy.grace_ms.max(storage_traits::gc::UNTAGGED_RECHECK_MS))
+/// (see [`storage_traits::gc::UNTAGGED_RECHECK_MS`]). The grace period is not added: the
+/// listing applies it from `since`, whatever collector comes next.
+fn parked_until(now: i64) -> i64 {
+    now.saturating_add(storage_traits::gc::UNTAGGED_RECHECK_MS)
+}
+
+/// Queued less than the policy's grace period ago (a push restarted the review after the
+/// collector listed it): left as it is, due once the grace period has passed.
+fn young(since: i64, policy: &GcPolicy, now: i64) -> bool {
+    since.saturating_add(policy.grace_ms) > now
 }
 
 fn kept(conn: &Connection, kind: Kind, repo: &str, digest: &str) -> Result<GcOutcome, Fail> {
@@ -187,8 +197,8 @@ fn apply_link(
     if !linked || referenced {
         return kept(conn, k, repo, digest);
     }
-    if since.saturating_add(policy.grace_ms) > now {
-        return postpone(conn, k, repo, digest, since.saturating_add(policy.grace_ms));
+    if young(since, policy, now) {
+        return Ok(GcOutcome::Kept);
     }
     conn.prepare_cached("DELETE FROM repository_blobs WHERE repo_id = ?1 AND digest = ?2")?
         .execute(params![rid, digest])?;
@@ -227,8 +237,8 @@ fn apply_blob(
     if in_use {
         return kept(conn, k, "", digest);
     }
-    if since.saturating_add(policy.grace_ms) > now {
-        return postpone(conn, k, "", digest, since.saturating_add(policy.grace_ms));
+    if young(since, policy, now) {
+        return Ok(GcOutcome::Kept);
     }
     let size: Option<i64> = conn
         .prepare_cached("DELETE FROM blobs WHERE digest = ?1 RETURNING size")?
@@ -291,14 +301,16 @@ fn apply_manifest(
     if tagged || in_index || is_subject || subject_alive {
         return kept(conn, k, repo, digest);
     }
+    if young(since, policy, now) {
+        return Ok(GcOutcome::Kept);
+    }
     let Some(ttl) = policy.untagged_manifest_ttl_ms else {
         // Untagged manifests are kept unless the policy says otherwise. The review stays,
         // parked with its `since`, so a policy turned on later still reaches it.
-        return postpone(conn, k, repo, digest, parked_until(policy, now));
+        return postpone(conn, k, repo, digest, parked_until(now));
     };
-    let wait = ttl.max(policy.grace_ms);
-    if since.saturating_add(wait) > now {
-        return postpone(conn, k, repo, digest, since.saturating_add(wait));
+    if since.saturating_add(ttl) > now {
+        return postpone(conn, k, repo, digest, since.saturating_add(ttl));
     }
     enqueue_orphans_of_manifest(conn, repo, digest, now)?;
     conn.prepare_cached("DELETE FROM manifests WHERE id = ?1")?
@@ -312,23 +324,39 @@ fn apply_manifest(
 
 #[async_trait]
 impl GcMetadata for SqliteMetadataStore {
-    async fn due_reviews(&self, now_ms: i64, limit: usize) -> Result<Vec<GcReview>, MetadataError> {
+    async fn due_reviews(
+        &self,
+        now_ms: i64,
+        grace_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<GcReview>, MetadataError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let grace_ms = grace_ms.max(0);
+        // Queued at or before this; a negative grace would be a clock in the future.
+        let cutoff = now_ms.saturating_sub(grace_ms);
         self.read(move |conn| {
+            // Two index ranges (0005_gc_due): reviews waiting out a grace period by
+            // `since` alone, postponed ones by the end of their postponement.
             let mut stmt = conn.prepare_cached(
-                "SELECT kind, repository, digest, due_at FROM gc_reviews
-                 WHERE due_at <= ?1 ORDER BY due_at, kind, repository, digest LIMIT ?2",
+                "SELECT kind, repository, digest, since, due_at FROM gc_reviews
+                     WHERE due_at <= since AND since <= ?1
+                 UNION ALL
+                 SELECT kind, repository, digest, since, due_at FROM gc_reviews
+                     WHERE due_at > since AND due_at <= ?2 AND since <= ?1
+                 ORDER BY 4, 1, 2, 3 LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![now_ms, limit], |r| {
+            let rows = stmt.query_map(params![cutoff, now_ms, limit], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })?;
             rows.map(|row| {
-                let (kind, repo, digest, due_at) = row?;
+                let (kind, repo, digest, since, due_at) = row?;
+                let due_at = due_at.max(since.saturating_add(grace_ms));
                 let target = match kind.as_str() {
                     "link" => ReviewTarget::Link(parse_repo(&repo)?),
                     "blob" => ReviewTarget::Blob,

@@ -41,10 +41,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "pulls",
         sql: include_str!("../migrations/0004_pulls.sql"),
     },
+    Migration {
+        version: 5,
+        name: "gc_due",
+        sql: include_str!("../migrations/0005_gc_due.sql"),
+    },
 ];
 
 /// The newest schema version this build knows (the number of the last migration).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Why the schema could not be brought up to date. Reaches callers as the source of a
 /// [`MetadataError::Backend`]; downcast to tell the cases apart.

@@ -26,8 +26,9 @@ use crate::error::RegistryError;
 #[non_exhaustive]
 pub struct GcConfig {
     /// How long something unreferenced is kept (default 24 h; zero is allowed, for tests).
-    /// A review postponed under one grace period keeps its due time if the setting is
-    /// later lowered.
+    /// It applies when a pass decides, counted from when the review was queued: a pass
+    /// with a shorter grace period than earlier ones (or than the server's) reaches what
+    /// they kept.
     pub grace: Duration,
     /// Delete untagged, unreferenced manifests older than this. `None` (the default)
     /// keeps them.
@@ -139,7 +140,7 @@ impl Registry {
         for _round in 0..10_000 {
             let now = now_ms();
             let limit = if dry_run { usize::MAX } else { BATCH };
-            let due = gc.due_reviews(now, limit).await?;
+            let due = gc.due_reviews(now, policy.grace_ms, limit).await?;
             if due.is_empty() {
                 break;
             }

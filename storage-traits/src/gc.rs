@@ -8,7 +8,11 @@
 //!   manifest's bytes are a blob too) is deleted;
 //! - a manifest, when it loses a tag or an index referencing it is deleted.
 //!
-//! Each review has a due time (now plus the grace period). The collector takes due
+//! Each review keeps the time it was queued. It is due for a collector once that
+//! collector's own grace period has passed since then (and after any deliberate
+//! postponement the store made, see [`UNTAGGED_RECHECK_MS`]): the grace period applies
+//! when the collector decides, not when the review was queued, so a pass with a short
+//! grace reaches reviews queued or looked at under a long one. The collector takes due
 //! reviews and, for each, calls [`GcMetadata::apply_review`], which re-checks the
 //! references in the same transaction that deletes, so a push that re-links a blob before
 //! that commit wins. A blob whose row is deleted leaves a tombstone until its bytes are
@@ -40,7 +44,9 @@ pub enum ReviewTarget {
 pub struct GcReview {
     pub target: ReviewTarget,
     pub digest: Digest,
-    /// Unix time in milliseconds after which the review may be applied.
+    /// Unix time in milliseconds from which the review may be applied, as
+    /// [`GcMetadata::due_reviews`] computed it for the grace period it was given
+    /// (informational: [`GcMetadata::apply_review`] re-reads the store's own record).
     pub due_at: i64,
 }
 
@@ -81,11 +87,12 @@ impl GcPolicy {
 }
 
 /// How long a review of an untagged, unreferenced manifest is parked when it comes due
-/// while [`GcPolicy::untagged_manifest_ttl_ms`] is `None` (or the grace period, if that is
-/// longer): the store keeps the review, with the time it was queued, instead of dropping
-/// it, so a policy turned on later reaches manifests untagged while it was off, at the
-/// latest this long after it is turned on, and counts their age from when they were
-/// untagged. One hour: a parked review costs one small transaction per hour.
+/// while [`GcPolicy::untagged_manifest_ttl_ms`] is `None`: the store keeps the review, with
+/// the time it was queued, instead of dropping it, so a policy turned on later reaches
+/// manifests untagged while it was off, at the latest this long after it is turned on, and
+/// counts their age from when they were untagged. One hour: a parked review costs one
+/// small transaction per hour. Parking is the collector-independent postponement: no
+/// collector, whatever its grace period, is given the review before it ends.
 pub const UNTAGGED_RECHECK_MS: i64 = 3_600_000;
 
 /// What applying one review did (or, in a dry run, would do).
@@ -118,19 +125,35 @@ pub enum GcOutcome {
 ///   With `dry_run` it reports the same but changes nothing.
 /// - `link_blob` and `put_manifest` on a digest with a tombstone fail with
 ///   [`MetadataError::BlobBeingDeleted`]; re-linking a blob postpones its reviews.
-/// - Reviews are unique per (target, digest): queueing one again restarts it. The grace
-///   period is counted from the store's own record of when the review was (re)queued,
-///   read inside the deciding transaction, never from the `due_at` the caller passes.
+/// - Reviews are unique per (target, digest): queueing one again restarts it (and ends a
+///   postponement). The grace period is counted from the store's own record of when the
+///   review was (re)queued, read inside the deciding transaction, never from the `due_at`
+///   the caller passes.
+/// - `due_reviews(now, grace, ..)` lists a review when it was (re)queued at least `grace`
+///   before `now` and any postponement of it has ended by `now`. The grace period is the
+///   collector's, given at each call: nothing about it is stored with the review, so a
+///   collector with a shorter grace period than the one that queued or kept a review
+///   reaches it at once.
 /// - `apply_review` of a review that is no longer queued (another pass took it) is
-///   [`GcOutcome::Kept`] and changes nothing.
+///   [`GcOutcome::Kept`] and changes nothing; of one not yet old enough under the policy's
+///   grace period (a push restarted it after it was listed) is `Kept` and leaves it as it
+///   is (due again once the grace period has passed since it was restarted).
 /// - A manifest review applied while the untagged policy is off, of a manifest that the
-///   policy would delete once old enough, is postponed by [`UNTAGGED_RECHECK_MS`] (or the
-///   grace period, if longer), keeping the time it was queued; any other kept review is
-///   removed (whatever changes that queues it again).
+///   policy would delete once old enough, is postponed by [`UNTAGGED_RECHECK_MS`] from
+///   `now`, keeping the time it was queued. One applied while the policy is on, of a
+///   manifest younger than its time to live, is postponed until it is that old. Any other
+///   kept review is removed (whatever changes that queues it again).
 #[async_trait]
 pub trait GcMetadata: Send + Sync {
-    /// Reviews due at `now_ms`, oldest first, at most `limit`.
-    async fn due_reviews(&self, now_ms: i64, limit: usize) -> Result<Vec<GcReview>, MetadataError>;
+    /// Reviews due at `now_ms` for a collector whose grace period is `grace_ms` (see
+    /// [`GcPolicy::grace_ms`]): (re)queued at or before `now_ms - grace_ms` and not
+    /// postponed past `now_ms`. Oldest first, at most `limit`.
+    async fn due_reviews(
+        &self,
+        now_ms: i64,
+        grace_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<GcReview>, MetadataError>;
 
     async fn apply_review(
         &self,

@@ -52,6 +52,7 @@ macro_rules! gc_store_tests {
     ($make:expr $(, #[$attr:meta])* $(,)?) => {
         $crate::__gc_store_case!([$(#[$attr])*] ($make) unused_upload_link_deleted_after_grace_then_blob_tombstoned);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) unused_upload_link_postponed_within_grace);
+        $crate::__gc_store_case!([$(#[$attr])*] ($make) grace_is_the_deciding_collectors);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) link_referenced_by_manifest_is_kept);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) deleted_manifest_frees_what_only_it_used);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) relinking_before_the_decision_keeps_link_and_blob);
@@ -59,6 +60,7 @@ macro_rules! gc_store_tests {
         $crate::__gc_store_case!([$(#[$attr])*] ($make) dry_run_reports_the_same_and_changes_nothing);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) untagged_manifests_kept_without_policy);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) untagged_policy_turned_on_later_reaches_parked_reviews);
+        $crate::__gc_store_case!([$(#[$attr])*] ($make) parked_review_waits_for_its_recheck_whatever_the_grace);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) untagged_manifest_policy_deletes_only_unreferenced);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) collector_lease);
         $crate::__gc_store_case!([$(#[$attr])*] ($make) queue_length_counts_every_review);
@@ -198,13 +200,15 @@ fn manifest_review(repo: &RepositoryName, d: &Digest) -> GcReview {
     GcReview::new(ReviewTarget::Manifest(repo.clone()), d.clone(), 0)
 }
 
-/// The queued reviews of `ours` due at `now`, as (target, digest), ignoring their due times.
+/// The queued reviews of `ours` due at `now` for a collector whose grace period is
+/// `grace`, as (target, digest), ignoring their due times.
 async fn due_of(
     gc: &dyn GcMetadata,
     now: i64,
+    grace: i64,
     ours: &BTreeSet<Digest>,
 ) -> BTreeSet<(ReviewTarget, Digest)> {
-    gc.due_reviews(now, usize::MAX)
+    gc.due_reviews(now, grace, usize::MAX)
         .await
         .expect("due_reviews")
         .into_iter()
@@ -218,7 +222,7 @@ async fn queued_of(
     gc: &dyn GcMetadata,
     ours: &BTreeSet<Digest>,
 ) -> BTreeSet<(ReviewTarget, Digest)> {
-    due_of(gc, i64::MAX, ours).await
+    due_of(gc, i64::MAX, 0, ours).await
 }
 
 async fn apply(gc: &dyn GcMetadata, review: &GcReview, policy: &GcPolicy, now: i64) -> GcOutcome {
@@ -251,7 +255,7 @@ async fn pass(
     let mut out = BTreeSet::new();
     for _round in 0..20 {
         let due: Vec<GcReview> = gc
-            .due_reviews(now, usize::MAX)
+            .due_reviews(now, policy.grace_ms, usize::MAX)
             .await
             .expect("due_reviews")
             .into_iter()
@@ -342,7 +346,7 @@ pub async fn unused_upload_link_deleted_after_grace_then_blob_tombstoned(
     );
     assert_eq!(linked(store, &repo, &blob).await, None);
     assert!(
-        due_of(gc, now, &ours)
+        due_of(gc, now, LONG_GRACE_MS, &ours)
             .await
             .contains(&(ReviewTarget::Blob, blob.clone())),
         "deleting the last link queues the blob, due in the same pass"
@@ -402,11 +406,13 @@ pub async fn unused_upload_link_postponed_within_grace(store: &dyn MetadataStore
         "a postponed review stays queued"
     );
     assert!(
-        !due_of(gc, early, &ours).await.contains(&target),
+        !due_of(gc, early, LONG_GRACE_MS, &ours)
+            .await
+            .contains(&target),
         "a postponed review is not due again before the grace period ends"
     );
     assert!(
-        due_of(gc, linked_by + LONG_GRACE_MS, &ours)
+        due_of(gc, linked_by + LONG_GRACE_MS, LONG_GRACE_MS, &ours)
             .await
             .contains(&target),
         "a postponed review is due when the grace period ends"
@@ -423,6 +429,94 @@ pub async fn unused_upload_link_postponed_within_grace(store: &dyn MetadataStore
         ])
     );
     clear(gc, &[&blob]).await;
+}
+
+/// The grace period is the deciding collector's, counted from when the review was queued:
+/// reviews a collector with a long grace period looked at and kept (an upload's unused
+/// link; what a deleted manifest used, and an untagged manifest under a time to live
+/// shorter than that grace) are due at once for one with no grace period, which frees
+/// them; a collector with a long grace period still is not given them.
+pub async fn grace_is_the_deciding_collectors(store: &dyn MetadataStore) {
+    let gc = gc(store);
+    let repos = Repos::new();
+    let repo = repos.get("app");
+    let upload = random_digest();
+    let layer = random_digest();
+    let before = wall_ms();
+    link(store, &repo, &upload, 7).await;
+    link(store, &repo, &layer, 11).await;
+    let image = manifest(&repo, "image")
+        .with_tag(Some(tag("v1")))
+        .with_blob_refs(vec![layer.clone()]);
+    put(store, &image).await;
+    let untagged = manifest(&repo, "untagged").with_tag(Some(tag("v2")));
+    put(store, &untagged).await;
+    assert!(
+        store
+            .delete_manifest(&repo, &image.digest)
+            .await
+            .expect("delete_manifest")
+    );
+    assert!(
+        store
+            .delete_tag(&repo, &tag("v2"))
+            .await
+            .expect("delete_tag")
+    );
+    let ours = set(&[
+        upload.clone(),
+        layer.clone(),
+        image.digest.clone(),
+        untagged.digest.clone(),
+    ]);
+    let queued_by = wall_ms();
+    let expected = set(&[
+        (ReviewTarget::Link(repo.clone()), upload.clone()),
+        (ReviewTarget::Link(repo.clone()), layer.clone()),
+        (ReviewTarget::Blob, image.digest.clone()),
+        (
+            ReviewTarget::Manifest(repo.clone()),
+            untagged.digest.clone(),
+        ),
+    ]);
+    assert!(queued_of(gc, &ours).await.is_superset(&expected));
+
+    // A collector with a long grace period: nothing is due for it; told to decide anyway
+    // (as one that listed the reviews before a push restarted them would), it keeps all.
+    let long = GcPolicy::new(LONG_GRACE_MS).with_untagged_manifest_ttl(Some(0));
+    assert!(due_of(gc, queued_by, LONG_GRACE_MS, &ours).await.is_empty());
+    for (target, digest) in &expected {
+        let review = GcReview::new(target.clone(), digest.clone(), 0);
+        assert_eq!(apply(gc, &review, &long, queued_by).await, GcOutcome::Kept);
+    }
+    assert_eq!(pass(gc, &long, queued_by, &ours).await, BTreeSet::new());
+    assert_eq!(queued_of(gc, &ours).await, expected, "kept, still queued");
+    assert!(
+        due_of(gc, before + LONG_GRACE_MS - 1, LONG_GRACE_MS, &ours)
+            .await
+            .is_empty(),
+        "not due for the long grace period before it has passed"
+    );
+
+    // A collector with no grace period: all due now, and everything goes.
+    let now = wall_ms();
+    assert_eq!(due_of(gc, now, 0, &ours).await, expected);
+    let none = GcPolicy::new(0).with_untagged_manifest_ttl(Some(0));
+    let outcomes = pass(gc, &none, now, &ours).await;
+    for o in [
+        Outcome::Link(repo.clone(), upload.clone()),
+        Outcome::Link(repo.clone(), layer.clone()),
+        Outcome::Manifest(repo.clone(), untagged.digest.clone()),
+        Outcome::Blob(upload.clone(), 7),
+        Outcome::Blob(layer.clone(), 11),
+        Outcome::Blob(image.digest.clone(), size_of(&image)),
+        Outcome::Blob(untagged.digest.clone(), size_of(&untagged)),
+    ] {
+        assert!(outcomes.contains(&o), "{o:?} missing from {outcomes:?}");
+    }
+    assert!(!has_manifest(store, &repo, &untagged.digest).await);
+    assert!(queued_of(gc, &ours).await.is_empty());
+    clear_our_tombstones(gc, &ours).await;
 }
 
 /// A link that a manifest of its repository references is kept, whatever the grace
@@ -613,7 +707,7 @@ pub async fn relinking_before_the_decision_keeps_link_and_blob(store: &dyn Metad
     let first_by = wall_ms();
     // The collector has listed the review...
     let due = gc
-        .due_reviews(first_by + LONG_GRACE_MS, usize::MAX)
+        .due_reviews(first_by + LONG_GRACE_MS, LONG_GRACE_MS, usize::MAX)
         .await
         .expect("due_reviews");
     let review = due
@@ -641,7 +735,7 @@ pub async fn relinking_before_the_decision_keeps_link_and_blob(store: &dyn Metad
         }
     );
     assert!(
-        due_of(gc, now, &ours)
+        due_of(gc, now, LONG_GRACE_MS, &ours)
             .await
             .contains(&(ReviewTarget::Blob, blob.clone()))
     );
@@ -869,7 +963,7 @@ pub async fn untagged_manifests_kept_without_policy(store: &dyn MetadataStore) {
     }
     // Kept, but not forgotten: the reviews of the untagged ones are parked (not due now)
     // for a policy turned on later; the tagged one has none.
-    assert!(due_of(gc, now, &ours).await.is_empty());
+    assert!(due_of(gc, now, 0, &ours).await.is_empty());
     let parked = queued_of(gc, &ours).await;
     let untagged_ones = [&by_digest, &untagged, &retagged_away];
     let expected: BTreeSet<(ReviewTarget, Digest)> = untagged_ones
@@ -878,7 +972,7 @@ pub async fn untagged_manifests_kept_without_policy(store: &dyn MetadataStore) {
         .collect();
     assert_eq!(parked, expected);
     let due_again = now + crate::gc::UNTAGGED_RECHECK_MS;
-    assert_eq!(due_of(gc, due_again, &ours).await, expected);
+    assert_eq!(due_of(gc, due_again, 0, &ours).await, expected);
     // Still off an hour later: parked again, still nothing deleted.
     assert_eq!(
         pass(gc, &GcPolicy::new(0), due_again, &ours).await,
@@ -956,6 +1050,57 @@ pub async fn untagged_policy_turned_on_later_reaches_parked_reviews(store: &dyn 
     // What `old` alone used followed it (its layer link, then bytes of both).
     assert!(
         deleted.contains(&Outcome::Link(repo.clone(), layer.clone())),
+        "{deleted:?}"
+    );
+    assert!(queued_of(gc, &ours).await.is_empty());
+    clear_our_tombstones(gc, &ours).await;
+}
+
+/// A parked review (an untagged manifest looked at while the untagged policy was off) is
+/// given to no collector before its recheck time, whatever that collector's grace period
+/// or policy: the parking is not a grace period. At the recheck time it is due again.
+pub async fn parked_review_waits_for_its_recheck_whatever_the_grace(store: &dyn MetadataStore) {
+    let gc = gc(store);
+    let repos = Repos::new();
+    let repo = repos.get("app");
+    let untagged = manifest(&repo, "untagged");
+    put(store, &untagged).await;
+    let ours = set(&[untagged.digest.clone()]);
+    let target = (
+        ReviewTarget::Manifest(repo.clone()),
+        untagged.digest.clone(),
+    );
+
+    // Looked at by a collector with a long grace period and the policy off, once old
+    // enough for it: parked.
+    let queued_by = wall_ms();
+    let off_long = GcPolicy::new(LONG_GRACE_MS);
+    let looked_at = queued_by + LONG_GRACE_MS;
+    assert_eq!(
+        due_of(gc, looked_at, LONG_GRACE_MS, &ours).await,
+        set(&[target.clone()])
+    );
+    assert_eq!(pass(gc, &off_long, looked_at, &ours).await, BTreeSet::new());
+    assert_eq!(
+        queued_of(gc, &ours).await,
+        set(&[target.clone()]),
+        "parked, not dropped"
+    );
+
+    // Before the recheck time no collector is given it: not one with no grace period, not
+    // one with the policy on.
+    let before = looked_at + crate::gc::UNTAGGED_RECHECK_MS - 1;
+    assert!(due_of(gc, before, 0, &ours).await.is_empty());
+    let on = GcPolicy::new(0).with_untagged_manifest_ttl(Some(0));
+    assert_eq!(pass(gc, &on, before, &ours).await, BTreeSet::new());
+    assert!(has_manifest(store, &repo, &untagged.digest).await);
+
+    // At the recheck time it is due, and the policy on deletes the manifest.
+    let recheck = looked_at + crate::gc::UNTAGGED_RECHECK_MS;
+    assert_eq!(due_of(gc, recheck, 0, &ours).await, set(&[target.clone()]));
+    let deleted = pass(gc, &on, recheck, &ours).await;
+    assert!(
+        deleted.contains(&Outcome::Manifest(repo.clone(), untagged.digest.clone())),
         "{deleted:?}"
     );
     assert!(queued_of(gc, &ours).await.is_empty());
@@ -1157,13 +1302,13 @@ pub async fn queue_length_counts_every_review(store: &dyn MetadataStore) {
     let mut last = None;
     for _ in 0..100 {
         let listed = gc
-            .due_reviews(i64::MAX, usize::MAX)
+            .due_reviews(i64::MAX, 0, usize::MAX)
             .await
             .expect("due_reviews")
             .len() as u64;
         let counted = gc.queue_length().await.expect("queue_length");
         let listed_again = gc
-            .due_reviews(i64::MAX, usize::MAX)
+            .due_reviews(i64::MAX, 0, usize::MAX)
             .await
             .expect("due_reviews")
             .len() as u64;
@@ -1184,6 +1329,6 @@ pub async fn queue_length_counts_every_review(store: &dyn MetadataStore) {
     assert!(queued_of(gc, &ours).await.is_empty());
     clear(gc, &blobs.iter().collect::<Vec<_>>()).await;
     // `due_reviews` honours its limit.
-    let listed = gc.due_reviews(i64::MAX, 1).await.expect("due_reviews");
+    let listed = gc.due_reviews(i64::MAX, 0, 1).await.expect("due_reviews");
     assert!(listed.len() <= 1);
 }
