@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Manifest GET throughput with rate limits on and off (issue 15's target: at most 5% apart).
+# Two servers from one release build, fs blobs + SQLite in fresh temp folders: one with no
+# limits, one with generous pull and write limits (never reached, so every GET spends from
+# the limiter and answers 200 with the RateLimit-* headers). wrk drives anonymous GETs of
+# one manifest from loopback, so every request spends from one key: the limiter's most
+# contended case. The servers alternate within each repetition (odd reps: off first).
+#
+#   scripts/bench-rate-limits.sh [--reps N] [--secs S] [--connections C] [--registry-bin PATH]
+#
+# Installs nothing: needs `wrk`, `curl`, `sha256sum` and `python3` on PATH.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+reps=5
+secs=10
+connections=32
+registry_bin=""
+limit="1000000/1s"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --reps) reps="$2"; shift 2 ;;
+        --secs) secs="$2"; shift 2 ;;
+        --connections) connections="$2"; shift 2 ;;
+        --registry-bin) registry_bin="$2"; shift 2 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+if [ -z "$registry_bin" ]; then
+    cargo build --release --quiet -p registry
+    registry_bin="$PWD/target/release/registry"
+fi
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start() { # name extra-args... ; prints the URL
+    local name="$1" port
+    shift
+    port="$(free_port)"
+    mkdir -p "$work/$name"
+    RUST_LOG=warn "$registry_bin" serve --listen "127.0.0.1:$port" \
+        --storage "fs://$work/$name/blobs" --metadata "sqlite://$work/$name/registry.db" \
+        --gc-interval off "$@" >"$work/$name.log" 2>&1 &
+    pids+=("$!")
+    for _ in $(seq 1 100); do
+        if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/"; then
+            echo "http://127.0.0.1:$port"
+            return 0
+        fi
+        sleep 0.1
+    done
+    cat "$work/$name.log" >&2
+    exit 2
+}
+
+media=application/vnd.oci.image.manifest.v1+json
+push_image() { # url
+    local config='{"architecture":"amd64","os":"linux"}' digest manifest
+    digest="sha256:$(printf %s "$config" | sha256sum | cut -d' ' -f1)"
+    curl -fsS -o /dev/null -X POST --data-binary "$config" \
+        -H 'Content-Type: application/octet-stream' "$1/v2/bench/app/blobs/uploads/?digest=$digest"
+    manifest="{\"schemaVersion\":2,\"mediaType\":\"$media\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"$digest\",\"size\":${#config}},\"layers\":[]}"
+    curl -fsS -o /dev/null -X PUT --data-binary "$manifest" -H "Content-Type: $media" \
+        "$1/v2/bench/app/manifests/v1"
+}
+
+off_url="$(start off)"
+on_url="$(start on --pull-rate-limit "$limit" --write-rate-limit "$limit")"
+push_image "$off_url"
+push_image "$on_url"
+echo "limits on: $(curl -fsS -D - -o /dev/null -H "Accept: $media" "$on_url/v2/bench/app/manifests/v1" | grep -i '^ratelimit-limit' | tr -d '\r')"
+
+run() { # label url rep
+    local out
+    out="$(wrk -t2 -c"$connections" -d"${secs}s" -H "Accept: $media" "$2/v2/bench/app/manifests/v1")"
+    if grep -q 'Non-2xx' <<<"$out"; then
+        echo "$1: some answers were not 2xx:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    echo "$1 $3 $(awk '/Requests\/sec/ {print $2}' <<<"$out")" | tee -a "$work/results"
+}
+
+echo "commit: $(git rev-parse --short HEAD); registry binary: $registry_bin"
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "reps: $reps, wrk: -t2 -c$connections -d${secs}s; limits: $limit (pulls and writes)"
+for rep in $(seq 1 "$reps"); do
+    if [ $((rep % 2)) = 1 ]; then
+        run off "$off_url" "$rep"; run on "$on_url" "$rep"
+    else
+        run on "$on_url" "$rep"; run off "$off_url" "$rep"
+    fi
+done
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+python3 - "$work/results" <<'EOF'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+by = {k: [float(r[2]) for r in rows if r[0] == k] for k in ("off", "on")}
+off, on = statistics.median(by["off"]), statistics.median(by["on"])
+print(f"off req/s: {' '.join(f'{v:.0f}' for v in by['off'])} (median {off:.0f})")
+print(f"on  req/s: {' '.join(f'{v:.0f}' for v in by['on'])} (median {on:.0f})")
+print(f"ratio on/off (medians): {on / off:.3f}")
+EOF
