@@ -1065,7 +1065,7 @@ pub async fn parked_review_waits_for_its_recheck_whatever_the_grace(store: &dyn 
     let repo = repos.get("app");
     let untagged = manifest(&repo, "untagged");
     put(store, &untagged).await;
-    let ours = set(&[untagged.digest.clone()]);
+    let ours = BTreeSet::from([untagged.digest.clone()]);
     let target = (
         ReviewTarget::Manifest(repo.clone()),
         untagged.digest.clone(),
@@ -1078,12 +1078,12 @@ pub async fn parked_review_waits_for_its_recheck_whatever_the_grace(store: &dyn 
     let looked_at = queued_by + LONG_GRACE_MS;
     assert_eq!(
         due_of(gc, looked_at, LONG_GRACE_MS, &ours).await,
-        set(&[target.clone()])
+        BTreeSet::from([target.clone()])
     );
     assert_eq!(pass(gc, &off_long, looked_at, &ours).await, BTreeSet::new());
     assert_eq!(
         queued_of(gc, &ours).await,
-        set(&[target.clone()]),
+        BTreeSet::from([target.clone()]),
         "parked, not dropped"
     );
 
@@ -1097,7 +1097,10 @@ pub async fn parked_review_waits_for_its_recheck_whatever_the_grace(store: &dyn 
 
     // At the recheck time it is due, and the policy on deletes the manifest.
     let recheck = looked_at + crate::gc::UNTAGGED_RECHECK_MS;
-    assert_eq!(due_of(gc, recheck, 0, &ours).await, set(&[target.clone()]));
+    assert_eq!(
+        due_of(gc, recheck, 0, &ours).await,
+        BTreeSet::from([target.clone()])
+    );
     let deleted = pass(gc, &on, recheck, &ours).await;
     assert!(
         deleted.contains(&Outcome::Manifest(repo.clone(), untagged.digest.clone())),
