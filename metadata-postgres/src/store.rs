@@ -843,6 +843,39 @@ impl MetadataStore for PostgresMetadataStore {
         .await
     }
 
+    async fn delete_tag_if(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+        updated_at: i64,
+    ) -> Result<bool, MetadataError> {
+        let (repo, tag, digest) = (repo.as_str(), tag.as_str(), digest.as_str());
+        self.retry(move || async move {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            let stmt = tx
+                .prepare_cached(
+                    "DELETE FROM tags t
+                     USING repositories r, manifests m
+                     WHERE r.name = $1 AND t.repo_id = r.id AND t.name = $2
+                       AND m.id = t.manifest_id AND m.digest = $3 AND t.updated_at = $4",
+                )
+                .await?;
+            if tx
+                .execute(&stmt, &[&repo, &tag, &digest, &updated_at])
+                .await?
+                == 0
+            {
+                return Ok(false);
+            }
+            gc::enqueue(&tx, gc::Kind::Manifest, repo, digest, now_ms()).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn referrers(
         &self,
         repo: &RepositoryName,

@@ -774,6 +774,32 @@ impl MetadataStore for SqliteMetadataStore {
         .await
     }
 
+    async fn delete_tag_if(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+        updated_at: i64,
+    ) -> Result<bool, MetadataError> {
+        let (repo, tag, digest) = (repo.to_string(), tag.to_string(), digest.to_string());
+        self.write(move |conn| {
+            let deleted = conn
+                .prepare_cached(
+                    "DELETE FROM tags
+                     WHERE repo_id = (SELECT id FROM repositories WHERE name = ?1)
+                       AND name = ?2 AND updated_at = ?4
+                       AND manifest_id = (SELECT m.id FROM manifests m
+                                          WHERE m.repo_id = tags.repo_id AND m.digest = ?3)",
+                )?
+                .execute(params![repo, tag, digest, updated_at])?;
+            if deleted > 0 {
+                gc::enqueue(conn, gc::Kind::Manifest, &repo, &digest, now_ms())?;
+            }
+            Ok(deleted > 0)
+        })
+        .await
+    }
+
     async fn referrers(
         &self,
         repo: &RepositoryName,

@@ -244,6 +244,18 @@ pub trait MetadataStore: UploadSessionStore + Debug + Send + Sync + 'static {
     /// Removes a tag (the manifest stays); true if it existed.
     async fn delete_tag(&self, repo: &RepositoryName, tag: &Tag) -> Result<bool, MetadataError>;
 
+    /// Removes a tag as [`delete_tag`](Self::delete_tag) does, but only if it still
+    /// points at `digest` and was last moved at `updated_at` (Unix milliseconds, as the
+    /// insight listings report it); checked in the transaction that deletes it, so a tag
+    /// pushed or moved since the caller looked is kept. True if it was removed.
+    async fn delete_tag_if(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+        digest: &Digest,
+        updated_at: i64,
+    ) -> Result<bool, MetadataError>;
+
     /// Manifests of `repo` whose subject is `subject`, optionally only those of one
     /// artifact type, ordered by digest.
     async fn referrers(

@@ -104,6 +104,8 @@ macro_rules! metadata_store_tests {
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) tags_listed_in_lexical_order_with_pagination);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) list_tags_of_unknown_repository_is_none);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) delete_tag_keeps_manifest);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) delete_tag_if_removes_only_the_tag_as_seen);
+        $crate::__metadata_store_case!([$(#[$attr])*] ($make) delete_tag_if_racing_a_move_keeps_the_moved_tag);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) delete_manifest_removes_its_tags);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) referrers_by_subject_and_artifact_type);
         $crate::__metadata_store_case!([$(#[$attr])*] ($make) referrers_isolated_per_repository);
@@ -996,6 +998,149 @@ pub async fn delete_tag_keeps_manifest(store: &dyn MetadataStore) {
             .expect("get")
             .is_some()
     );
+}
+
+/// The tag's digest and last move as the insight listings report them (the caller of
+/// `delete_tag_if` reads them there).
+async fn tag_as_seen(
+    store: &dyn MetadataStore,
+    repo: &RepositoryName,
+    name: &str,
+) -> (Digest, i64) {
+    let insights = store
+        .insights()
+        .expect("a store with delete_tag_if lists tags with their last move");
+    let tags = insights
+        .tags_by_name(repo, name, None, 100)
+        .await
+        .expect("tags_by_name")
+        .expect("repository exists");
+    let t = tags
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("tag {name} listed"));
+    (t.digest, t.updated_at)
+}
+
+/// `delete_tag_if` removes the tag only while it points at the digest and carries the
+/// update time the caller saw: a tag moved to another manifest, or pushed again (even
+/// with the same manifest), since then is kept. The manifest stays, as with `delete_tag`.
+pub async fn delete_tag_if_removes_only_the_tag_as_seen(store: &dyn MetadataStore) {
+    if store.insights().is_none() {
+        return;
+    }
+    let repo = unique_repo("app");
+    let a = manifest(&repo, "a");
+    let b = manifest(&repo, "b");
+    put(
+        store,
+        &a.clone()
+            .with_tags([tag("moved"), tag("repushed"), tag("kept")]),
+    )
+    .await;
+    let (moved_digest, moved_at) = tag_as_seen(store, &repo, "moved").await;
+    let (repushed_digest, repushed_at) = tag_as_seen(store, &repo, "repushed").await;
+    let (kept_digest, kept_at) = tag_as_seen(store, &repo, "kept").await;
+    assert_eq!(moved_digest, a.digest);
+
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    put(store, &b.clone().with_tag(Some(tag("moved")))).await;
+    put(store, &a.clone().with_tag(Some(tag("repushed")))).await;
+
+    let delete_if = |name: &'static str, digest: Digest, at: i64| {
+        let repo = repo.clone();
+        async move {
+            store
+                .delete_tag_if(&repo, &tag(name), &digest, at)
+                .await
+                .expect("delete_tag_if")
+        }
+    };
+    assert!(
+        !delete_if("moved", moved_digest, moved_at).await,
+        "a tag moved to another manifest since it was seen is kept"
+    );
+    assert!(
+        !delete_if("repushed", repushed_digest.clone(), repushed_at).await,
+        "a tag pushed again since it was seen is kept"
+    );
+    assert!(
+        !delete_if("kept", b.digest.clone(), kept_at).await,
+        "a tag pointing at another manifest than named is kept"
+    );
+    assert!(
+        !delete_if("kept", kept_digest.clone(), kept_at + 1).await,
+        "a tag last moved at another time than named is kept"
+    );
+    assert!(
+        !store
+            .delete_tag_if(&unique_repo("never"), &tag("kept"), &kept_digest, kept_at)
+            .await
+            .expect("delete_tag_if unknown repository")
+    );
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["kept", "moved", "repushed"]
+    );
+
+    assert!(delete_if("kept", kept_digest.clone(), kept_at).await);
+    assert!(
+        !delete_if("kept", kept_digest, kept_at).await,
+        "deleting a deleted tag reports false"
+    );
+    assert_eq!(
+        tags_of(store, &repo, &Page::default()).await,
+        vec!["moved", "repushed"]
+    );
+    assert!(
+        store
+            .get_manifest(&repo, &Reference::Digest(a.digest.clone()))
+            .await
+            .expect("get")
+            .is_some(),
+        "the manifest stays"
+    );
+    let (digest, at) = tag_as_seen(store, &repo, "moved").await;
+    assert_eq!(digest, b.digest);
+    assert!(delete_if("moved", digest, at).await);
+    let (digest, at) = tag_as_seen(store, &repo, "repushed").await;
+    assert_eq!(digest, repushed_digest);
+    assert!(at > repushed_at);
+    assert!(delete_if("repushed", digest, at).await);
+}
+
+/// A conditional delete racing a push that moves the tag: whichever commits first, the
+/// tag ends up pointing at the pushed manifest (a delete after the move no longer
+/// matches; a move after the delete creates the tag again).
+pub async fn delete_tag_if_racing_a_move_keeps_the_moved_tag(store: &dyn MetadataStore) {
+    if store.insights().is_none() {
+        return;
+    }
+    let repo = unique_repo("race");
+    let old = manifest(&repo, "old");
+    put(store, &old).await;
+    for round in 0..20 {
+        let name = format!("t{round}");
+        put(store, &old.clone().with_tag(Some(tag(&name)))).await;
+        let (digest, at) = tag_as_seen(store, &repo, &name).await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let new = manifest(&repo, &name).with_tag(Some(tag(&name)));
+        let (_, ()) = futures::join!(
+            async {
+                store
+                    .delete_tag_if(&repo, &tag(&name), &digest, at)
+                    .await
+                    .expect("delete_tag_if")
+            },
+            put(store, &new)
+        );
+        let got = store
+            .get_manifest(&repo, &Reference::Tag(tag(&name)))
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("round {round}: the moved tag was removed"));
+        assert_eq!(got.digest, new.digest, "round {round}");
+    }
 }
 
 /// Deleting a manifest deletes every tag on it and nothing else; the repository stays,
