@@ -46,7 +46,7 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-start() { # name extra-args... ; prints the URL
+start() { # name extra-args... ; sets url and pid
     local name="$1" port
     shift
     port="$(free_port)"
@@ -54,16 +54,22 @@ start() { # name extra-args... ; prints the URL
     RUST_LOG=warn "$registry_bin" serve --listen "127.0.0.1:$port" \
         --storage "fs://$work/$name/blobs" --metadata "sqlite://$work/$name/registry.db" \
         --gc-interval off "$@" >"$work/$name.log" 2>&1 &
-    pids+=("$!")
+    pid=$!
+    pids+=("$pid")
+    url="http://127.0.0.1:$port"
     for _ in $(seq 1 100); do
-        if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/"; then
-            echo "http://127.0.0.1:$port"
+        if curl -fs -o /dev/null "$url/v2/"; then
             return 0
         fi
         sleep 0.1
     done
     cat "$work/$name.log" >&2
     exit 2
+}
+
+# CPU time (user + system, in clock ticks) a process has used so far.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
 media=application/vnd.oci.image.manifest.v1+json
@@ -77,21 +83,27 @@ push_image() { # url
         "$1/v2/bench/app/manifests/v1"
 }
 
-off_url="$(start off)"
-on_url="$(start on --pull-rate-limit "$limit" --write-rate-limit "$limit")"
+start off
+off_url="$url" off_pid="$pid"
+start on --pull-rate-limit "$limit" --write-rate-limit "$limit"
+on_url="$url" on_pid="$pid"
 push_image "$off_url"
 push_image "$on_url"
 echo "limits on: $(curl -fsS -D - -o /dev/null -H "Accept: $media" "$on_url/v2/bench/app/manifests/v1" | grep -i '^ratelimit-limit' | tr -d '\r')"
 
-run() { # label url rep
-    local out
+run() { # label url pid rep
+    local out before after
+    before="$(cpu_ticks "$3")"
     out="$(wrk -t2 -c"$connections" -d"${secs}s" -H "Accept: $media" "$2/v2/bench/app/manifests/v1")"
+    after="$(cpu_ticks "$3")"
     if grep -q 'Non-2xx' <<<"$out"; then
         echo "$1: some answers were not 2xx:" >&2
         echo "$out" >&2
         exit 1
     fi
-    echo "$1 $3 $(awk '/Requests\/sec/ {print $2}' <<<"$out")" | tee -a "$work/results"
+    # label rep req/s requests server-cpu-ticks
+    echo "$1 $4 $(awk '/Requests\/sec/ {print $2}' <<<"$out") $(awk '/requests in/ {print $1}' <<<"$out") $((after - before))" \
+        | tee -a "$work/results"
 }
 
 echo "commit: $(git rev-parse --short HEAD); registry binary: $registry_bin"
@@ -99,18 +111,23 @@ echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "reps: $reps, wrk: -t2 -c$connections -d${secs}s; limits: $limit (pulls and writes)"
 for rep in $(seq 1 "$reps"); do
     if [ $((rep % 2)) = 1 ]; then
-        run off "$off_url" "$rep"; run on "$on_url" "$rep"
+        run off "$off_url" "$off_pid" "$rep"; run on "$on_url" "$on_pid" "$rep"
     else
-        run on "$on_url" "$rep"; run off "$off_url" "$rep"
+        run on "$on_url" "$on_pid" "$rep"; run off "$off_url" "$off_pid" "$rep"
     fi
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$work/results" <<'EOF'
+python3 - "$work/results" "$(getconf CLK_TCK)" <<'EOF'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
-by = {k: [float(r[2]) for r in rows if r[0] == k] for k in ("off", "on")}
-off, on = statistics.median(by["off"]), statistics.median(by["on"])
-print(f"off req/s: {' '.join(f'{v:.0f}' for v in by['off'])} (median {off:.0f})")
-print(f"on  req/s: {' '.join(f'{v:.0f}' for v in by['on'])} (median {on:.0f})")
-print(f"ratio on/off (medians): {on / off:.3f}")
+tick_us = 1e6 / int(sys.argv[2])
+rps = {k: [float(r[2]) for r in rows if r[0] == k] for k in ("off", "on")}
+# Server CPU per request: steadier than req/s on a machine shared with other work.
+cpu = {k: [int(r[4]) * tick_us / int(r[3]) for r in rows if r[0] == k] for k in ("off", "on")}
+med = {k: (statistics.median(rps[k]), statistics.median(cpu[k])) for k in rps}
+for k in ("off", "on"):
+    print(f"{k:3} req/s: {' '.join(f'{v:.0f}' for v in rps[k])} (median {med[k][0]:.0f}); "
+          f"server CPU us/request: {' '.join(f'{v:.1f}' for v in cpu[k])} (median {med[k][1]:.1f})")
+print(f"ratio on/off (medians): req/s {med['on'][0] / med['off'][0]:.3f}, "
+      f"CPU per request {med['on'][1] / med['off'][1]:.3f}")
 EOF

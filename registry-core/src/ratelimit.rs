@@ -54,6 +54,11 @@ impl RateLimit {
         ceil_secs(self.period).max(1)
     }
 
+    /// `RateLimit-Limit`: `100;w=21600`.
+    fn limit_header(&self) -> HeaderValue {
+        header_value(self.count(), self.window_secs())
+    }
+
     fn quota(&self) -> Quota {
         let per_cell = (self.period / self.count.get()).max(Duration::from_nanos(1));
         Quota::with_period(per_cell)
@@ -115,6 +120,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 struct Bucket {
     limit: RateLimit,
+    /// The same on every response: made once.
+    limit_header: HeaderValue,
     limiter: Limiter,
     started: Instant,
     /// Milliseconds after `started` of the last sweep.
@@ -125,6 +132,7 @@ impl Bucket {
     fn new(limit: RateLimit) -> Bucket {
         Bucket {
             limit,
+            limit_header: limit.limit_header(),
             limiter: RateLimiter::dashmap(limit.quota()).with_middleware(),
             started: Instant::now(),
             last_sweep_ms: AtomicU64::new(0),
@@ -177,22 +185,28 @@ impl std::fmt::Debug for Limiters {
 /// The `RateLimit-*` headers a pull's response carries.
 #[derive(Debug)]
 pub(crate) struct PullHeaders {
-    limit: RateLimit,
-    remaining: u32,
+    limit: HeaderValue,
+    remaining: HeaderValue,
 }
 
 impl PullHeaders {
-    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
-        let w = self.limit.window_secs();
-        for (name, value) in [
-            (RATELIMIT_LIMIT, format!("{};w={w}", self.limit.count())),
-            (RATELIMIT_REMAINING, format!("{};w={w}", self.remaining)),
-        ] {
-            if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(name, value);
-            }
+    fn new(bucket: &Bucket, remaining: u32) -> PullHeaders {
+        PullHeaders {
+            limit: bucket.limit_header.clone(),
+            remaining: header_value(remaining, bucket.limit.window_secs()),
         }
     }
+
+    pub(crate) fn apply(self, headers: &mut HeaderMap) {
+        headers.insert(RATELIMIT_LIMIT, self.limit);
+        headers.insert(RATELIMIT_REMAINING, self.remaining);
+    }
+}
+
+/// `N;w=SECONDS`: digits, `;` and `=` only, always a valid header value.
+fn header_value(n: u32, window_secs: u64) -> HeaderValue {
+    HeaderValue::try_from(format!("{n};w={window_secs}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -210,11 +224,8 @@ pub(crate) fn refusal_headers(
         HeaderValue::from(retry_after_secs(retry_after)),
     );
     if let Some(limit) = pull_limit {
-        PullHeaders {
-            limit,
-            remaining: 0,
-        }
-        .apply(headers);
+        headers.insert(RATELIMIT_LIMIT, limit.limit_header());
+        headers.insert(RATELIMIT_REMAINING, header_value(0, limit.window_secs()));
     }
 }
 
@@ -253,10 +264,7 @@ impl Limiters {
             return Ok(None);
         };
         match bucket.take(&Key::of(principal, peer)) {
-            Ok(remaining) => Ok(pull.then_some(PullHeaders {
-                limit: bucket.limit,
-                remaining,
-            })),
+            Ok(remaining) => Ok(pull.then(|| PullHeaders::new(bucket, remaining))),
             Err(wait) => Err(RegistryError::RateLimited {
                 retry_after: wait,
                 pull_limit: pull.then_some(bucket.limit),
