@@ -155,6 +155,7 @@
 mod gc;
 mod insights;
 mod pulls;
+mod quotas;
 mod store;
 
 pub mod migrations;

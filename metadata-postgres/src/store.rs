@@ -239,7 +239,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// PostgreSQL's BIGINT is signed 64-bit; sizes and offsets beyond it cannot be stored.
-fn to_sql_int(what: &str, n: u64) -> Result<i64, Fail> {
+pub(crate) fn to_sql_int(what: &str, n: u64) -> Result<i64, Fail> {
     i64::try_from(n).map_err(|_| {
         Fail::Meta(MetadataError::backend(
             BACKEND,
@@ -312,6 +312,23 @@ async fn ensure_repo(c: &impl GenericClient, name: &str, now: i64) -> Result<i64
             format!("repository {name:?} neither inserted nor found"),
         ))
     })
+}
+
+/// `link_blob`'s transaction body, shared with the quota-checked link.
+pub(crate) async fn link_blob_in(
+    tx: &Transaction<'_>,
+    repo: &str,
+    digest: &str,
+    size: i64,
+) -> Result<(), Fail> {
+    let now = now_ms();
+    let id = ensure_repo(tx, repo, now).await?;
+    gc::hold_blob(tx, digest, size).await?;
+    gc::hold_link(tx, id, digest, now).await?;
+    // Until a manifest references it, the link is an upload that may never be used;
+    // (re-)linking restarts its grace period.
+    gc::enqueue(tx, gc::Kind::Link, repo, digest, now).await?;
+    Ok(())
 }
 
 /// Of `wanted`, those not returned by the locking query `sql` (`$1` the repository id,
@@ -629,13 +646,7 @@ impl MetadataStore for PostgresMetadataStore {
         self.retry(move || async move {
             let mut c = self.client().await?;
             let tx = c.transaction().await?;
-            let now = now_ms();
-            let id = ensure_repo(&tx, repo, now).await?;
-            gc::hold_blob(&tx, digest, size).await?;
-            gc::hold_link(&tx, id, digest, now).await?;
-            // Until a manifest references it, the link is an upload that may never be
-            // used; (re-)linking restarts its grace period.
-            gc::enqueue(&tx, gc::Kind::Link, repo, digest, now).await?;
+            link_blob_in(&tx, repo, digest, size).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -924,6 +935,10 @@ impl MetadataStore for PostgresMetadataStore {
     }
 
     fn pulls(&self) -> Option<&dyn storage_traits::PullMetadata> {
+        Some(self)
+    }
+
+    fn quotas(&self) -> Option<&dyn storage_traits::QuotaMetadata> {
         Some(self)
     }
 }

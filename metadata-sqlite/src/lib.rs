@@ -56,6 +56,7 @@
 mod gc;
 mod insights;
 mod pulls;
+mod quotas;
 mod store;
 mod writer;
 

@@ -389,6 +389,32 @@ fn ensure_repo(conn: &Connection, name: &str, now: i64) -> Result<i64, Fail> {
         .query_row([name], |r| r.get(0))?)
 }
 
+/// `link_blob`'s transaction body, shared with the quota-checked link.
+pub(crate) fn link_blob_in(
+    conn: &Connection,
+    repo: &str,
+    digest: &str,
+    size: u64,
+) -> Result<(), Fail> {
+    let now = now_ms();
+    let size = to_sql_int("blob size", size)?;
+    gc::refuse_tombstoned(conn, digest)?;
+    let id = ensure_repo(conn, repo, now)?;
+    conn.prepare_cached(
+        "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
+    )?
+    .execute(params![digest, size])?;
+    conn.prepare_cached(
+        "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (repo_id, digest) DO NOTHING",
+    )?
+    .execute(params![id, digest, now])?;
+    // Until a manifest references it, the link is an upload that may never be used;
+    // (re-)linking restarts its grace period.
+    gc::enqueue(conn, gc::Kind::Link, repo, digest, now)?;
+    Ok(())
+}
+
 /// The entries of `refs` (deduplicated, in order) for which `present` is false.
 fn missing<F>(refs: &[Digest], mut present: F) -> Result<Vec<Digest>, Fail>
 where
@@ -600,26 +626,8 @@ impl MetadataStore for SqliteMetadataStore {
         size: u64,
     ) -> Result<(), MetadataError> {
         let (repo, digest) = (repo.to_string(), digest.to_string());
-        self.write(move |conn| {
-            let now = now_ms();
-            let size = to_sql_int("blob size", size)?;
-            gc::refuse_tombstoned(conn, &digest)?;
-            let id = ensure_repo(conn, &repo, now)?;
-            conn.prepare_cached(
-                "INSERT INTO blobs (digest, size) VALUES (?1, ?2) ON CONFLICT (digest) DO NOTHING",
-            )?
-            .execute(params![digest, size])?;
-            conn.prepare_cached(
-                "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (repo_id, digest) DO NOTHING",
-            )?
-            .execute(params![id, digest, now])?;
-            // Until a manifest references it, the link is an upload that may never be used;
-            // (re-)linking restarts its grace period.
-            gc::enqueue(conn, gc::Kind::Link, &repo, &digest, now)?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| link_blob_in(conn, &repo, &digest, size))
+            .await
     }
 
     async fn blob_link(
@@ -852,6 +860,10 @@ impl MetadataStore for SqliteMetadataStore {
     }
 
     fn pulls(&self) -> Option<&dyn storage_traits::PullMetadata> {
+        Some(self)
+    }
+
+    fn quotas(&self) -> Option<&dyn storage_traits::QuotaMetadata> {
         Some(self)
     }
 }

@@ -22,6 +22,7 @@ pub mod gc;
 pub mod insights;
 pub mod metadata;
 pub mod pulls;
+pub mod quotas;
 pub mod recovery;
 #[cfg(feature = "testsuite")]
 pub mod testsuite;
@@ -36,5 +37,6 @@ pub use gc::{GcMetadata, GcOutcome, GcPolicy, GcReview, ReviewTarget};
 pub use insights::InsightsMetadata;
 pub use metadata::{ManifestRecord, MetadataStore, NewManifest, Page, ReferrerRecord};
 pub use pulls::{PullCount, PullMetadata, Pulls};
+pub use quotas::{Quota, QuotaMetadata, QuotaUsage};
 pub use recovery::RecoveryLog;
 pub use upload::{UploadSession, UploadSessionStore};

@@ -279,4 +279,9 @@ pub trait MetadataStore: UploadSessionStore + Debug + Send + Sync + 'static {
     fn pulls(&self) -> Option<&dyn crate::PullMetadata> {
         None
     }
+
+    /// Byte quotas checked with the link, if this store has them.
+    fn quotas(&self) -> Option<&dyn crate::QuotaMetadata> {
+        None
+    }
 }

@@ -7,5 +7,6 @@ pub mod gc;
 pub mod insights;
 pub mod metadata;
 pub mod pulls;
+pub mod quotas;
 pub mod recovery;
 pub mod upload;
