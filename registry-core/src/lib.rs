@@ -41,6 +41,7 @@ mod pulls;
 pub mod ratelimit;
 mod recovery;
 pub mod request;
+pub mod retention;
 pub mod route;
 pub mod upload;
 
