@@ -38,6 +38,7 @@ pub mod ops;
 pub mod policy;
 pub mod proxy;
 mod pulls;
+pub mod quotas;
 pub mod ratelimit;
 mod recovery;
 pub mod request;
@@ -84,6 +85,8 @@ pub struct RegistryConfig {
     /// Pulls and writes allowed per user or client address ([`ratelimit`]; none by
     /// default).
     pub rate_limits: ratelimit::RateLimits,
+    /// Byte limits per repository pattern ([`quotas`]; none by default).
+    pub quotas: quotas::Quotas,
 }
 
 /// When to send clients straight to object storage for a blob download.
@@ -119,6 +122,7 @@ impl Default for RegistryConfig {
             proxy: proxy::ProxyConfig::default(),
             pull_flush_interval: Duration::from_secs(5),
             rate_limits: ratelimit::RateLimits::default(),
+            quotas: quotas::Quotas::default(),
         }
     }
 }
@@ -166,6 +170,11 @@ impl RegistryConfig {
 
     pub fn with_rate_limits(mut self, limits: ratelimit::RateLimits) -> Self {
         self.rate_limits = limits;
+        self
+    }
+
+    pub fn with_quotas(mut self, quotas: quotas::Quotas) -> Self {
+        self.quotas = quotas;
         self
     }
 

@@ -37,6 +37,8 @@ pub enum Extension {
     Blob(Digest),
     Catalog,
     Tags(RepositoryName),
+    /// Usage and limit of each quota.
+    Quotas,
 }
 
 /// Why a path that names an endpoint could not be decoded. Which response it gets can
@@ -139,6 +141,7 @@ impl Extension {
             None if path == "repositories" => Extension::Repositories,
             None if path == "blobs" => Extension::Blobs,
             None if path == "catalog" => Extension::Catalog,
+            None if path == "quotas" => Extension::Quotas,
             Some(("blobs", digest)) => Extension::Blob(digest.parse()?),
             Some(("tags", name)) => Extension::Tags(name.parse()?),
             _ => return Ok(None),

@@ -12,6 +12,8 @@
 //! - `catalog?prefix=&sort=name|last_push&n=&last=`: the catalog, filtered and sorted,
 //!   paginated with `Link` like `_catalog`.
 //! - `tags/<name>?prefix=&sort=name|last_push&n=&last=`: the same for a repository's tags.
+//! - `quotas`: usage and limit of each quota the caller may see: one whose existing
+//!   repositories it may all pull.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +39,9 @@ const MAX_SCAN: usize = 100_000;
 const SCAN_PAGE: usize = 1_000;
 
 pub(super) async fn get(call: Call<'_>, ext: &Extension) -> Result<Response> {
+    if let Extension::Quotas = ext {
+        return quotas(call).await;
+    }
     let store = call.inner.metadata.insights().ok_or_else(|| {
         RegistryError::oci(
             ErrorCode::Unsupported,
@@ -88,7 +93,60 @@ pub(super) async fn get(call: Call<'_>, ext: &Extension) -> Result<Response> {
         }
         Extension::Catalog => return catalog(store, &mut visibility, prefix, sort, n, last).await,
         Extension::Tags(repo) => return tags(store, repo, prefix, sort, n, last).await,
+        Extension::Quotas => return quotas(call).await,
     };
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+/// Usage and limit per quota. A quota's usage adds up repositories the caller may not
+/// see, so a quota is shown only if the caller may pull every existing repository it
+/// covers (its pattern alone names no repository).
+async fn quotas(call: Call<'_>) -> Result<Response> {
+    let configured = &call.inner.config.quotas;
+    let usage = if configured.is_empty() {
+        Vec::new()
+    } else {
+        let store = call.inner.metadata.quotas().ok_or_else(|| {
+            RegistryError::oci(
+                ErrorCode::Unsupported,
+                "this metadata store does not keep quotas",
+            )
+        })?;
+        store.quota_usage(configured.as_slice()).await?
+    };
+    let mut visibility = Visibility::insights(call);
+    let mut hidden = vec![false; usage.len()];
+    let mut last = None;
+    'scan: while !usage.is_empty() {
+        let batch = call
+            .inner
+            .metadata
+            .list_repositories(&Page::new(last.take(), Some(SCAN_PAGE)))
+            .await?;
+        for name in &batch {
+            for (i, q) in configured.as_slice().iter().enumerate() {
+                if !hidden[i]
+                    && q.covers(name.as_str())
+                    && !visibility.may_pull(name.as_str()).await?
+                {
+                    hidden[i] = true;
+                }
+            }
+            if hidden.iter().all(|h| *h) {
+                break 'scan;
+            }
+        }
+        match batch.last() {
+            Some(name) if batch.len() == SCAN_PAGE => last = Some(name.to_string()),
+            _ => break,
+        }
+    }
+    let shown: Vec<_> = usage
+        .into_iter()
+        .zip(hidden)
+        .filter_map(|(u, hidden)| (!hidden).then_some(u))
+        .collect();
+    let body = serde_json::json!({ "quotas": shown });
     Ok(json_response(StatusCode::OK, body.to_string()))
 }
 

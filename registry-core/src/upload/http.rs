@@ -71,14 +71,16 @@ pub(crate) async fn start(call: Call<'_>, repo: &RepositoryName, body: Body) -> 
             // them, so bytes seen after it stay. (Checking first would leave a window in
             // which a whole collection could delete them under the new link.) A link to
             // bytes that are gone 404s and is collected like an unused upload.
-            match inner.metadata.link_blob(repo, &mount, size).await {
+            match link_mount(inner, repo, &mount, size).await {
                 Ok(()) if inner.blobs.stat(&mount).await?.is_some() => {
                     return Ok(created(repo, &mount));
                 }
                 Ok(()) => {}
                 // Being garbage-collected: the client uploads it instead.
-                Err(storage_traits::MetadataError::BlobBeingDeleted(_)) => {}
-                Err(e) => return Err(e.into()),
+                Err(RegistryError::Metadata(storage_traits::MetadataError::BlobBeingDeleted(
+                    _,
+                ))) => {}
+                Err(e) => return Err(e),
             }
         }
         // Not mountable: the spec's fallback is an ordinary session.
@@ -275,6 +277,30 @@ async fn acknowledge(
     Ok(())
 }
 
+/// A mount's link: without the collector retry (a blob being deleted falls through to an
+/// ordinary upload), within the quotas.
+async fn link_mount(
+    inner: &Inner,
+    repo: &RepositoryName,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
+    let quotas = &inner.config.quotas;
+    if !quotas.cover(repo.as_str()) {
+        return Ok(inner.metadata.link_blob(repo, digest, size).await?);
+    }
+    let Some(store) = inner.metadata.quotas() else {
+        return crate::quotas::link_blob(inner, repo, digest, size).await;
+    };
+    match store
+        .link_blob_within_quotas(repo, digest, size, quotas.as_slice())
+        .await?
+    {
+        None => Ok(()),
+        Some(u) => Err(crate::quotas::exceeded(&u)),
+    }
+}
+
 /// Links the blob, publishes its bytes, and closes the session.
 async fn commit(
     inner: &Inner,
@@ -287,7 +313,20 @@ async fn commit(
     // re-check sees it, so it cannot delete the bytes this upload is about to publish. A
     // link whose publish then fails points at nothing; it 404s like an unknown blob and
     // its own review removes it after the grace period.
-    crate::gc::retry_while_being_deleted(|| inner.metadata.link_blob(repo, digest, size)).await?;
+    // Within the quotas, or nothing: a refused upload is not linked, and its session
+    // (bytes and record) is discarded, as the client cannot finish it any other way.
+    if let Err(e) = crate::quotas::link_blob(inner, repo, digest, size).await {
+        if matches!(
+            e,
+            RegistryError::Oci {
+                code: ErrorCode::Denied,
+                ..
+            }
+        ) {
+            discard(inner, &session.id).await;
+        }
+        return Err(e);
+    }
     inner.blobs.finish_upload(&session.id, digest, size).await?;
     inner.metadata.delete_upload(&session.id).await?;
     Ok(())
