@@ -175,7 +175,9 @@ impl Registry {
     }
 
     /// Sets the gauges that come from the stores: open upload sessions
-    /// (`registry_uploads_open`) and the GC review queue (`registry_gc_queue_length`).
+    /// (`registry_uploads_open`), the GC review queue (`registry_gc_queue_length`) and
+    /// each quota's usage and limit (`registry_quota_used_bytes{pattern}`,
+    /// `registry_quota_limit_bytes{pattern}`).
     /// `/metrics` calls this before each scrape; call it yourself if you export the
     /// metrics another way. A store that fails leaves the gauge at its last value.
     pub async fn refresh_store_gauges(&self) {
@@ -187,6 +189,21 @@ impl Registry {
             match gc.queue_length().await {
                 Ok(n) => ::metrics::gauge!(metrics::GC_QUEUE_LENGTH).set(n as f64),
                 Err(e) => tracing::warn!(error = %e, "cannot read the gc queue length"),
+            }
+        }
+        let quotas = &self.inner.config.quotas;
+        if let (false, Some(store)) = (quotas.is_empty(), self.inner.metadata.quotas()) {
+            match store.quota_usage(quotas.as_slice()).await {
+                Ok(usage) => {
+                    for u in usage {
+                        let pattern = u.pattern;
+                        ::metrics::gauge!(metrics::QUOTA_USED_BYTES, "pattern" => pattern.clone())
+                            .set(u.used as f64);
+                        ::metrics::gauge!(metrics::QUOTA_LIMIT_BYTES, "pattern" => pattern)
+                            .set(u.limit as f64);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read quota usage for metrics"),
             }
         }
     }

@@ -216,3 +216,26 @@ async fn racing_pushes_through_two_replicas_on_postgres_pass_exactly_as_many_as_
         .unwrap();
     assert_eq!(metadata.count_uploads().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn usage_and_limit_per_quota_are_gauges_read_at_scrape_time() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let r = TestRegistry::with_config(quotas(&[("gauge/*", 5_000)])).await;
+    r.push_blob("gauge/a", &data(1, 1_234)).await;
+    let req = http::Request::get("/metrics").body(Body::empty()).unwrap();
+    let res = r.registry.ops_router().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "registry_quota_used_bytes{pattern=\"gauge/*\"} 1234"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "registry_quota_limit_bytes{pattern=\"gauge/*\"} 5000"),
+        "{text}"
+    );
+}

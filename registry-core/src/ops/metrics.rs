@@ -35,6 +35,8 @@ pub const STORE_ERRORS: &str = "registry_store_errors_total";
 pub const EVENTS: &str = "registry_events_total";
 pub const UPLOADS_OPEN: &str = "registry_uploads_open";
 pub const GC_QUEUE_LENGTH: &str = "registry_gc_queue_length";
+pub const QUOTA_USED_BYTES: &str = "registry_quota_used_bytes";
+pub const QUOTA_LIMIT_BYTES: &str = "registry_quota_limit_bytes";
 pub const WEBHOOK_DELIVERIES: &str = "registry_webhook_deliveries_total";
 pub const WEBHOOK_DROPPED: &str = "registry_webhook_events_dropped_total";
 
@@ -116,6 +118,16 @@ fn describe() {
     describe_gauge!(
         GC_QUEUE_LENGTH,
         "Reviews waiting in the garbage collector's queue."
+    );
+    describe_gauge!(
+        QUOTA_USED_BYTES,
+        Unit::Bytes,
+        "Bytes of the distinct blobs linked in the repositories a quota covers, by pattern."
+    );
+    describe_gauge!(
+        QUOTA_LIMIT_BYTES,
+        Unit::Bytes,
+        "Each quota's limit, by pattern."
     );
     describe_counter!(
         WEBHOOK_DELIVERIES,
