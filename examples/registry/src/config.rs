@@ -4,7 +4,7 @@
 //! # One declaration per setting
 //!
 //! Each setting is one field of one of the groups below ([`CommonArgs`], [`StorageArgs`],
-//! [`GcArgs`], [`ServeArgs`], [`ConnectionArgs`], [`AccessArgs`]): its doc comment is its
+//! [`GcArgs`], [`ServeArgs`], [`ConnectionArgs`], [`AccessArgs`], [`RetentionArgs`]): its doc comment is its
 //! help, its clap attributes give its flag, its environment variable and its default, and
 //! its name is its key in the config file (the flag's name with `_` for `-`). A command
 //! flattens the groups it uses, so `registry gc --help` shows the settings of `gc` only.
@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::mirror::MirrorSpec;
+use crate::retention::RetentionSpec;
 use crate::upstream::UpstreamSpec;
 
 /// The storage schemes this build can open.
@@ -73,11 +74,19 @@ pub enum Command {
     /// Indexes are copied whole, and referrers (signatures, SBOMs) follow their
     /// subjects. Exits non-zero if anything could not be copied.
     Sync(SyncCommand),
+    /// Apply the config file's `[[retention]]` rules once: remove the tags they select
+    /// (immutable tags never), printing each with the rule that matched, then exit.
+    /// Garbage collection then frees what only those tags kept. Safe while a server runs.
+    Retention(RetentionCommand),
 }
 
 /// Keys of the config file that are no flag, with the command that reads them: a list of
 /// tables has no spelling on a command line.
-pub const FILE_ONLY_KEYS: &[(&str, &str)] = &[("serve", "mirror")];
+pub const FILE_ONLY_KEYS: &[(&str, &str)] = &[
+    ("serve", "mirror"),
+    ("serve", "retention"),
+    ("retention", "retention"),
+];
 
 /// The clap command of [`Cli`], each subcommand's `--config` help naming the file keys
 /// that subcommand reads.
@@ -136,6 +145,8 @@ pub struct ServeCommand {
     pub connections: ConnectionArgs,
     #[command(flatten)]
     pub access: AccessArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -208,6 +219,22 @@ pub struct SyncDirection {
     /// The registry to copy to, from the stores (pushed with the distribution API).
     #[arg(long, value_name = "URL")]
     pub to: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RetentionCommand {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Print the tags that would be removed, and by which rule, without removing any.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// Read for `immutable_tags`: those repositories' tags are never removed.
+    #[command(flatten)]
+    pub access: AccessArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -391,6 +418,27 @@ pub struct ServeArgs {
     #[arg(skip)]
     #[serde(default)]
     pub mirror: Vec<MirrorSpec>,
+    /// How often the `[[retention]]` rules of the config file are applied; `off`
+    /// disables them here (`registry retention` still applies them).
+    #[arg(
+        long,
+        env = "REGISTRY_RETENTION_INTERVAL",
+        value_name = "DURATION",
+        default_value = "1h"
+    )]
+    pub retention_interval: String,
+}
+
+/// Retention rules, in `serve` (in the background) and `retention` (once).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+pub struct RetentionArgs {
+    /// Retention rules, in the config file only: `[[retention]]` tables with
+    /// `repositories` (a pattern) and optionally `tags` (the tags it governs, a regex),
+    /// `keep_last` N, `delete_older_than` DURATION, `not_pulled_for` DURATION, `keep` (a
+    /// regex of tags never removed).
+    #[arg(skip)]
+    #[serde(default)]
+    pub retention: Vec<RetentionSpec>,
 }
 
 /// Limits on client connections (see the `server` module).
@@ -534,6 +582,7 @@ pub fn file_keys() -> BTreeSet<String> {
         keys_of::<ServeArgs>(),
         keys_of::<ConnectionArgs>(),
         keys_of::<AccessArgs>(),
+        keys_of::<RetentionArgs>(),
     ]
     .into_iter()
     .flatten()
@@ -669,6 +718,18 @@ pub struct Settings {
     pub rate_limits: registry_core::ratelimit::RateLimits,
     /// `[[mirror]]` tables (their files are read when the server starts).
     pub mirrors: Vec<MirrorSpec>,
+    /// `[[retention]]` tables, applied every `retention_interval` (`None`: off).
+    pub retention: Vec<RetentionSpec>,
+    pub retention_interval: Option<Duration>,
+}
+
+/// What `retention` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRun {
+    pub log_format: LogFormat,
+    pub stores: Stores,
+    pub rules: Vec<RetentionSpec>,
+    pub immutable_tags: Vec<NamePattern>,
 }
 
 /// The pull-through cache's upstreams (their files are read when the server starts).
@@ -874,6 +935,27 @@ impl ServeCommand {
                     serve.write_rate_limit.as_deref(),
                 )?),
             mirrors: serve.mirror.clone(),
+            retention: layers.resolve(&self.retention)?.retention,
+            retention_interval: match serve.retention_interval.trim() {
+                "off" => None,
+                other => Some(positive_duration("retention-interval", other)?),
+            },
+        })
+    }
+}
+
+impl RetentionCommand {
+    pub fn settings(&self, layers: &Layers) -> Result<RetentionRun, ConfigError> {
+        let common = self.common.settings(layers)?;
+        let (_, policy) = self.access.settings(layers)?;
+        Ok(RetentionRun {
+            log_format: common.log_format,
+            stores: Stores {
+                storage: self.storage.settings(layers)?,
+                metadata: common.metadata,
+            },
+            rules: layers.resolve(&self.retention)?.retention,
+            immutable_tags: policy.immutable_tags,
         })
     }
 }

@@ -29,12 +29,15 @@
 //! `registry stats [--json] [--top N]` (from the metadata store alone), and
 //! `registry sync --from URL | --to URL --repositories PATTERN [--tags REGEX]` (copies
 //! between the stores and another registry; `[[mirror]]` tables in the config file do
-//! it in the background of `serve`, see `mirror`).
+//! it in the background of `serve`, see `mirror`), and `registry retention [--dry-run]`
+//! (the config file's `[[retention]]` rules once; `serve` applies them every
+//! `--retention-interval`, see `retention`).
 
 mod access;
 mod config;
 mod import;
 mod mirror;
+mod retention;
 mod server;
 mod stats;
 mod tls;
@@ -150,6 +153,11 @@ async fn command(command: &Command, matches: &clap::ArgMatches) -> Result<(), Bo
             init_tracing(log_format, Output::Stderr);
             mirror::run(&stores, cmd).await
         }
+        Command::Retention(cmd) => {
+            let run = cmd.settings(&cmd.common.layers(matches)?)?;
+            init_tracing(run.log_format, Output::Stderr);
+            retention::run(&run, cmd.dry_run).await
+        }
     }
 }
 
@@ -205,7 +213,7 @@ fn gc_config(settings: &GcSettings) -> GcConfig {
 }
 
 /// The registry on `stores`; `redirect_min_size`: see `--redirect-min-size`.
-async fn open_registry(
+pub(crate) async fn open_registry(
     stores: &Stores,
     redirect_min_size: Option<u64>,
     config: RegistryConfig,
@@ -273,6 +281,7 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         .iter()
         .map(|spec| spec.to_mirror().map_err(|e| format!("mirror {spec}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
+    let retention_rules = retention::rules(&settings.retention)?;
     // Access files are read before the stores are opened or the port is taken.
     let config = access::apply(
         RegistryConfig::default()
@@ -289,6 +298,13 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         .gc
         .interval
         .map(|_| registry.spawn_gc(gc_config(&settings.gc)));
+    let retention_task = match settings.retention_interval {
+        Some(every) if !retention_rules.is_empty() => {
+            tracing::info!(rules = retention_rules.len(), interval = ?every, "retention rules");
+            Some(registry.spawn_retention(retention_rules, every))
+        }
+        _ => None,
+    };
 
     let mut api = registry.router();
     let (mut pull_mirrors, mut push_mirrors) = (Vec::new(), Vec::new());
@@ -375,6 +391,9 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
     }
     if let Some(c) = collector {
         c.abort();
+    }
+    if let Some(r) = retention_task {
+        r.abort();
     }
     // The maintenance task writes tallied pulls every few seconds; these are the rest.
     match tokio::time::timeout(std::time::Duration::from_secs(10), registry.flush_pulls()).await {
