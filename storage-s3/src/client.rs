@@ -528,6 +528,41 @@ impl Client {
         etag_of(&response).ok_or_else(|| protocol("UploadPart", key, "no ETag in the answer"))
     }
 
+    /// `UploadPart` of `len` bytes from `stream` as they come, in one attempt (a stream
+    /// cannot be sent again: the caller retries with the bytes it kept).
+    pub(crate) async fn upload_part_once(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part: u16,
+        len: u64,
+        stream: ByteStream,
+    ) -> Result<String, StorageError> {
+        let url = self.signed(&UploadPart::new(
+            &self.bucket,
+            Some(&self.credentials),
+            key,
+            part,
+            upload_id,
+        ));
+        let response = self
+            .http
+            .put(url)
+            .header("content-length", len)
+            .body(reqwest::Body::wrap_stream(exact_len(stream, len)))
+            .send()
+            .await
+            .map_err(|source| S3Error::Http {
+                op: "UploadPart",
+                key: key.to_string(),
+                source,
+            })?;
+        if !response.status().is_success() {
+            return Err(status_error("UploadPart", key, response).await.into());
+        }
+        etag_of(&response).ok_or_else(|| protocol("UploadPart", key, "no ETag in the answer"))
+    }
+
     /// `UploadPartCopy` of `range` of `source` (a key in this bucket); returns the ETag.
     pub(crate) async fn upload_part_copy(
         &self,

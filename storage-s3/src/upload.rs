@@ -26,11 +26,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use oci_spec_types::Digest;
 use serde::{Deserialize, Serialize};
 use storage_traits::{ByteStream, StorageError};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::client::{Body, Client, META_DATA, META_SIZE, ObjectHead, is_no_such_upload};
 use crate::config::{MAX_PART_SIZE, MIN_PART_SIZE};
@@ -642,22 +643,15 @@ impl Session<'_> {
     }
 
     /// A body factory streaming `segments` from S3 (each cut to its `len`), then `tail`.
-    fn concat_body(
-        &self,
-        segments: &[Segment],
-        tail: Vec<Bytes>,
-    ) -> Arc<dyn Fn() -> ByteStream + Send + Sync> {
-        let client = Arc::clone(self.client);
-        let parts: Vec<(String, u64)> = segments
+    fn concat_body(&self, segments: &[Segment], tail: Vec<Bytes>) -> BodyMaker {
+        concat(Arc::clone(self.client), self.segment_keys(segments), tail)
+    }
+
+    fn segment_keys(&self, segments: &[Segment]) -> Vec<(String, u64)> {
+        segments
             .iter()
             .map(|s| (self.keys.segment(&s.name), s.len))
-            .collect();
-        Arc::new(move || {
-            let tail: Vec<Result<Bytes, StorageError>> = tail.iter().cloned().map(Ok).collect();
-            read_objects(Arc::clone(&client), parts.clone())
-                .chain(stream::iter(tail))
-                .boxed()
-        })
+            .collect()
     }
 }
 
@@ -685,8 +679,19 @@ impl Pending {
     }
 }
 
-/// One write in progress: cuts the input into parts and sends them, several at once, into
-/// the session's multipart upload; records them when the input is done.
+/// The part being sent while its bytes arrive.
+struct Streaming {
+    /// The input's buffers, on their way into the request body.
+    feed: mpsc::UnboundedSender<Result<Bytes, StorageError>>,
+    /// All of the part's buffers once it is whole, for the task to send again if the
+    /// streamed attempt failed.
+    whole: oneshot::Sender<Vec<Bytes>>,
+    task: AbortHandle,
+}
+
+/// One write in progress: cuts the input into parts and sends each, several at once, into
+/// the session's multipart upload while its bytes arrive; records them when the input is
+/// done.
 struct Appender<'s, 'a> {
     session: &'s Session<'a>,
     /// The state as saved (with this write's claim, once made), and its ETag.
@@ -702,9 +707,8 @@ struct Appender<'s, 'a> {
     cur: Vec<Bytes>,
     cur_len: usize,
     cur_target: usize,
-    /// A full part, held until at least 5 MiB follow it: the input may end sooner, and
-    /// then those bytes go with it (a part under 5 MiB may only be last).
-    held: Option<Pending>,
+    /// Set once the part being filled holds 5 MiB: from then on it is sent as it fills.
+    streaming: Option<Streaming>,
     sending: JoinSet<Result<Part, StorageError>>,
     sent: Vec<Part>,
     new_run: Vec<Segment>,
@@ -726,7 +730,7 @@ impl<'s, 'a> Appender<'s, 'a> {
             cur: Vec::new(),
             cur_len: 0,
             cur_target,
-            held: None,
+            streaming: None,
             sending: JoinSet::new(),
             sent: Vec::new(),
             new_run: Vec::new(),
@@ -734,69 +738,142 @@ impl<'s, 'a> Appender<'s, 'a> {
         }
     }
 
+    /// The bytes of the part being filled, the run included if it goes first.
+    fn part_len(&self) -> u64 {
+        let run = if self.carry_run {
+            self.base.run_len()
+        } else {
+            0
+        };
+        run + self.cur_len as u64
+    }
+
     /// Sends `data`; returns how many bytes it held. Nothing is recorded yet.
+    ///
+    /// A part is sent as its bytes arrive once it holds 5 MiB, declared `part_size` long:
+    /// the input could end before the part is whole, and a part under 5 MiB may only be
+    /// the last, so a shorter part is only started once it could stand as one. If the
+    /// input does end inside it, that request is dropped and the part sent again as long
+    /// as it turned out; under 5 MiB, the bytes are stored as a segment of the run.
     async fn append(&mut self, mut data: ByteStream) -> Result<u64, StorageError> {
         let mut total = 0u64;
         while let Some(chunk) = data.next().await {
-            // The input's error is returned as is; parts sent so far are not recorded.
+            // The input's error is returned as is; parts sent so far are not recorded (and
+            // the request in progress is dropped with this appender).
             let mut chunk = chunk?;
             total += chunk.len() as u64;
             while !chunk.is_empty() {
                 let take = (self.cur_target - self.cur_len).min(chunk.len());
-                self.cur.push(chunk.split_to(take));
+                let piece = chunk.split_to(take);
+                if let Some(s) = &self.streaming {
+                    // A failed attempt has dropped its end: the task waits for `whole`.
+                    let _ = s.feed.unbounded_send(Ok(piece.clone()));
+                }
+                self.cur.push(piece);
                 self.cur_len += take;
-                if self.cur_len >= MIN_PART_SIZE
-                    && let Some(held) = self.held.take()
-                {
-                    self.send(held).await?;
+                if self.streaming.is_none() && self.part_len() >= MIN_PART_SIZE as u64 {
+                    self.start_streaming().await?;
                 }
                 if self.cur_len == self.cur_target {
-                    let full = self.take_cur();
-                    self.held = Some(full);
+                    self.part_filled().await?;
                 }
             }
         }
-        let rest_len = std::mem::take(&mut self.cur_len);
+        let part_len = self.part_len();
         let rest = std::mem::take(&mut self.cur);
-        match self.held.take() {
-            Some(mut held) if rest_len < MIN_PART_SIZE => {
-                held.chunks.extend(rest);
-                self.send(held).await?;
-            }
-            Some(held) => {
-                self.send(held).await?;
-                self.send(Pending {
-                    run: Vec::new(),
-                    chunks: rest,
-                })
-                .await?;
-            }
-            None if rest_len == 0 => {}
-            None => {
-                let run_len = if self.carry_run {
-                    self.base.run_len()
-                } else {
-                    0
-                };
-                if run_len + rest_len as u64 >= MIN_PART_SIZE as u64 {
-                    let last = self.take_pending(rest);
-                    self.send(last).await?;
-                } else {
-                    self.store_segment(rest).await?;
-                }
+        let rest_len = std::mem::take(&mut self.cur_len);
+        if let Some(cut) = self.streaming.take() {
+            // Shorter than declared: that request can only fail. Sent again as it is
+            // (at least 5 MiB, or it would not have started).
+            cut.task.abort();
+            let pending = self.take_pending(rest);
+            self.send(pending).await?;
+        } else if rest_len > 0 {
+            if part_len >= MIN_PART_SIZE as u64 {
+                let pending = self.take_pending(rest);
+                self.send(pending).await?;
+            } else {
+                self.store_segment(rest).await?;
             }
         }
         while let Some(part) = self.sending.join_next().await {
-            self.sent.push(joined(part)?);
+            self.sent.extend(joined(part)?);
         }
         Ok(total)
     }
 
-    fn take_cur(&mut self) -> Pending {
+    /// Starts sending the part being filled: what it holds now, then what arrives.
+    async fn start_streaming(&mut self) -> Result<(), StorageError> {
+        self.claim().await?;
+        let number = self.next_number().await?;
+        let len = self.part_len() - self.cur_len as u64 + self.cur_target as u64;
+        let run = if self.carry_run {
+            self.base.run.clone()
+        } else {
+            Vec::new()
+        };
+        let (feed, fed) = mpsc::unbounded();
+        for piece in &self.cur {
+            let _ = feed.unbounded_send(Ok(piece.clone()));
+        }
+        let (whole, whole_rx) = oneshot::channel::<Vec<Bytes>>();
+        let client = Arc::clone(self.session.client);
+        let (data_key, upload_id) = (self.session.data_key(&self.base), self.upload_id());
+        let run_keys = self.session.segment_keys(&run);
+        let task = self
+            .spawn(async move {
+                let part = part_number(number)?;
+                let body = read_objects(Arc::clone(&client), run_keys.clone())
+                    .chain(fed)
+                    .boxed();
+                let etag = match client
+                    .upload_part_once(&data_key, &upload_id, part, len, body)
+                    .await
+                {
+                    Ok(etag) => etag,
+                    Err(_) => {
+                        // Sent again, with retries, once all of it has arrived.
+                        let chunks = whole_rx.await.map_err(|_| {
+                            StorageError::backend(BACKEND, "the write ended inside a part")
+                        })?;
+                        let body = Body::Stream {
+                            len,
+                            make: concat(client.clone(), run_keys, chunks),
+                        };
+                        client
+                            .upload_part(&data_key, &upload_id, part, &body)
+                            .await?
+                    }
+                };
+                Ok(Part { number, etag, len })
+            })
+            .await?;
+        self.streaming = Some(Streaming { feed, whole, task });
+        Ok(())
+    }
+
+    /// The part being filled is whole: its request's body ends, and the next part begins.
+    async fn part_filled(&mut self) -> Result<(), StorageError> {
         let chunks = std::mem::take(&mut self.cur);
         self.cur_len = 0;
         self.cur_target = self.session.part_size;
-        self.take_pending(chunks)
+        self.carry_run = false;
+        match self.streaming.take() {
+            Some(s) => {
+                let _ = s.whole.send(chunks);
+                drop(s.feed);
+            }
+            // Not started: `part_size` is at least 5 MiB, so it always is by now.
+            None => {
+                return Err(StorageError::backend(BACKEND, "a whole part was not sent"));
+            }
+        }
+        while self.sending.len() > self.session.concurrency {
+            if let Some(done) = self.sending.join_next().await {
+                self.sent.extend(joined(done)?);
+            }
+        }
+        Ok(())
     }
 
     /// `chunks` as a part, after the run if it is still to be sent.
@@ -921,26 +998,28 @@ impl<'s, 'a> Appender<'s, 'a> {
             Ok(Part { number, etag, len })
         })
         .await
+        .map(drop)
     }
 
-    /// Starts sending a part; waits while `concurrency` are already on their way.
+    /// Starts sending a part; waits while `concurrency` are already on their way (the
+    /// part being filled among them).
     async fn spawn(
         &mut self,
         part: impl Future<Output = Result<Part, StorageError>> + Send + 'static,
-    ) -> Result<(), StorageError> {
-        self.sending.spawn(part);
+    ) -> Result<AbortHandle, StorageError> {
+        let handle = self.sending.spawn(part);
         while self.sending.len() > self.session.concurrency {
             if let Some(done) = self.sending.join_next().await {
-                self.sent.push(joined(done)?);
+                self.sent.extend(joined(done)?);
             }
         }
-        Ok(())
+        Ok(handle)
     }
 
     /// Records what this write stored (if anything), then deletes what it made obsolete.
     async fn commit(mut self) -> Result<(), StorageError> {
         while let Some(part) = self.sending.join_next().await {
-            self.sent.push(joined(part)?);
+            self.sent.extend(joined(part)?);
         }
         if self.window.is_none() && self.new_run.is_empty() {
             return Ok(());
@@ -978,10 +1057,32 @@ impl<'s, 'a> Appender<'s, 'a> {
     }
 }
 
+type BodyMaker = Arc<dyn Fn() -> ByteStream + Send + Sync>;
+
+/// A body factory streaming the objects `parts` from S3 (each cut to its length), then
+/// `tail`.
+fn concat(client: Arc<Client>, parts: Vec<(String, u64)>, tail: Vec<Bytes>) -> BodyMaker {
+    Arc::new(move || {
+        let tail: Vec<Result<Bytes, StorageError>> = tail.iter().cloned().map(Ok).collect();
+        read_objects(Arc::clone(&client), parts.clone())
+            .chain(stream::iter(tail))
+            .boxed()
+    })
+}
+
+/// A finished part task's part; `None` for a request this write dropped itself (a part
+/// the input ended inside, sent again as it turned out).
 fn joined(
     result: Result<Result<Part, StorageError>, tokio::task::JoinError>,
-) -> Result<Part, StorageError> {
-    result.map_err(|e| StorageError::backend(BACKEND, format!("sending a part: {e}")))?
+) -> Result<Option<Part>, StorageError> {
+    match result {
+        Ok(part) => part.map(Some),
+        Err(e) if e.is_cancelled() => Ok(None),
+        Err(e) => Err(StorageError::backend(
+            BACKEND,
+            format!("sending a part: {e}"),
+        )),
+    }
 }
 
 async fn delete_keys(client: &Arc<Client>, keys: Vec<String>) -> Result<(), StorageError> {

@@ -44,7 +44,8 @@ impl Head {
 type Rule = Box<dyn Fn(&Head) -> bool + Send + Sync>;
 
 /// A TCP proxy to SeaweedFS that drops the connection, without forwarding it, at the
-/// `nth` request (counting from 1) that `rule` matches, and at none after.
+/// `nth` request (counting from 1) that `rule` matches, and every request after it: the
+/// process is dead from there on, whatever it would have sent next.
 struct Cutter {
     url: String,
     cuts: Arc<AtomicUsize>,
@@ -52,6 +53,15 @@ struct Cutter {
 
 impl Cutter {
     async fn start(nth: usize, rule: Rule) -> Cutter {
+        Self::with(nth, rule, true).await
+    }
+
+    /// Drops only that one request: a connection that failed, in a process that lives on.
+    async fn once(nth: usize, rule: Rule) -> Cutter {
+        Self::with(nth, rule, false).await
+    }
+
+    async fn with(nth: usize, rule: Rule, dies: bool) -> Cutter {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let upstream = common::server()
@@ -71,7 +81,7 @@ impl Cutter {
                     Arc::clone(&counter),
                 );
                 tokio::spawn(async move {
-                    let _ = relay(client, &upstream, nth, &rule, &seen, &cuts).await;
+                    let _ = relay(client, &upstream, nth, dies, &rule, &seen, &cuts).await;
                 });
             }
         });
@@ -92,6 +102,7 @@ async fn relay(
     client: TcpStream,
     upstream: &str,
     nth: usize,
+    dies: bool,
     rule: &Rule,
     seen: &AtomicUsize,
     cuts: &AtomicUsize,
@@ -129,7 +140,8 @@ async fn relay(
                 .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
                 .collect(),
         };
-        if rule(&head) && seen.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        let dead = dies && cuts.load(Ordering::SeqCst) > 0;
+        if dead || (rule(&head) && seen.fetch_add(1, Ordering::SeqCst) + 1 == nth) {
             cuts.fetch_add(1, Ordering::SeqCst);
             answers.abort();
             return Ok(());
@@ -460,4 +472,31 @@ async fn killed_mid_delete_then_deleted_again_or_pushed_again() {
     assert_eq!(restarted.stat(&digest).await.unwrap(), None);
     assert_eq!(restarted.data_keys().await.unwrap(), Vec::<String>::new());
     assert_clean(&restarted).await;
+}
+
+/// Not a crash: one part's request fails while its bytes are still arriving. The part is
+/// sent again from the bytes the write kept, and the write succeeds.
+#[tokio::test]
+async fn a_part_whose_request_fails_is_sent_again() {
+    let cutter = Cutter::once(2, part_upload()).await;
+    let p = prefix();
+    let (store, check) = (through(&cutter, &p), direct(&p));
+    let data = random_bytes(23 * MIB + 1);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    assert_eq!(
+        store
+            .write_upload(&id, 0, chunked(&data, &[256 * 1024]))
+            .await
+            .unwrap(),
+        data.len() as u64
+    );
+    assert!(cutter.cut());
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert_blob(&check, &digest, &data).await;
+    assert_clean(&check).await;
 }
