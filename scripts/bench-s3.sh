@@ -104,6 +104,8 @@ cleanup() {
     rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
+# A signal ends the run through the EXIT trap, so no server outlives it.
+trap 'exit 130' INT TERM
 
 if [ -z "$registry_bin" ]; then
     cargo build --release --quiet -p registry -p registry-bench
