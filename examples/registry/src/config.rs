@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::mirror::MirrorSpec;
+use crate::quota::QuotaSpec;
 use crate::retention::RetentionSpec;
 use crate::upstream::UpstreamSpec;
 
@@ -139,6 +140,8 @@ pub struct ServeCommand {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub gc: GcArgs,
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
     #[command(flatten)]
     pub serve: ServeArgs,
     #[command(flatten)]
@@ -241,6 +244,8 @@ pub struct RetentionCommand {
 pub struct StatsCommand {
     #[command(flatten)]
     pub common: CommonArgs,
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
     /// Print one JSON document instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -441,6 +446,24 @@ pub struct RetentionArgs {
     pub retention: Vec<RetentionSpec>,
 }
 
+/// Byte quotas per repository pattern: enforced by `serve`, reported by `stats`.
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Quotas")]
+pub struct QuotaArgs {
+    /// A byte limit over the repositories a pattern covers, together (`team-a/*=10GiB`:
+    /// one budget for all of team-a's repositories; SIZE in bytes or with KB, MB, GB, TB,
+    /// KiB, MiB, GiB, TiB). Repeatable; in the file, `[[quota]]` tables with `pattern`
+    /// and `bytes` [default: none].
+    #[arg(
+        long,
+        env = "REGISTRY_QUOTA",
+        value_name = "PATTERN=SIZE",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    pub quota: Vec<QuotaSpec>,
+}
+
 /// Limits on client connections (see the `server` module).
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[command(next_help_heading = "Connections")]
@@ -577,6 +600,7 @@ fn keys_of<T: Serialize + Default>() -> Vec<String> {
 pub fn file_keys() -> BTreeSet<String> {
     [
         keys_of::<CommonArgs>(),
+        keys_of::<QuotaArgs>(),
         keys_of::<StorageArgs>(),
         keys_of::<GcArgs>(),
         keys_of::<ServeArgs>(),
@@ -716,6 +740,8 @@ pub struct Settings {
     pub uploads: UploadSettings,
     pub upstreams: UpstreamSettings,
     pub rate_limits: registry_core::ratelimit::RateLimits,
+    /// `--quota` flags and `[[quota]]` tables.
+    pub quotas: Vec<QuotaSpec>,
     /// `[[mirror]]` tables (their files are read when the server starts).
     pub mirrors: Vec<MirrorSpec>,
     /// `[[retention]]` tables, applied every `retention_interval` (`None`: off).
@@ -911,6 +937,7 @@ impl ServeCommand {
             access,
             policy,
             connections: self.connections.settings(layers)?,
+            quotas: layers.resolve(&self.quotas)?.quota,
             uploads: UploadSettings {
                 expiry: positive_duration("upload-expiry", &serve.upload_expiry)?,
                 max_open: parse_limit("max-uploads", &serve.max_uploads)?,
@@ -999,6 +1026,11 @@ impl SyncCommand {
 impl StatsCommand {
     pub fn settings(&self, layers: &Layers) -> Result<Common, ConfigError> {
         self.common.settings(layers)
+    }
+
+    /// The quotas whose usage `stats` reports.
+    pub fn quotas(&self, layers: &Layers) -> Result<Vec<QuotaSpec>, ConfigError> {
+        Ok(layers.resolve(&self.quotas)?.quota)
     }
 }
 

@@ -37,6 +37,7 @@ mod access;
 mod config;
 mod import;
 mod mirror;
+mod quota;
 mod retention;
 mod server;
 mod stats;
@@ -144,9 +145,11 @@ async fn command(command: &Command, matches: &clap::ArgMatches) -> Result<(), Bo
             import::run(&stores, cmd).await
         }
         Command::Stats(cmd) => {
-            let common = cmd.settings(&cmd.common.layers(matches)?)?;
+            let layers = cmd.common.layers(matches)?;
+            let common = cmd.settings(&layers)?;
+            let quotas = quota::quotas(&cmd.quotas(&layers)?);
             init_tracing(common.log_format, Output::Stderr);
-            stats::run(&common.metadata, cmd.json, cmd.top).await
+            stats::run(&common.metadata, &quotas, cmd.json, cmd.top).await
         }
         Command::Sync(cmd) => {
             let (log_format, stores) = cmd.settings(&cmd.common.layers(matches)?)?;
@@ -288,6 +291,7 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
             .with_upload_expiry(settings.uploads.expiry)
             .with_max_open_uploads(settings.uploads.max_open)
             .with_rate_limits(settings.rate_limits)
+            .with_quotas(quota::quotas(&settings.quotas))
             .with_proxy(proxy_config(&settings.upstreams)?),
         &settings.access,
         &settings.policy,

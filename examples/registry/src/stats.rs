@@ -11,7 +11,8 @@ use serde::Serialize;
 use storage_traits::insights::{
     ArtifactTypeCount, BlobReuse, RepositoryOrder, RepositoryStats, Summary,
 };
-use storage_traits::{InsightsMetadata, PullMetadata, Pulls};
+use storage_traits::quotas::{Quota, QuotaUsage};
+use storage_traits::{InsightsMetadata, PullMetadata, Pulls, QuotaMetadata};
 
 use crate::BoxError;
 use crate::config::MetadataUrl;
@@ -28,12 +29,15 @@ pub struct Report {
     /// Pull counts and last-pull times of the repositories listed above, by name (empty
     /// when the store keeps none).
     pub pulls: BTreeMap<String, Pulls>,
+    /// Usage and limit of each quota given (`--quota`, `[[quota]]`), in bytes.
+    pub quotas: Vec<QuotaUsage>,
 }
 
 impl Report {
     pub async fn gather(
         store: &dyn InsightsMetadata,
         pulls: Option<&dyn PullMetadata>,
+        quotas: Option<(&dyn QuotaMetadata, &[Quota])>,
         top: usize,
     ) -> Result<Report, BoxError> {
         let repositories_by_size = store.repository_stats(RepositoryOrder::Size, top).await?;
@@ -60,6 +64,10 @@ impl Report {
                 .map(|n| n.to_string())
                 .zip(figures)
                 .collect(),
+            quotas: match quotas {
+                Some((store, quotas)) if !quotas.is_empty() => store.quota_usage(quotas).await?,
+                _ => Vec::new(),
+            },
         })
     }
 
@@ -167,12 +175,38 @@ impl Report {
                 })
                 .collect(),
         );
+        if !self.quotas.is_empty() {
+            section(
+                &mut out,
+                "Quotas (distinct linked blobs of the repositories each covers)",
+                &["PATTERN", "USED", "LIMIT", "USED %"],
+                self.quotas
+                    .iter()
+                    .map(|q| {
+                        vec![
+                            q.pattern.clone(),
+                            human_bytes(q.used),
+                            human_bytes(q.limit),
+                            match q.limit {
+                                0 => "-".into(),
+                                limit => format!("{:.1}", q.used as f64 * 100.0 / limit as f64),
+                            },
+                        ]
+                    })
+                    .collect(),
+            );
+        }
         out
     }
 }
 
 /// `registry stats`: opens the metadata store (never the blob store) and prints.
-pub async fn run(metadata_url: &MetadataUrl, json: bool, top: usize) -> Result<(), BoxError> {
+pub async fn run(
+    metadata_url: &MetadataUrl,
+    quotas: &registry_core::quotas::Quotas,
+    json: bool,
+    top: usize,
+) -> Result<(), BoxError> {
     // Opening a SQLite path creates the database; a typo should not print empty stats.
     if let MetadataUrl::Sqlite(path) = metadata_url
         && !path.exists()
@@ -187,7 +221,12 @@ pub async fn run(metadata_url: &MetadataUrl, json: bool, top: usize) -> Result<(
     let store = metadata
         .insights()
         .ok_or("this metadata store does not answer insight queries")?;
-    let report = Report::gather(store, metadata.pulls(), top).await?;
+    let quota_store = match (quotas.is_empty(), metadata.quotas()) {
+        (true, _) => None,
+        (false, Some(q)) => Some((q, quotas.as_slice())),
+        (false, None) => return Err("this metadata store does not keep quotas".into()),
+    };
+    let report = Report::gather(store, metadata.pulls(), quota_store, top).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

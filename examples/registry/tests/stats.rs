@@ -104,6 +104,24 @@ async fn stats_count_shared_layers_once() {
     assert_eq!(u(&totals["blobs"]), 7, "{report:#}");
     assert_eq!(u(&totals["blob_bytes"]), all, "{report:#}");
 
+    // Quotas: the blobs linked in the repositories each covers, a shared blob once.
+    let report: Value = serde_json::from_str(&stats(
+        &data,
+        &["--json", "--quota", "*=1MiB", "--quota", "b/*=100000"],
+    ))
+    .unwrap();
+    let quotas = report["quotas"].as_array().unwrap();
+    let everything = all - sizes(&[&manifest_one, &manifest_two]);
+    assert_eq!(quotas[0]["pattern"], "*", "{report:#}");
+    assert_eq!(u(&quotas[0]["used"]), everything, "{report:#}");
+    assert_eq!(u(&quotas[0]["limit"]), 1 << 20, "{report:#}");
+    assert_eq!(
+        u(&quotas[1]["used"]),
+        sizes(&[&config_two, &shared, &only_two]),
+        "{report:#}"
+    );
+    assert!(stats(&data, &["--quota", "b/*=100000"]).contains("Quotas"));
+
     // By size: the shared layer is shared by both and split between them.
     let by_size = report["repositories_by_size"].as_array().unwrap();
     assert_eq!(by_size.len(), 2);
