@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod auth_support;
 mod common;
 
 use std::sync::Arc;
@@ -238,4 +239,49 @@ async fn usage_and_limit_per_quota_are_gauges_read_at_scrape_time() {
             .any(|l| l == "registry_quota_limit_bytes{pattern=\"gauge/*\"} 5000"),
         "{text}"
     );
+}
+
+/// A quota is listed only to callers who may pull every repository it covers: alice may
+/// pull `team-a/*` and so sees that quota, not `*`'s nor `team-b/*`'s; root sees all.
+#[tokio::test]
+async fn quotas_are_shown_to_callers_who_may_pull_all_they_cover() {
+    use auth_support::{as_user, push_blob_as};
+    use registry_core::auth::{AccessPolicy, AccessRule, Action, Htpasswd};
+    const ALICE: (&str, &str) = ("alice", "correct horse");
+    const ROOT: (&str, &str) = ("root", "root pw");
+    let users = Htpasswd::parse(&auth_support::htpasswd(&[ALICE, ROOT])).unwrap();
+    let policy = AccessPolicy::new()
+        .with_rule(
+            AccessRule::new(["team-a/*".parse().unwrap()], Action::ALL).with_users(["alice"]),
+        )
+        .with_rule(AccessRule::new(["*".parse().unwrap()], Action::ALL).with_users(["root"]));
+    let config = quotas(&[("*", 10_000), ("team-a/*", 1_000), ("team-b/*", 1_000)])
+        .with_authenticator(Arc::new(users))
+        .with_authorizer(Arc::new(policy));
+    let r = TestRegistry::with_config(config).await;
+    assert_eq!(
+        push_blob_as(&r, ALICE, "team-a/x", &data(1, 10))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        push_blob_as(&r, ROOT, "team-b/y", &data(2, 20))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let patterns = |reply: common::Reply| -> Vec<String> {
+        reply.json()["quotas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["pattern"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let alice = as_user(&r, ALICE, Method::GET, "/v2/_ext/quotas", vec![]).await;
+    assert_eq!(alice.status, StatusCode::OK);
+    assert_eq!(patterns(alice), ["team-a/*"]);
+    let root = as_user(&r, ROOT, Method::GET, "/v2/_ext/quotas", vec![]).await;
+    assert_eq!(patterns(root), ["*", "team-a/*", "team-b/*"]);
 }
