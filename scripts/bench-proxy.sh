@@ -88,6 +88,7 @@ cleanup() {
 trap cleanup EXIT
 echo "server data: $work (deleted at the end)" >&2
 
+registry_given="$registry_bin"
 if [ -z "$registry_bin" ]; then
     cargo build --release --quiet -p registry
     registry_bin="$PWD/target/release/registry"
@@ -268,7 +269,7 @@ print(json.dumps({"scenario": scenario, "rep": int(rep), "seconds": round(secs, 
 
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (working tree has uncommitted changes)')"
+    echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' (working tree has uncommitted changes)')${registry_given:+ (of this tree; the binary is --registry-bin)}"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
     echo "kernel: $(uname -r); memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
     echo "uptime at start: $(uptime)"
