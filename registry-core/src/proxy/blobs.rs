@@ -156,15 +156,12 @@ async fn lead(
         .await
         .map_err(|e| not_found_upstream(e, digest))?;
     let declared = upstream.content_length();
-    // An ordinary upload session, record included, so that if this process dies mid-way
-    // the upload expiry reclaims it.
+    // An ordinary upload session, so that if this process dies mid-way the upload expiry
+    // reclaims it. Its record is written while the bytes already flow: the client's first
+    // byte does not wait for a metadata commit.
     let id = format!("proxy-{}", uuid::Uuid::new_v4().simple());
     inner.blobs.start_upload(&id).await?;
     let session = UploadSession::new(id.clone(), repo.clone(), now_ms());
-    if let Err(e) = inner.metadata.create_upload(&session).await {
-        let _ = inner.blobs.abort_upload(&id).await;
-        return Err(e.into());
-    }
     let (client_tx, client_rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
     let repo = repo.clone();
     let digest = digest.clone();
@@ -173,7 +170,14 @@ async fn lead(
     let inner = Arc::clone(inner);
     tokio::spawn(async move {
         let inner = inner.as_ref();
-        let ok = match fill(inner, &id, &repo, &digest, upstream, &client_tx).await {
+        let (recorded, filled) = tokio::join!(
+            inner.metadata.create_upload(&session),
+            fill(inner, &id, &repo, &digest, upstream, &client_tx)
+        );
+        if let Err(e) = &recorded {
+            tracing::warn!(upload = %id, error = %e, "could not record the fetch's upload session");
+        }
+        let ok = match filled {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(repository = %repo, digest = %digest, error = %e,
@@ -187,7 +191,9 @@ async fn lead(
                 false
             }
         };
-        if let Err(e) = inner.metadata.delete_upload(&id).await {
+        if recorded.is_ok()
+            && let Err(e) = inner.metadata.delete_upload(&id).await
+        {
             tracing::warn!(upload = %id, error = %e, "could not delete the fetch's upload record");
         }
         remove_inflight(inner, &key);
@@ -202,8 +208,8 @@ fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl futures::St
 }
 
 /// Copies the upstream body to the client and to the store; commits on a verified
-/// digest. The last chunk reaches the client only after that, so a client never holds
-/// all the bytes of a blob that failed its check.
+/// digest. The last chunk reaches the client only once the digest and length are
+/// checked, so a client never holds all the bytes of a blob that failed its check.
 async fn fill(
     inner: &Inner,
     id: &str,
@@ -256,6 +262,11 @@ async fn fill(
     if written != total {
         return Err(format!("wrote {written} of {total} bytes"));
     }
+    // Verified: the client may have its last bytes now; the commit below is the cache's
+    // business (if it fails, the client still holds a correct blob, and nothing is kept).
+    if let Some(last) = held {
+        let _ = client.send(Ok(last)).await;
+    }
     crate::gc::retry_while_being_deleted(|| inner.metadata.link_blob(repo, digest, total))
         .await
         .map_err(|e| e.to_string())?;
@@ -264,9 +275,6 @@ async fn fill(
         .finish_upload(id, digest, total)
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(last) = held {
-        let _ = client.send(Ok(last)).await;
-    }
     Ok(())
 }
 
