@@ -320,22 +320,29 @@ scenarios = []
 for r in rows:
     if r["scenario"] not in scenarios:
         scenarios.append(r["scenario"])
-print("Medians over %d repetition(s), MiB/s." % len({r["rep"] for r in rows}))
+def per_rep(s, a, b):
+    x, y = dict((r["rep"], r["mib_per_s"]) for r in rows if r["scenario"] == s and r["server"] == a), \
+           dict((r["rep"], r["mib_per_s"]) for r in rows if r["scenario"] == s and r["server"] == b)
+    return [x[k] / y[k] for k in sorted(x) if k in y and y[k]]
+print("Medians over %d repetition(s), MiB/s. Ratios: the median of the ratios within each"
+      " repetition (the three sides of a scenario run back to back), then the ratio of the"
+      " medians." % len({r["rep"] for r in rows}))
 print()
-print("| scenario | ours | distribution | SeaweedFS alone | ours/SeaweedFS | ours/distribution | per-rep ours / distribution / SeaweedFS |")
+print("| scenario | ours | distribution | SeaweedFS alone | ours/SeaweedFS | ours/distribution | ratio of medians ours/SeaweedFS, ours/distribution |")
 print("|---|---|---|---|---|---|---|")
 for s in scenarios:
     o, d, w = (med(s, x, "mib_per_s") for x in ("ours", "distribution", "seaweedfs"))
-    per = " / ".join(", ".join("%.0f" % v for v in values(s, x, "mib_per_s"))
-                     for x in ("ours", "distribution", "seaweedfs"))
-    print("| %s | %s | %s | %s | %s | %s | %s |" % (s, fmt(o, "%.1f"), fmt(d, "%.1f"), fmt(w, "%.1f"),
-          ratio(o, w), ratio(o, d), per))
+    rw, rd = per_rep(s, "ours", "seaweedfs"), per_rep(s, "ours", "distribution")
+    print("| %s | %s | %s | %s | %s | %s | %s, %s |" % (s, fmt(o, "%.1f"), fmt(d, "%.1f"), fmt(w, "%.1f"),
+          "%.2fx" % statistics.median(rw) if rw else "–", "%.2fx" % statistics.median(rd) if rd else "–",
+          ratio(o, w), ratio(o, d)))
 print()
-print("Per-rep ratios ours/SeaweedFS (same repetition):")
+print("Per repetition, MiB/s (ours / distribution / SeaweedFS) and ours/SeaweedFS:")
 print()
 for s in scenarios:
-    o, w = values(s, "ours", "mib_per_s"), values(s, "seaweedfs", "mib_per_s")
-    print("- %s: %s" % (s, ", ".join("%.2f" % (a / b) for a, b in zip(o, w))))
+    per = " / ".join(", ".join("%.0f" % v for v in values(s, x, "mib_per_s"))
+                     for x in ("ours", "distribution", "seaweedfs"))
+    print("- %s: %s; %s" % (s, per, ", ".join("%.2f" % v for v in per_rep(s, "ours", "seaweedfs"))))
 print()
 print("| scenario | server CPU ms/op ours | distribution | peak RSS MiB ours | distribution | p50 ms ours | distribution | SeaweedFS |")
 print("|---|---|---|---|---|---|---|---|")
