@@ -68,16 +68,18 @@
 //! [`shared_sessions`](storage_traits::BlobCapabilities::shared_sessions)).
 //!
 //! - **Each byte is written once.** A write streams its input into an S3 multipart upload
-//!   onto the session's data key, in parts of `part_size` (8 MiB by default). A part's
-//!   request starts once the part holds 5 MiB (S3's minimum for any part but the last) and
-//!   takes the rest as it arrives, the part's buffers kept until it is stored so a failed
-//!   request is sent again; up to `upload_concurrency` (4) parts are on their way at once.
-//!   If the input ends inside a part, that request is dropped and the part sent again as
-//!   long as it turned out. A write's end too short to be a part is stored as a segment
-//!   object, and the segments (fewer than 5 MiB in all) are streamed back from S3 as the
-//!   start of the next part, or as the last part at finish. Only bytes of writes shorter
-//!   than 5 MiB, and those of a last part between 5 MiB and `part_size`, are ever sent
-//!   twice.
+//!   onto the session's data key, in parts of `part_size` (8 MiB by default), each part's
+//!   request taking its bytes as they arrive, the part's buffers kept until it is stored
+//!   so a failed request is sent again; up to `upload_concurrency` (4) parts are on their
+//!   way at once. A request is declared `part_size` long, and S3 wants every part but the
+//!   last to be at least 5 MiB, so a part starts once it holds 5 MiB (from its first byte
+//!   for the first part of a write following a part-sized one, as in a chunked upload);
+//!   if the input ends inside it, that request is dropped and the part sent again as long
+//!   as it turned out. A write's end too short to be a part is stored as a segment
+//!   object, and the segments (fewer than 5 MiB in all) are read back from S3 as the
+//!   start of the next part, or as the last part at finish. So S3 stores every byte once;
+//!   the bytes of writes shorter than 5 MiB, and of a write's last part when shorter than
+//!   `part_size`, cross the network twice.
 //! - **Finishing** completes the multipart upload (`CompleteMultipartUpload`, no copy)
 //!   and then writes the pointer under the blob's key with `If-None-Match: *`. A session
 //!   under 5 MiB in all is one `PUT` of its bytes straight to the blob key. Blob keys

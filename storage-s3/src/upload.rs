@@ -73,6 +73,9 @@ struct SessionState {
     /// not recorded (a writer that crashed between creating one and recording it).
     #[serde(default)]
     multipart_used: bool,
+    /// The length of the last write recorded (a hint of how long the next one will be).
+    #[serde(default)]
+    last_write: u64,
     /// The claim of the write in progress (a random token: every claim's state differs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     claim: Option<String>,
@@ -133,6 +136,7 @@ impl SessionState {
             run: Vec::new(),
             next_part: 1,
             multipart_used: false,
+            last_write: 0,
             claim: None,
             closing: None,
         }
@@ -707,19 +711,35 @@ struct Appender<'s, 'a> {
     cur: Vec<Bytes>,
     cur_len: usize,
     cur_target: usize,
-    /// Set once the part being filled holds 5 MiB: from then on it is sent as it fills.
+    /// Set once the part being filled holds `stream_from` bytes: from then on it is sent as
+    /// it fills.
     streaming: Option<Streaming>,
+    stream_from: u64,
     sending: JoinSet<Result<Part, StorageError>>,
     sent: Vec<Part>,
     new_run: Vec<Segment>,
     /// Sources copied into the multipart upload (a data object, version-1 segments).
     unsealed: bool,
+    /// Bytes of input so far.
+    written: u64,
 }
 
 impl<'s, 'a> Appender<'s, 'a> {
     fn new(session: &'s Session<'a>, base: SessionState, etag: String) -> Self {
         let carry_run = !base.run.is_empty();
         let cur_target = session.part_size - base.run_len() as usize;
+        // The first part: one that starts with the run is sent once whole (or at the end),
+        // the run's bytes being read back for it; after a write of a whole part or more in
+        // a session already in parts (a chunked upload), from its first byte, this write
+        // being most likely as long; otherwise once it could stand as a part, so a small
+        // blob never starts a multipart upload. Later parts: from 5 MiB.
+        let stream_from = if carry_run {
+            u64::MAX
+        } else if !base.parts.is_empty() && base.last_write >= session.part_size as u64 {
+            1
+        } else {
+            MIN_PART_SIZE as u64
+        };
         Appender {
             session,
             upload_id: base.upload_id.clone(),
@@ -731,10 +751,12 @@ impl<'s, 'a> Appender<'s, 'a> {
             cur_len: 0,
             cur_target,
             streaming: None,
+            stream_from,
             sending: JoinSet::new(),
             sent: Vec::new(),
             new_run: Vec::new(),
             unsealed: false,
+            written: 0,
         }
     }
 
@@ -750,11 +772,11 @@ impl<'s, 'a> Appender<'s, 'a> {
 
     /// Sends `data`; returns how many bytes it held. Nothing is recorded yet.
     ///
-    /// A part is sent as its bytes arrive once it holds 5 MiB, declared `part_size` long:
-    /// the input could end before the part is whole, and a part under 5 MiB may only be
-    /// the last, so a shorter part is only started once it could stand as one. If the
-    /// input does end inside it, that request is dropped and the part sent again as long
-    /// as it turned out; under 5 MiB, the bytes are stored as a segment of the run.
+    /// A part is sent as its bytes arrive, declared `part_size` long, once it holds 5 MiB
+    /// (from its first byte in a session already in parts): the input could end before
+    /// the part is whole, and a part under 5 MiB may only be the last. If the input does
+    /// end inside it, that request is dropped and the part sent again as long as it turned
+    /// out; under 5 MiB, its bytes are stored as a segment of the run.
     async fn append(&mut self, mut data: ByteStream) -> Result<u64, StorageError> {
         let mut total = 0u64;
         while let Some(chunk) = data.next().await {
@@ -762,6 +784,7 @@ impl<'s, 'a> Appender<'s, 'a> {
             // the request in progress is dropped with this appender).
             let mut chunk = chunk?;
             total += chunk.len() as u64;
+            self.written = total;
             while !chunk.is_empty() {
                 let take = (self.cur_target - self.cur_len).min(chunk.len());
                 let piece = chunk.split_to(take);
@@ -771,7 +794,7 @@ impl<'s, 'a> Appender<'s, 'a> {
                 }
                 self.cur.push(piece);
                 self.cur_len += take;
-                if self.streaming.is_none() && self.part_len() >= MIN_PART_SIZE as u64 {
+                if self.streaming.is_none() && self.part_len() >= self.stream_from {
                     self.start_streaming().await?;
                 }
                 if self.cur_len == self.cur_target {
@@ -783,12 +806,11 @@ impl<'s, 'a> Appender<'s, 'a> {
         let rest = std::mem::take(&mut self.cur);
         let rest_len = std::mem::take(&mut self.cur_len);
         if let Some(cut) = self.streaming.take() {
-            // Shorter than declared: that request can only fail. Sent again as it is
-            // (at least 5 MiB, or it would not have started).
+            // Shorter than declared: that request can only fail. Sent again below as the
+            // part it turned out to be, or stored as a segment.
             cut.task.abort();
-            let pending = self.take_pending(rest);
-            self.send(pending).await?;
-        } else if rest_len > 0 {
+        }
+        if rest_len > 0 {
             if part_len >= MIN_PART_SIZE as u64 {
                 let pending = self.take_pending(rest);
                 self.send(pending).await?;
@@ -804,14 +826,16 @@ impl<'s, 'a> Appender<'s, 'a> {
 
     /// Starts sending the part being filled: what it holds now, then what arrives.
     async fn start_streaming(&mut self) -> Result<(), StorageError> {
+        // Never a part that starts with the run (see `new`): only the input's bytes.
+        if self.carry_run {
+            return Err(StorageError::backend(
+                BACKEND,
+                "a run's part sent as it fills",
+            ));
+        }
         self.claim().await?;
         let number = self.next_number().await?;
-        let len = self.part_len() - self.cur_len as u64 + self.cur_target as u64;
-        let run = if self.carry_run {
-            self.base.run.clone()
-        } else {
-            Vec::new()
-        };
+        let len = self.cur_target as u64;
         let (feed, fed) = mpsc::unbounded();
         for piece in &self.cur {
             let _ = feed.unbounded_send(Ok(piece.clone()));
@@ -819,15 +843,11 @@ impl<'s, 'a> Appender<'s, 'a> {
         let (whole, whole_rx) = oneshot::channel::<Vec<Bytes>>();
         let client = Arc::clone(self.session.client);
         let (data_key, upload_id) = (self.session.data_key(&self.base), self.upload_id());
-        let run_keys = self.session.segment_keys(&run);
         let task = self
             .spawn(async move {
                 let part = part_number(number)?;
-                let body = read_objects(Arc::clone(&client), run_keys.clone())
-                    .chain(fed)
-                    .boxed();
                 let etag = match client
-                    .upload_part_once(&data_key, &upload_id, part, len, body)
+                    .upload_part_once(&data_key, &upload_id, part, len, fed.boxed())
                     .await
                 {
                     Ok(etag) => etag,
@@ -836,12 +856,8 @@ impl<'s, 'a> Appender<'s, 'a> {
                         let chunks = whole_rx.await.map_err(|_| {
                             StorageError::backend(BACKEND, "the write ended inside a part")
                         })?;
-                        let body = Body::Stream {
-                            len,
-                            make: concat(client.clone(), run_keys, chunks),
-                        };
                         client
-                            .upload_part(&data_key, &upload_id, part, &body)
+                            .upload_part(&data_key, &upload_id, part, &Body::Chunks(chunks))
                             .await?
                     }
                 };
@@ -857,15 +873,15 @@ impl<'s, 'a> Appender<'s, 'a> {
         let chunks = std::mem::take(&mut self.cur);
         self.cur_len = 0;
         self.cur_target = self.session.part_size;
-        self.carry_run = false;
+        self.stream_from = MIN_PART_SIZE as u64;
         match self.streaming.take() {
             Some(s) => {
                 let _ = s.whole.send(chunks);
                 drop(s.feed);
             }
-            // Not started: `part_size` is at least 5 MiB, so it always is by now.
             None => {
-                return Err(StorageError::backend(BACKEND, "a whole part was not sent"));
+                let pending = self.take_pending(chunks);
+                self.send(pending).await?;
             }
         }
         while self.sending.len() > self.session.concurrency {
@@ -1045,6 +1061,7 @@ impl<'s, 'a> Appender<'s, 'a> {
             state.claim = None;
         }
         state.run.append(&mut self.new_run);
+        state.last_write = self.written;
         self.session.save(&state, &self.etag).await?;
         // Only now are these unused. Failing to delete them leaves garbage under the
         // session that finish and abort remove, so it is not an error.

@@ -871,3 +871,47 @@ async fn reads_follow_a_blob_deleted_and_uploaded_again_elsewhere() {
     assert_no_session_leftovers(&a).await;
     assert_eq!(a.data_keys().await.unwrap(), Vec::<String>::new());
 }
+
+/// Writes of many sizes around the part size, one after the other: part-sized ones (sent
+/// from their first byte once the session is in parts), short ones (segments), longer ones
+/// (a part and a segment), ends inside a part that is already on its way.
+#[tokio::test]
+async fn writes_of_every_size_around_the_part_size() {
+    let store = common::store();
+    let sizes = [
+        8 * MIB,
+        8 * MIB,
+        MIB,
+        12 * MIB,
+        8 * MIB,
+        6 * MIB + 1,
+        8 * MIB,
+        3 * MIB,
+        2 * MIB,
+        8 * MIB,
+        100,
+    ];
+    let data = random_bytes(sizes.iter().sum());
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    let mut offset = 0;
+    for (i, size) in sizes.iter().enumerate() {
+        let chunk = &data[offset..offset + size];
+        let len = store
+            .write_upload(&id, offset as u64, chunked(chunk, &[128 * 1024 + 7]))
+            .await
+            .unwrap();
+        offset += size;
+        assert_eq!(len, offset as u64, "write {i}");
+    }
+    assert!(collect(store.read_upload(&id).await.unwrap()).await.unwrap() == data);
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert!(store.get_bytes(&digest).await.unwrap() == data);
+    assert_no_session_leftovers(&store).await;
+    store.delete(&digest).await.unwrap();
+    assert_eq!(store.data_keys().await.unwrap(), Vec::<String>::new());
+}
