@@ -905,7 +905,12 @@ async fn writes_of_every_size_around_the_part_size() {
         offset += size;
         assert_eq!(len, offset as u64, "write {i}");
     }
-    assert!(collect(store.read_upload(&id).await.unwrap()).await.unwrap() == data);
+    assert!(
+        collect(store.read_upload(&id).await.unwrap())
+            .await
+            .unwrap()
+            == data
+    );
     store
         .finish_upload(&id, &digest, data.len() as u64)
         .await
