@@ -52,10 +52,12 @@
 //! `PUT` (`put_bytes`, blobs under 5 MiB, blobs written by versions before the data keys),
 //! or an empty *pointer* object whose metadata (`x-amz-meta-registry-data`,
 //! `x-amz-meta-registry-size`) names the data key holding the bytes and their size.
-//! Readers follow a pointer: `stat` is one `HEAD`, `get` one more `GET` than for a blob
-//! in its own key, presigned URLs point at the data key. `list` lists the blob keys, so
-//! garbage collection and `registry import --rebuild` see every blob by its digest as
-//! before, whichever way its bytes are kept.
+//! Readers follow a pointer: `stat` is one `HEAD`; `get` is one more `GET` than for a
+//! blob in its own key the first time, then one `GET` (a store remembers the data keys of
+//! the last 4,096 blobs it read, and reads the pointer again when one answers 404);
+//! presigned URLs point at the data key (one `HEAD` to find it). `list` lists the blob
+//! keys, so garbage collection and `registry import --rebuild` see every blob by its
+//! digest as before, whichever way its bytes are kept.
 //!
 //! Recovery records ([`RecoveryLog`](storage_traits::RecoveryLog): the repository and tag
 //! names a rebuild of the metadata needs) are one small object each, written with a plain
@@ -112,12 +114,13 @@
 //!   next finish of that digest replaces, and which a retried delete removes.
 //!
 //! Costs: the bytes cross the network between registry and S3 once, and S3 stores them
-//! once. Besides its parts, a push in one request makes 13 small ones: the state `PUT` at
+//! once. Besides its parts, a push in one request makes 11 small ones: the state `PUT` at
 //! start; the state `GET`, the claim, `CreateMultipartUpload` and the state `PUT` of the
-//! write; the state `GET`, a `HEAD` of the blob key, the closing `PUT`,
-//! `CompleteMultipartUpload`, the pointer `PUT`, the state `DELETE` and two listings
-//! (segments, multipart uploads) at finish. A blob has at
-//! most 10,000 parts: about 78 GiB with 8 MiB parts; raise `part_size` for larger blobs.
+//! write; the state `GET`, the closing `PUT`, `CompleteMultipartUpload`, the pointer
+//! `PUT`, the state `DELETE` and a listing of the session's segments at finish (and a
+//! listing of its multipart uploads when a writer may have left one unrecorded). A blob
+//! has at most 10,000 parts: about 78 GiB with 8 MiB parts; raise `part_size` for larger
+//! blobs.
 //! Sessions a version-1 store wrote (segments concatenated at finish) are continued: their
 //! segments are copied into the multipart upload server-side. A version-1 store cannot
 //! read the sessions this one writes.

@@ -69,10 +69,11 @@ struct SessionState {
     run: Vec<Segment>,
     /// The lowest part number no writer may have used.
     next_part: u32,
-    /// A claim was made: multipart uploads may exist under the data prefix, some perhaps
-    /// not recorded (a writer that crashed between creating one and recording it).
+    /// Claims that went on to create a multipart upload under the data key: more than
+    /// the one the state accounts for means some may be left by a writer that crashed or
+    /// lost, found by listing at cleanup.
     #[serde(default)]
-    multipart_used: bool,
+    creations: u32,
     /// The length of the last write recorded (a hint of how long the next one will be).
     #[serde(default)]
     last_write: u64,
@@ -135,7 +136,7 @@ impl SessionState {
             parts: Vec::new(),
             run: Vec::new(),
             next_part: 1,
-            multipart_used: false,
+            creations: 0,
             last_write: 0,
             claim: None,
             closing: None,
@@ -153,6 +154,17 @@ impl SessionState {
             .fold(0u64, |n, s| n.saturating_add(s.len()));
         let parts = self.parts.iter().fold(0u64, |n, p| n.saturating_add(p.len));
         sources.saturating_add(parts).saturating_add(self.run_len())
+    }
+
+    /// Whether a multipart upload this state does not account for may exist.
+    fn orphans_possible(&self) -> bool {
+        let accounted = self.upload_id.is_some()
+            || self.closing.is_some()
+            || self
+                .sources
+                .iter()
+                .any(|s| matches!(s, Source::Data { .. }));
+        self.creations > u32::from(accounted)
     }
 
     /// Whether the data object may exist (completed, or being completed).
@@ -393,16 +405,10 @@ impl Session<'_> {
         }
         let blob_key = self.layout.blob_key(digest);
         let data_key = self.data_key(&state);
-        // The blob's key is its digest: an existing blob has these very bytes.
-        if let Some(head) = self.client.head_object(&blob_key).await? {
-            match self.existing(&head, &data_key).await? {
-                Existing::Ours => return self.cleanup(&state, true).await,
-                Existing::Intact => return self.cleanup(&state, false).await,
-                Existing::Dangling => {}
-            }
-        }
         if state.parts.is_empty() && state.sources.is_empty() {
             // Under 5 MiB, all in the run: one PUT of the whole blob, as atomic as S3 gets.
+            // A blob this short is never a pointer, so one already there has these very
+            // bytes (its key is their digest), and writing them again changes nothing.
             let body = match state.run_len() {
                 0 => Body::Empty,
                 len => Body::Stream {
@@ -411,7 +417,7 @@ impl Session<'_> {
                 },
             };
             self.client.put(&blob_key, &body).await?;
-            return self.cleanup(&state, false).await;
+            return self.cleanup(&state, false, false).await;
         }
         let sealed = matches!(state.sources.as_slice(), [Source::Data { .. }])
             && state.parts.is_empty()
@@ -441,7 +447,7 @@ impl Session<'_> {
             match head {
                 Some(h) => match self.existing(&h, &data_key).await? {
                     Existing::Ours => {}
-                    Existing::Intact => return self.cleanup(&state, false).await,
+                    Existing::Intact => return self.cleanup(&state, false, false).await,
                     Existing::Dangling => {
                         self.client
                             .put_meta(&blob_key, &Body::Empty, &metadata, false)
@@ -455,7 +461,7 @@ impl Session<'_> {
                 }
             }
         }
-        self.cleanup(&state, true).await
+        self.cleanup(&state, true, false).await
     }
 
     /// What the object already at a blob's key is to a session with data key `data_key`.
@@ -591,7 +597,7 @@ impl Session<'_> {
                     }
                     None => false,
                 };
-                self.cleanup(&state, keep).await
+                self.cleanup(&state, keep, true).await
             }
             Err(StorageError::UploadNotFound(_)) => {
                 self.abort_multiparts().await?;
@@ -611,11 +617,21 @@ impl Session<'_> {
         }
     }
 
-    /// Removes everything of the session: its multipart uploads, its data object unless
-    /// `keep_data` (a blob points at it), its state, then its segments.
-    async fn cleanup(&self, state: &SessionState, keep_data: bool) -> Result<(), StorageError> {
-        if state.multipart_used || state.upload_id.is_some() {
+    /// Removes everything of the session: its multipart uploads (listed, when some may
+    /// not be recorded, or always with `list`), its data object unless `keep_data` (a
+    /// blob points at it), its state, then its segments.
+    async fn cleanup(
+        &self,
+        state: &SessionState,
+        keep_data: bool,
+        list: bool,
+    ) -> Result<(), StorageError> {
+        if list || state.orphans_possible() {
             self.abort_multiparts().await?;
+        } else if let Some(upload_id) = &state.upload_id {
+            self.client
+                .abort_multipart(&self.data_key(state), upload_id)
+                .await?;
         }
         if !keep_data && state.data_may_exist() {
             self.client.delete(&self.data_key(state)).await?;
@@ -921,7 +937,9 @@ impl<'s, 'a> Appender<'s, 'a> {
         let start = self.base.next_part;
         self.base.next_part = start.saturating_add(CLAIM_WINDOW);
         self.base.claim = Some(new_nonce());
-        self.base.multipart_used = true;
+        if self.upload_id.is_none() {
+            self.base.creations = self.base.creations.saturating_add(1);
+        }
         self.etag = self.session.save(&self.base, &self.etag).await?;
         self.window = Some(start..self.base.next_part);
         let data_key = self.session.data_key(&self.base);

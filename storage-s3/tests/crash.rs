@@ -500,3 +500,45 @@ async fn a_part_whose_request_fails_is_sent_again() {
     assert_blob(&check, &digest, &data).await;
     assert_clean(&check).await;
 }
+
+/// Killed after creating the session's multipart upload and before recording it: the
+/// retry makes its own, and finishing aborts the one nobody recorded.
+#[tokio::test]
+async fn killed_before_the_first_upload_is_recorded() {
+    let cutter = Cutter::start(1, part_upload()).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let data = random_bytes(17 * MIB);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    crashing.start_upload(&id).await.unwrap();
+    let result = crashing
+        .write_upload(&id, 0, stream_of([data.clone()]))
+        .await;
+    assert!(result.is_err() && cutter.cut(), "{result:?}");
+    assert_eq!(
+        restarted
+            .incomplete_multipart_uploads()
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the upload the killed write created"
+    );
+    assert!(
+        collect(restarted.read_upload(&id).await.unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    restarted
+        .write_upload(&id, 0, chunked(&data, &[MIB]))
+        .await
+        .unwrap();
+    restarted
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert_blob(&restarted, &digest, &data).await;
+    assert_clean(&restarted).await;
+}
