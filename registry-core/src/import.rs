@@ -41,7 +41,7 @@ use tokio::sync::OnceCell;
 
 use crate::Registry;
 use crate::error::RegistryError;
-use crate::upload::hashing::SharedHasher;
+use crate::upload::verified::{Verified, store_verified};
 
 /// Where an import reads from: a read-only view of a distribution storage root.
 #[async_trait]
@@ -561,40 +561,15 @@ impl Registry {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let blobs = &self.inner.blobs;
         blobs.start_upload(&id).await?;
-        let hasher = SharedHasher::resume(None);
-        let result = async {
-            let stream = match &hasher {
-                Some(h) => h.tee(stream),
-                None => stream,
-            };
-            let size = blobs.write_upload(&id, 0, stream).await?;
-            let computed = match hasher.as_ref().and_then(SharedHasher::digest) {
-                Some(d) if digest.algorithm() == oci_spec_types::Algorithm::Sha256 => d,
-                _ => {
-                    crate::upload::hashing::digest_of_upload(
-                        blobs.as_ref(),
-                        &id,
-                        digest.algorithm(),
-                    )
-                    .await?
-                }
-            };
-            if computed != *digest {
-                return Ok(None);
-            }
-            self.link(repo, digest, size).await?;
-            blobs.finish_upload(&id, digest, size).await?;
-            Ok::<_, RegistryError>(Some(size))
-        }
-        .await;
+        let result = store_verified(&self.inner, &id, repo, digest, stream).await;
         match result {
-            Ok(Some(size)) => {
+            Ok(Verified::Stored(size)) => {
                 report.blobs_copied += 1;
                 report.bytes_copied += size;
                 report.links += 1;
                 Ok(true)
             }
-            Ok(None) => {
+            Ok(Verified::Mismatch(_)) => {
                 let _ = blobs.abort_upload(&id).await;
                 report.skipped.push(format!(
                     "blob {digest}: source bytes do not match the digest"

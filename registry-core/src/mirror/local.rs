@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use oci_spec_types::{
-    Algorithm, Descriptor, Digest, ParsedManifest, Reference, RepositoryName, Tag,
-};
+use oci_spec_types::{Descriptor, Digest, ParsedManifest, Reference, RepositoryName, Tag};
 use storage_traits::{ByteStream, NewManifest, Page, StorageError, UploadSession};
 
 use super::copy::{Held, Source, Target};
@@ -18,7 +16,7 @@ use crate::Inner;
 use crate::auth::NamePattern;
 use crate::clock::now_ms;
 use crate::error::RegistryError;
-use crate::upload::hashing::{SharedHasher, digest_of_upload};
+use crate::upload::verified::{Verified, store_verified};
 
 /// Names asked of the metadata store at once.
 const PAGE: usize = 1000;
@@ -52,34 +50,17 @@ impl<'a> LocalStores<'a> {
         digest: &Digest,
         data: ByteStream,
     ) -> Result<u64, SyncError> {
-        let blobs = &self.inner.blobs;
-        let hasher = SharedHasher::resume(None);
-        let stream = match &hasher {
-            Some(h) => h.tee(data),
-            None => data,
-        };
-        let size = blobs
-            .write_upload(id, 0, stream)
-            .await
-            .map_err(|e| match e {
-                StorageError::Input(e) => SyncError::Interrupted(e.to_string()),
-                e => e.into(),
-            })?;
-        let computed = match hasher.as_ref().and_then(SharedHasher::digest) {
-            Some(d) if digest.algorithm() == Algorithm::Sha256 => d,
-            _ => digest_of_upload(blobs.as_ref(), id, digest.algorithm()).await?,
-        };
-        if computed != *digest {
-            return Err(SyncError::Invalid(format!(
+        match store_verified(self.inner, id, repo, digest, data).await {
+            Ok(Verified::Stored(size)) => Ok(size),
+            Ok(Verified::Mismatch(computed)) => Err(SyncError::Invalid(format!(
                 "blob {}: the source sent {computed}",
                 at(repo, digest)
-            )));
+            ))),
+            Err(RegistryError::Storage(StorageError::Input(e))) => {
+                Err(SyncError::Interrupted(e.to_string()))
+            }
+            Err(e) => Err(e.into()),
         }
-        // Linked before it is published, as a push does: the collector's re-check sees
-        // the link and cannot delete the bytes in between.
-        self.link(repo, digest, size).await?;
-        blobs.finish_upload(id, digest, size).await?;
-        Ok(size)
     }
 }
 

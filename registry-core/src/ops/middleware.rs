@@ -114,7 +114,7 @@ pub(crate) async fn edge(State(inner): State<Arc<Inner>>, req: Request, next: Ne
                 res.extensions_mut().insert(event);
             } else if let (Target::Manifest, Some(digest)) = (event.target, event.digest) {
                 // Only a manifest GET answered 200 is a manifest pull event.
-                let at = crate::pulls::unix_ms(event.timestamp);
+                let at = crate::clock::unix_ms(event.timestamp);
                 inner.pulls.record(event.repository, digest, at);
             }
         }

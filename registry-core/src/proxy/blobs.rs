@@ -9,8 +9,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::StatusCode;
-use oci_spec_types::{Algorithm, Digest, ErrorCode, RepositoryName};
-use sha2::{Digest as _, Sha256, Sha512};
+use oci_spec_types::{Digest, ErrorCode, RepositoryName};
 use storage_traits::{ByteStream, StorageError, UploadSession};
 use tokio::sync::{mpsc, watch};
 
@@ -19,6 +18,7 @@ use crate::Inner;
 use crate::clock::now_ms;
 use crate::error::RegistryError;
 use crate::exchange::{Result, empty};
+use crate::upload::hashing::DigestHasher;
 
 /// Chunks buffered between the upstream and each of its two readers (client, store).
 const CHANNEL_CHUNKS: usize = 8;
@@ -223,7 +223,7 @@ async fn fill(
     let store_stream: ByteStream = Box::pin(receiver_stream(store_rx));
     let write = inner.blobs.write_upload(id, 0, store_stream);
     let read = async {
-        let mut hasher = Hasher::new(digest.algorithm());
+        let mut hasher = DigestHasher::new(digest.algorithm());
         let mut held: Option<Bytes> = None;
         let mut total: u64 = 0;
         let mut body = upstream.bytes_stream();
@@ -276,32 +276,4 @@ async fn fill(
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
-}
-
-enum Hasher {
-    Sha256(Sha256),
-    Sha512(Sha512),
-}
-
-impl Hasher {
-    fn new(algorithm: Algorithm) -> Self {
-        match algorithm {
-            Algorithm::Sha512 => Hasher::Sha512(Sha512::new()),
-            _ => Hasher::Sha256(Sha256::new()),
-        }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
-        }
-    }
-
-    fn finish(self) -> Digest {
-        match self {
-            Hasher::Sha256(h) => Digest::from_raw(Algorithm::Sha256, &h.finalize()),
-            Hasher::Sha512(h) => Digest::from_raw(Algorithm::Sha512, &h.finalize()),
-        }
-    }
 }

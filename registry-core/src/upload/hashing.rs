@@ -56,6 +56,36 @@ impl SharedHasher {
     }
 }
 
+/// A digest of any algorithm the spec allows, computed as bytes pass.
+#[derive(Debug, Clone)]
+pub enum DigestHasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl DigestHasher {
+    pub fn new(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::Sha512 => DigestHasher::Sha512(Sha512::new()),
+            _ => DigestHasher::Sha256(Sha256::new()),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            DigestHasher::Sha256(h) => h.update(data),
+            DigestHasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        match self {
+            DigestHasher::Sha256(h) => Digest::from_raw(Algorithm::Sha256, &h.finalize()),
+            DigestHasher::Sha512(h) => Digest::from_raw(Algorithm::Sha512, &h.finalize()),
+        }
+    }
+}
+
 /// Computes the digest of a staged upload by reading it back: the fallback when no hash
 /// state survived or the client asked for a different algorithm.
 pub async fn digest_of_upload(
@@ -64,19 +94,11 @@ pub async fn digest_of_upload(
     algorithm: Algorithm,
 ) -> Result<Digest, StorageError> {
     let mut stream = store.read_upload(id).await?;
-    let mut sha256 = Sha256::new();
-    let mut sha512 = Sha512::new();
+    let mut hasher = DigestHasher::new(algorithm);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        match algorithm {
-            Algorithm::Sha512 => sha512.update(&chunk),
-            _ => sha256.update(&chunk),
-        }
+        hasher.update(&chunk?);
     }
-    Ok(match algorithm {
-        Algorithm::Sha512 => Digest::from_raw(algorithm, &sha512.finalize()),
-        _ => Digest::from_raw(Algorithm::Sha256, &sha256.finalize()),
-    })
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]

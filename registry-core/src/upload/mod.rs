@@ -22,3 +22,4 @@ pub mod hashing;
 pub(crate) mod http;
 pub(crate) mod limit;
 pub mod state;
+pub(crate) mod verified;
