@@ -69,30 +69,42 @@ pub(crate) fn exceeded(u: &QuotaUsage) -> RegistryError {
 }
 
 /// Links `digest` in `repo` as `MetadataStore::link_blob` does, if every quota covering
-/// `repo` stays within its limit (checked in the linking transaction).
+/// `repo` stays within its limit (checked in the linking transaction), waiting out a
+/// collection of the blob in progress.
 pub(crate) async fn link_blob(
     inner: &Inner,
     repo: &RepositoryName,
     digest: &Digest,
     size: u64,
 ) -> Result<(), RegistryError> {
+    let refused =
+        crate::gc::retry_while_being_deleted(|| link_once(inner, repo, digest, size)).await?;
+    refused.map_or(Ok(()), |u| Err(exceeded(&u)))
+}
+
+/// One attempt of [`link_blob`]: `Ok(Some(usage))` when a quota refuses it, and
+/// `BlobBeingDeleted` as the store says it (a mount falls back to an upload on it).
+pub(crate) async fn link_once(
+    inner: &Inner,
+    repo: &RepositoryName,
+    digest: &Digest,
+    size: u64,
+) -> Result<Option<QuotaUsage>, MetadataError> {
     let quotas = &inner.config.quotas;
     if !quotas.cover(repo.as_str()) {
-        crate::gc::retry_while_being_deleted(|| inner.metadata.link_blob(repo, digest, size))
-            .await?;
-        return Ok(());
+        return inner
+            .metadata
+            .link_blob(repo, digest, size)
+            .await
+            .map(|()| None);
     }
     let Some(store) = inner.metadata.quotas() else {
-        return Err(
-            MetadataError::backend("quotas", "this metadata store cannot enforce quotas").into(),
-        );
+        return Err(MetadataError::backend(
+            "quotas",
+            "this metadata store cannot enforce quotas",
+        ));
     };
-    let refused = crate::gc::retry_while_being_deleted(|| {
-        store.link_blob_within_quotas(repo, digest, size, quotas.as_slice())
-    })
-    .await?;
-    match refused {
-        None => Ok(()),
-        Some(u) => Err(exceeded(&u)),
-    }
+    store
+        .link_blob_within_quotas(repo, digest, size, quotas.as_slice())
+        .await
 }

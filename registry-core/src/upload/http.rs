@@ -71,16 +71,16 @@ pub(crate) async fn start(call: Call<'_>, repo: &RepositoryName, body: Body) -> 
             // them, so bytes seen after it stay. (Checking first would leave a window in
             // which a whole collection could delete them under the new link.) A link to
             // bytes that are gone 404s and is collected like an unused upload.
-            match link_mount(inner, repo, &mount, size).await {
-                Ok(()) if inner.blobs.stat(&mount).await?.is_some() => {
+            // One attempt, within the quotas: a blob being garbage-collected is uploaded
+            // by the client instead of waited for.
+            match crate::quotas::link_once(inner, repo, &mount, size).await {
+                Ok(None) if inner.blobs.stat(&mount).await?.is_some() => {
                     return Ok(created(repo, &mount));
                 }
-                Ok(()) => {}
-                // Being garbage-collected: the client uploads it instead.
-                Err(RegistryError::Metadata(storage_traits::MetadataError::BlobBeingDeleted(
-                    _,
-                ))) => {}
-                Err(e) => return Err(e),
+                Ok(None) => {}
+                Ok(Some(usage)) => return Err(crate::quotas::exceeded(&usage)),
+                Err(storage_traits::MetadataError::BlobBeingDeleted(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         // Not mountable: the spec's fallback is an ordinary session.
@@ -275,30 +275,6 @@ async fn acknowledge(
         ));
     }
     Ok(())
-}
-
-/// A mount's link: without the collector retry (a blob being deleted falls through to an
-/// ordinary upload), within the quotas.
-async fn link_mount(
-    inner: &Inner,
-    repo: &RepositoryName,
-    digest: &Digest,
-    size: u64,
-) -> Result<()> {
-    let quotas = &inner.config.quotas;
-    if !quotas.cover(repo.as_str()) {
-        return Ok(inner.metadata.link_blob(repo, digest, size).await?);
-    }
-    let Some(store) = inner.metadata.quotas() else {
-        return crate::quotas::link_blob(inner, repo, digest, size).await;
-    };
-    match store
-        .link_blob_within_quotas(repo, digest, size, quotas.as_slice())
-        .await?
-    {
-        None => Ok(()),
-        Some(u) => Err(crate::quotas::exceeded(&u)),
-    }
 }
 
 /// Links the blob, publishes its bytes, and closes the session.
