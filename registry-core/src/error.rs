@@ -51,6 +51,9 @@ pub enum RegistryError {
     /// other way round.)
     #[error("authentication backend failed: {0}")]
     AuthBackend(String),
+    /// A web UI page could not be rendered: a 500 with the cause logged.
+    #[error("page rendering failed: {0}")]
+    Render(String),
     /// A request body in a coding the server does not undo (`Transfer-Encoding: gzip`,
     /// `Content-Encoding: gzip`): storing it would store the coded bytes.
     #[error("unsupported coding: {0}")]
@@ -219,7 +222,9 @@ impl IntoResponse for RegistryError {
                 }
                 res
             }
-            e @ (RegistryError::AuthBackend(_) | RegistryError::NotDecoded) => internal(&e),
+            e @ (RegistryError::AuthBackend(_)
+            | RegistryError::Render(_)
+            | RegistryError::NotDecoded) => internal(&e),
             RegistryError::Upstream(message) => {
                 tracing::warn!(error = %message, "upstream registry failed");
                 let body = ErrorBody::new(ErrorCode::Unsupported, message, None).to_json();

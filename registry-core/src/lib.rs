@@ -44,6 +44,7 @@ mod recovery;
 pub mod request;
 pub mod retention;
 pub mod route;
+pub mod ui;
 pub mod upload;
 
 use std::sync::Arc;

@@ -346,6 +346,17 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         ));
         webhook_sender = Some(sender);
     }
+    // The web UI deletes through `api` as it is now, so webhooks and push mirrors see
+    // its deletions as any client's.
+    let api = if settings.ui {
+        tracing::info!("web UI under /ui/");
+        let ui = registry_core::ui::Ui::new(&registry)
+            .with_api(api.clone())
+            .router();
+        api.merge(ui)
+    } else {
+        api
+    };
     let app = api
         .layer(
             TraceLayer::new_for_http()

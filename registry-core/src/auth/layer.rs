@@ -58,16 +58,7 @@ async fn check(
     };
     let access = Access::of(api);
     let authn = &inner.config.authenticator;
-    let principal = match authn.authenticate(&parts.headers).await {
-        Ok(p) => p,
-        Err(e @ AuthError::Backend(_)) => return Err(e.into()),
-        Err(e) => {
-            return Err(RegistryError::Unauthorized {
-                challenge: authn.challenge(&access, Some(&e)),
-                message: e.to_string(),
-            });
-        }
-    };
+    let principal = authenticate(inner, &parts.headers, &access).await?;
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -75,18 +66,7 @@ async fn check(
     let rate = inner.rate_limits.check(api, &principal, peer)?;
     let decision = match decide(inner, &principal, &access).await? {
         Some(d) => d,
-        None if principal.is_anonymous() || authn.challenge_when_denied() => {
-            return Err(RegistryError::Unauthorized {
-                challenge: authn.challenge(&access, Some(&AuthError::InsufficientScope)),
-                message: "authentication required for this resource".into(),
-            });
-        }
-        None => {
-            return Err(RegistryError::oci(
-                oci_spec_types::ErrorCode::Denied,
-                "requested access to the resource is denied",
-            ));
-        }
+        None => return Err(refusal(inner, &principal, &access)),
     };
     inner.config.policy.check_request(api)?;
     if let (Some(proxy), Some(repo)) = (&inner.proxy, api.route.repository())
@@ -111,6 +91,56 @@ async fn check(
     }
     parts.extensions.insert(principal);
     Ok(rate)
+}
+
+/// Who sent the request, by the configured authenticator: credentials that do not check
+/// out are a `401` with the challenge for `access`.
+async fn authenticate(
+    inner: &Inner,
+    headers: &http::HeaderMap,
+    access: &Access,
+) -> Result<Principal, RegistryError> {
+    let authn = &inner.config.authenticator;
+    match authn.authenticate(headers).await {
+        Ok(p) => Ok(p),
+        Err(e @ AuthError::Backend(_)) => Err(e.into()),
+        Err(e) => Err(RegistryError::Unauthorized {
+            challenge: authn.challenge(access, Some(&e)),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// The answer to a caller without `access`: `401` with a challenge when logging in (or a
+/// wider token) could help, `403 DENIED` otherwise.
+fn refusal(inner: &Inner, principal: &Principal, access: &Access) -> RegistryError {
+    let authn = &inner.config.authenticator;
+    if principal.is_anonymous() || authn.challenge_when_denied() {
+        RegistryError::Unauthorized {
+            challenge: authn.challenge(access, Some(&AuthError::InsufficientScope)),
+            message: "authentication required for this resource".into(),
+        }
+    } else {
+        RegistryError::oci(
+            oci_spec_types::ErrorCode::Denied,
+            "requested access to the resource is denied",
+        )
+    }
+}
+
+/// Authenticates and authorises a request that is not an API request (the web UI's
+/// pages) by exactly the API's rules: the principal if `access` is allowed, otherwise
+/// the error the API would answer (a `401` with its challenge, or a `403`).
+pub(crate) async fn admit(
+    inner: &Inner,
+    headers: &http::HeaderMap,
+    access: &Access,
+) -> Result<Principal, RegistryError> {
+    let principal = authenticate(inner, headers, access).await?;
+    match decide(inner, &principal, access).await? {
+        Some(_) => Ok(principal),
+        None => Err(refusal(inner, &principal, access)),
+    }
 }
 
 /// `None`: not allowed.

@@ -56,7 +56,7 @@ pub(super) async fn get(call: Call<'_>, ext: &Extension) -> Result<Response> {
     let mut visibility = Visibility::insights(call);
     let body = match ext {
         Extension::Summary => {
-            if !sees_everything(call, &mut visibility).await? {
+            if !sees_everything(call.inner.metadata.as_ref(), &mut visibility).await? {
                 return Err(RegistryError::oci(
                     ErrorCode::Denied,
                     "the summary covers every repository: it needs pull access to all of them",
@@ -191,12 +191,13 @@ async fn with_pulls(
 
 /// Whether the caller may pull every repository (the registry-wide totals are then
 /// theirs to see).
-async fn sees_everything(call: Call<'_>, visibility: &mut Visibility<'_>) -> Result<bool> {
+pub(crate) async fn sees_everything(
+    metadata: &dyn storage_traits::MetadataStore,
+    visibility: &mut Visibility<'_>,
+) -> Result<bool> {
     let mut last = None;
     loop {
-        let batch = call
-            .inner
-            .metadata
+        let batch = metadata
             .list_repositories(&Page::new(last.take(), Some(SCAN_PAGE)))
             .await?;
         for name in &batch {
@@ -212,7 +213,7 @@ async fn sees_everything(call: Call<'_>, visibility: &mut Visibility<'_>) -> Res
 }
 
 /// An entry of a ranking, and whether the caller may see it.
-trait Ranked {
+pub(crate) trait Ranked {
     async fn visible(
         &self,
         store: &dyn InsightsMetadata,
@@ -237,7 +238,7 @@ impl Ranked for BlobReuse {
 /// The first `n` visible entries of a ranking the store answers by limit: asks for `n`,
 /// then for four times as many each time visible entries are still missing, until the
 /// store runs out. A caller who sees everything costs one query.
-async fn visible_prefix<'s, T, Q, QF>(
+pub(crate) async fn visible_prefix<'s, T, Q, QF>(
     n: usize,
     store: &'s dyn InsightsMetadata,
     visibility: &mut Visibility<'_>,
@@ -284,7 +285,7 @@ fn bad_sort(s: &str) -> RegistryError {
 
 /// Broad kinds of artifact, from the artifact type (or config media type) the registry
 /// recorded for each manifest.
-fn kind_of(artifact_type: Option<&str>) -> &'static str {
+pub(crate) fn kind_of(artifact_type: Option<&str>) -> &'static str {
     let Some(t) = artifact_type else {
         return "index";
     };
@@ -354,7 +355,7 @@ fn encode(v: &str) -> String {
 }
 
 /// A `last_push` cursor is `<millis>,<name>` (`-,<name>` for never pushed).
-fn parse_cursor(s: &str) -> Result<(Option<i64>, String)> {
+pub(crate) fn parse_cursor(s: &str) -> Result<(Option<i64>, String)> {
     let bad = || RegistryError::InvalidParameter(format!("invalid last cursor {s:?}"));
     let (at, name) = s.split_once(',').ok_or_else(bad)?;
     let at = if at == "-" {
@@ -365,7 +366,7 @@ fn parse_cursor(s: &str) -> Result<(Option<i64>, String)> {
     Ok((at, name.to_string()))
 }
 
-fn cursor(at: Option<i64>, name: &str) -> String {
+pub(crate) fn cursor(at: Option<i64>, name: &str) -> String {
     match at {
         Some(at) => format!("{at},{name}"),
         None => format!("-,{name}"),

@@ -4,9 +4,9 @@
 
 mod blobs;
 mod discovery;
-mod insights;
+pub(crate) mod insights;
 mod manifests;
-mod visibility;
+pub(crate) mod visibility;
 
 use std::sync::Arc;
 

@@ -40,6 +40,16 @@ impl<'a> Visibility<'a> {
         }
     }
 
+    /// For the web UI: as the insights decide (the authorizer and the token's grants).
+    pub(crate) fn of_principal(inner: &'a crate::Inner, principal: Principal) -> Self {
+        Visibility {
+            authorizer: inner.config.authorizer.as_ref(),
+            principal,
+            with_grants: true,
+            known: HashMap::new(),
+        }
+    }
+
     pub(crate) async fn may_pull(&mut self, name: &str) -> Result<bool> {
         if let Some(&known) = self.known.get(name) {
             return Ok(known);

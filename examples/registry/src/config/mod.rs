@@ -424,6 +424,21 @@ pub struct ServeArgs {
         default_value = "1h"
     )]
     pub retention_interval: String,
+    /// Serve the web UI under /ui/: browse repositories, tags, manifests, referrers and
+    /// storage, and delete tags and manifests, with the API's own authentication and
+    /// permissions. `--ui` alone means true.
+    #[arg(
+        long,
+        env = "REGISTRY_UI",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub ui: bool,
 }
 
 /// Retention rules, in `serve` (in the background) and `retention` (once).

@@ -48,6 +48,8 @@ pub struct Settings {
     /// `[[retention]]` tables, applied every `retention_interval` (`None`: off).
     pub retention: Vec<RetentionSpec>,
     pub retention_interval: Option<Duration>,
+    /// Serve the web UI under `/ui/`.
+    pub ui: bool,
 }
 
 /// What `retention` needs.
@@ -268,6 +270,7 @@ impl ServeCommand {
                 "off" => None,
                 other => Some(positive_duration("retention-interval", other)?),
             },
+            ui: serve.ui,
         })
     }
 }

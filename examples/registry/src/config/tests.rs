@@ -563,3 +563,14 @@ fn listen_addresses() {
     let e = parse_listen("localhost").unwrap_err();
     assert!(e.to_string().contains("localhost"), "{e}");
 }
+
+#[test]
+fn the_web_ui_is_off_unless_asked_for() {
+    assert!(!serve(&[], "").unwrap().ui);
+    assert!(serve(&["--ui"], "").unwrap().ui);
+    assert!(serve(&[], "ui = true").unwrap().ui);
+    // The flag wins over the file.
+    assert!(!serve(&["--ui=false"], "ui = true").unwrap().ui);
+    let e = serve(&[], "ui = \"sometimes\"").unwrap_err();
+    assert!(e.to_string().contains("ui"), "{e}");
+}

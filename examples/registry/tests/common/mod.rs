@@ -91,6 +91,7 @@ pub fn serve_command(data: &Path, extra: &[&str]) -> Command {
         "REGISTRY_READ_ONLY",
         "REGISTRY_IMMUTABLE_TAGS",
         "REGISTRY_MAX_BLOB_SIZE",
+        "REGISTRY_UI",
     ] {
         cmd.env_remove(var);
     }

@@ -1,0 +1,130 @@
+//! `/ui/r/<name>`: a repository's tags, most recently pushed first, with each one's
+//! digest, size, kind, platforms, artifact type, pull figures and pull command. Paged by
+//! `(push time, name)` keysets, as the repositories are.
+
+use std::collections::HashMap;
+
+use axum::response::Response;
+use http::StatusCode;
+use http::request::Parts;
+use oci_spec_types::{Digest, ErrorCode, Reference, RepositoryName};
+
+use super::summary::{Summary, summarize};
+use super::{host_of, insights, may_delete, pull, repository_pulls, user_of};
+use crate::error::RegistryError;
+use crate::handlers::insights::cursor;
+use crate::ui::query::{DEFAULT_N, ListQuery, encode};
+use crate::ui::templates::{RepositoryPage, TagRow, render};
+use crate::ui::{UiState, admit, format, html, path};
+
+pub(in crate::ui) async fn page(
+    state: &UiState,
+    parts: &Parts,
+    repo: &RepositoryName,
+) -> Result<Response, RegistryError> {
+    let principal = admit(state, &parts.headers, &pull(repo)).await?;
+    let query = ListQuery::parse(parts.uri.query())?;
+    let after = match query.push_cursor()? {
+        Some((Some(at), name)) => Some((at, name)),
+        Some((None, _)) => {
+            return Err(RegistryError::InvalidParameter(
+                "invalid page cursor: a tag's cursor has a time".into(),
+            ));
+        }
+        None => None,
+    };
+    let mut tags = insights(state)?
+        .tags_by_last_push(repo, &query.q, after, query.n + 1)
+        .await?
+        .ok_or_else(|| {
+            RegistryError::oci(
+                ErrorCode::NameUnknown,
+                format!("repository {repo} is not known"),
+            )
+        })?;
+    let more = tags.len() > query.n;
+    tags.truncate(query.n);
+
+    let mut summaries: HashMap<Digest, Option<Summary>> = HashMap::new();
+    for t in &tags {
+        if !summaries.contains_key(&t.digest) {
+            let record = state
+                .inner
+                .metadata
+                .get_manifest(repo, &Reference::Digest(t.digest.clone()))
+                .await?;
+            summaries.insert(t.digest.clone(), record.as_ref().map(summarize));
+        }
+    }
+    let pulls: HashMap<Digest, (u64, Option<i64>)> = match state.inner.metadata.pulls() {
+        Some(p) if !tags.is_empty() => p
+            .manifest_pulls(repo)
+            .await?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| (m.digest, (m.pulls, m.last_pull)))
+            .collect(),
+        _ => HashMap::new(),
+    };
+    let host = host_of(parts);
+    let rows = tags
+        .iter()
+        .map(|t| {
+            let summary = summaries.get(&t.digest).and_then(Option::as_ref);
+            let (pulls, last_pull) = pulls.get(&t.digest).copied().unwrap_or_default();
+            TagRow {
+                tag: t.name.clone(),
+                href: path::manifest(repo.as_str(), t.digest.as_str()),
+                digest: t.digest.to_string(),
+                short: format::short_digest(t.digest.as_str()),
+                size: summary.map_or_else(String::new, |s| format::bytes(s.total)),
+                kind: summary.map_or("unknown", |s| s.kind).to_string(),
+                artifact_type: summary
+                    .and_then(|s| s.artifact_type.clone())
+                    .unwrap_or_default(),
+                platforms: summary.map(|s| s.platforms.join(", ")).unwrap_or_default(),
+                pushed: format::time(Some(t.updated_at)),
+                pulls,
+                last_pull: format::time(last_pull),
+                pull_command: format!("docker pull {host}/{repo}:{}", t.name),
+                delete_href: path::delete(repo.as_str(), &t.name),
+            }
+        })
+        .collect();
+
+    let base = path::repository(repo.as_str());
+    let n = if query.n == DEFAULT_N {
+        String::new()
+    } else {
+        query.n.to_string()
+    };
+    let link = |after: &str| {
+        let q = encode(&[("q", &query.q), ("n", &n), ("after", after)]);
+        if q.is_empty() {
+            base.clone()
+        } else {
+            format!("{base}?{q}")
+        }
+    };
+    let next = match (more, tags.last()) {
+        (true, Some(last)) => Some(link(&cursor(Some(last.updated_at), &last.name))),
+        _ => None,
+    };
+    let first = query.after.is_some().then(|| link(""));
+    let repo_pulls = repository_pulls(state, repo).await?;
+    let page = RepositoryPage {
+        user: user_of(&principal),
+        name: repo.to_string(),
+        may_delete: may_delete(state, &principal, repo).await?,
+        notice: query
+            .deleted
+            .filter(|d| d.parse::<Reference>().is_ok())
+            .map(|d| format!("Deleted {d}.")),
+        rows,
+        next,
+        first,
+        pulls: repo_pulls.pulls,
+        last_pull: format::time(repo_pulls.last_pull),
+    };
+    Ok(html(StatusCode::OK, render(&page)?))
+}
