@@ -3,8 +3,9 @@
 # whatever is already there: a C toolchain (bundled SQLite), skopeo (examples/registry's
 # skopeo test), docker-registry (CNCF distribution 2.8, the reference registry that
 # tests/tests/distribution.rs runs the conformance harness against; that test fails
-# without it), and a Rust toolchain with rustfmt and clippy via rustup (Debian's rustc is
-# older than edition 2024 needs). Run as root, or with sudo available. Safe to re-run.
+# without it), chromium and chromium-driver (the web UI's browser test), and a Rust
+# toolchain with rustfmt and clippy via rustup (Debian's rustc is older than edition 2024
+# needs). Run as root, or with sudo available. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,10 @@ need timeout coreutils
 need curl curl                    # scripts/seaweedfs.sh signs its bucket request with curl
 need setsid util-linux
 need python3 python3
+# A real browser for the web UI's test (examples/registry/tests/ui_browser.rs), driven
+# through chromedriver.
+need chromium chromium
+need chromedriver chromium-driver
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # PostgreSQL for metadata-postgres and the replica tests (scripts/postgres.sh runs it).
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
