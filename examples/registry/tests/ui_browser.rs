@@ -9,6 +9,8 @@
 //! committed). The test fails, never skips, when chromium or chromedriver is missing:
 //! `scripts/ci-deps.sh` installs them.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::net::TcpListener;
