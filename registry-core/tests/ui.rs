@@ -233,6 +233,18 @@ async fn pages_show_repositories_tags_platforms_layers_and_referrers() {
     ] {
         assert!(manifest.contains(want), "{want} missing: {manifest}");
     }
+    // The signature has no tag: it is listed with the untagged manifests.
+    assert!(
+        repo.contains(&format!(
+            "class=\"untagged\" href=\"/ui/r/team/app/-/manifest/{sig}\""
+        )),
+        "{repo}"
+    );
+    let filtered = text(&page(&r, "/ui/r/team/app?q=v", None).await);
+    assert!(
+        filtered.contains(">v1<") && !filtered.contains(">multi<"),
+        "{filtered}"
+    );
     let by_tag = page(&r, "/ui/r/team/app/-/manifest/multi", None).await;
     assert_eq!(by_tag.status, StatusCode::OK);
     assert!(text(&by_tag).contains(&format!("/ui/r/team/app/-/manifest/{arm}")));
@@ -593,4 +605,101 @@ async fn a_read_only_registry_refuses_deletion_from_the_ui_too() {
         text(&reply)
     );
     assert!(text(&ro.get("/v2/a/tags/list").await).contains("v1"));
+}
+
+/// With token auth, a page shows what the bearer token's grants allow, as the API does;
+/// without a token the page answers `401` with the token server's challenge.
+#[tokio::test]
+async fn a_bearer_token_sees_only_what_its_grants_allow() {
+    use registry_core::auth::{Principal, TokenAuth};
+    const SERVICE: &str = "registry.test";
+    const ISSUER: &str = "test-token-server";
+    let users = Htpasswd::parse(&auth_support::htpasswd(&[ALICE, BOB])).unwrap();
+    let policy = AccessPolicy::new()
+        .with_rule(AccessRule::new(["team/*".parse().unwrap()], Action::ALL).with_users(["alice"]))
+        .with_rule(
+            AccessRule::new(["team/app".parse().unwrap()], [Action::Pull]).with_users(["bob"]),
+        );
+    let server = token_server::TokenServer::new(
+        ISSUER,
+        SERVICE,
+        auth_support::ED_PRIVATE.as_bytes(),
+        users,
+        policy,
+    )
+    .unwrap();
+    let token = |user: &str, scopes: &[&str]| {
+        let principal = Principal::user(user);
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        let grants = server.grants(&principal, &scopes);
+        server.sign(&principal, grants).unwrap().token
+    };
+    let auth = TokenAuth::from_pem(
+        "http://127.0.0.1:1/token",
+        SERVICE,
+        ISSUER,
+        auth_support::ED_PUBLIC.as_bytes(),
+    )
+    .unwrap();
+    let r = with_ui(RegistryConfig::default().with_authenticator(Arc::new(auth))).await;
+    let alice = token(
+        "alice",
+        &[
+            "repository:team/app:pull,push",
+            "repository:team/other:pull,push",
+        ],
+    );
+    for repo in ["team/app", "team/other"] {
+        for blob in [&b"{}"[..], &b"layer"[..]] {
+            let reply = r
+                .send(
+                    Method::POST,
+                    &format!(
+                        "/v2/{repo}/blobs/uploads/?digest={}",
+                        Digest::sha256_of(blob)
+                    ),
+                    &[("Authorization", &format!("Bearer {alice}"))],
+                    Body::from(blob.to_vec()),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+        }
+    }
+    let bearer = |t: &str| format!("Bearer {t}");
+    let get = |uri: &'static str, auth: Option<String>| {
+        let r = &r;
+        async move {
+            let mut headers = vec![("Host", HOST)];
+            if let Some(a) = &auth {
+                headers.push(("Authorization", a.as_str()));
+            }
+            r.send(Method::GET, uri, &headers, Body::empty()).await
+        }
+    };
+    let none = get("/ui/", None).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        none.header("www-authenticate")
+            .unwrap()
+            .starts_with("Bearer ")
+    );
+
+    let bob = token(
+        "bob",
+        &["repository:team/app:pull", "repository:team/other:pull"],
+    );
+    let list = text(&get("/ui/", Some(bearer(&bob))).await);
+    assert!(list.contains("/ui/r/team/app"), "{list}");
+    assert!(
+        !list.contains("team/other"),
+        "bob's token grants no pull there: {list}"
+    );
+    let all = text(&get("/ui/", Some(bearer(&alice))).await);
+    assert!(all.contains("/ui/r/team/other"), "{all}");
+    let denied = get("/ui/r/team/other", Some(bearer(&bob))).await;
+    assert_eq!(
+        denied.status,
+        StatusCode::UNAUTHORIZED,
+        "a token asks for a wider token"
+    );
 }

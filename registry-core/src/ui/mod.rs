@@ -54,6 +54,7 @@ pub struct Ui {
 }
 
 impl Ui {
+    /// The UI of `registry`.
     pub fn new(registry: &Registry) -> Ui {
         Ui {
             registry: registry.clone(),

@@ -49,16 +49,33 @@ pub(super) struct TagRow {
     pub(super) delete_href: String,
 }
 
+/// A manifest no tag points at (an image of an index, a referrer, or one left behind).
+#[derive(Debug, Clone)]
+pub(super) struct UntaggedRow {
+    pub(super) href: String,
+    pub(super) short: String,
+    pub(super) digest: String,
+    pub(super) size: String,
+    pub(super) pushed: String,
+    pub(super) pulls: u64,
+    pub(super) last_pull: String,
+}
+
 #[derive(Template)]
 #[template(path = "ui/repository.html")]
 pub(super) struct RepositoryPage {
     pub(super) user: Option<String>,
     pub(super) name: String,
+    pub(super) href: String,
+    /// The tag prefix searched for.
+    pub(super) q: String,
     pub(super) may_delete: bool,
     pub(super) notice: Option<String>,
     pub(super) rows: Vec<TagRow>,
     pub(super) next: Option<String>,
     pub(super) first: Option<String>,
+    pub(super) untagged: Vec<UntaggedRow>,
+    pub(super) untagged_more: bool,
     pub(super) pulls: u64,
     pub(super) last_pull: String,
 }

@@ -14,7 +14,10 @@ use super::{host_of, insights, may_delete, pull, repository_pulls, user_of};
 use crate::error::RegistryError;
 use crate::handlers::insights::cursor;
 use crate::ui::query::{DEFAULT_N, ListQuery, encode};
-use crate::ui::templates::{RepositoryPage, TagRow, render};
+use crate::ui::templates::{RepositoryPage, TagRow, UntaggedRow, render};
+
+/// Untagged manifests listed on a repository's first page, newest first.
+const MAX_UNTAGGED: usize = 50;
 use crate::ui::{UiState, admit, format, html, path};
 
 pub(in crate::ui) async fn page(
@@ -56,16 +59,36 @@ pub(in crate::ui) async fn page(
             summaries.insert(t.digest.clone(), record.as_ref().map(summarize));
         }
     }
-    let pulls: HashMap<Digest, (u64, Option<i64>)> = match state.inner.metadata.pulls() {
-        Some(p) if !tags.is_empty() => p
-            .manifest_pulls(repo)
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| (m.digest, (m.pulls, m.last_pull)))
-            .collect(),
-        _ => HashMap::new(),
+    // Every manifest of the repository with its pull figures and tags: the tags' figures,
+    // and the untagged manifests (only on the first page).
+    let manifests = match state.inner.metadata.pulls() {
+        Some(p) => p.manifest_pulls(repo).await?.unwrap_or_default(),
+        None => Vec::new(),
     };
+    let pulls: HashMap<&Digest, (u64, Option<i64>)> = manifests
+        .iter()
+        .map(|m| (&m.digest, (m.pulls, m.last_pull)))
+        .collect();
+    let mut untagged: Vec<_> = if query.after.is_none() && query.q.is_empty() {
+        manifests.iter().filter(|m| m.tags.is_empty()).collect()
+    } else {
+        Vec::new()
+    };
+    untagged.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let untagged_more = untagged.len() > MAX_UNTAGGED;
+    let untagged = untagged
+        .into_iter()
+        .take(MAX_UNTAGGED)
+        .map(|m| UntaggedRow {
+            href: path::manifest(repo.as_str(), m.digest.as_str()),
+            short: format::short_digest(m.digest.as_str()),
+            digest: m.digest.to_string(),
+            size: format::bytes(m.size),
+            pushed: format::time(Some(m.created_at)),
+            pulls: m.pulls,
+            last_pull: format::time(m.last_pull),
+        })
+        .collect();
     let host = host_of(parts);
     let rows = tags
         .iter()
@@ -115,6 +138,8 @@ pub(in crate::ui) async fn page(
     let page = RepositoryPage {
         user: user_of(&principal),
         name: repo.to_string(),
+        href: base.clone(),
+        q: query.q.clone(),
         may_delete: may_delete(state, &principal, repo).await?,
         notice: query
             .deleted
@@ -123,6 +148,8 @@ pub(in crate::ui) async fn page(
         rows,
         next,
         first,
+        untagged,
+        untagged_more,
         pulls: repo_pulls.pulls,
         last_pull: format::time(repo_pulls.last_pull),
     };
