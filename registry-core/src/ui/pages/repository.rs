@@ -74,7 +74,7 @@ pub(in crate::ui) async fn page(
     } else {
         Vec::new()
     };
-    untagged.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    untagged.sort_by_key(|m| std::cmp::Reverse(m.created_at));
     let untagged_more = untagged.len() > MAX_UNTAGGED;
     let untagged = untagged
         .into_iter()
