@@ -196,7 +196,6 @@ pub(super) struct ConfirmPage {
 #[derive(Template)]
 #[template(path = "ui/error.html")]
 pub(super) struct ErrorPage {
-    pub(super) user: Option<String>,
     pub(super) status: u16,
     pub(super) reason: String,
     pub(super) message: String,
@@ -205,7 +204,6 @@ pub(super) struct ErrorPage {
 impl ErrorPage {
     pub(super) fn new(status: StatusCode, message: String) -> ErrorPage {
         ErrorPage {
-            user: None,
             status: status.as_u16(),
             reason: status.canonical_reason().unwrap_or("Error").to_string(),
             message,
