@@ -83,6 +83,10 @@ pub struct RegistryConfig {
     /// How often the maintenance task writes the pulls tallied in memory to the
     /// metadata store (5 s by default). Pull figures lag by at most this much.
     pub pull_flush_interval: Duration,
+    /// Count manifest pulls per repository and manifest (on by default, when the
+    /// metadata store keeps pull figures). Off, nothing is tallied and the stored figures
+    /// stop moving: retention's `not_pulled_for` and cache eviction then see old pulls.
+    pub pull_counts: bool,
     /// Pulls and writes allowed per user or client address ([`ratelimit`]; none by
     /// default).
     pub rate_limits: ratelimit::RateLimits,
@@ -122,6 +126,7 @@ impl Default for RegistryConfig {
             policy: Policy::default(),
             proxy: proxy::ProxyConfig::default(),
             pull_flush_interval: Duration::from_secs(5),
+            pull_counts: true,
             rate_limits: ratelimit::RateLimits::default(),
             quotas: quotas::Quotas::default(),
         }
@@ -161,6 +166,11 @@ impl RegistryConfig {
 
     pub fn with_pull_flush_interval(mut self, every: Duration) -> Self {
         self.pull_flush_interval = every;
+        self
+    }
+
+    pub fn with_pull_counts(mut self, on: bool) -> Self {
+        self.pull_counts = on;
         self
     }
 
@@ -214,7 +224,7 @@ impl Registry {
         config: RegistryConfig,
     ) -> Self {
         let proxy = proxy::Proxy::new(&config.proxy);
-        let pulls = pulls::PullTally::new(metadata.pulls().is_some());
+        let pulls = pulls::PullTally::new(config.pull_counts && metadata.pulls().is_some());
         let rate_limits = ratelimit::Limiters::new(&config.rate_limits);
         Registry {
             inner: Arc::new(Inner {

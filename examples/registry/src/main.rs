@@ -291,6 +291,7 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
             .with_upload_expiry(settings.uploads.expiry)
             .with_max_open_uploads(settings.uploads.max_open)
             .with_rate_limits(settings.rate_limits)
+            .with_pull_counts(settings.pull_counts)
             .with_quotas(quota::quotas(&settings.quotas))
             .with_proxy(proxy_config(&settings.upstreams)?),
         &settings.access,

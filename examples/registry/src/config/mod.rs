@@ -409,6 +409,22 @@ pub struct ServeArgs {
     /// for anonymous callers, as N/PERIOD [default: no limit].
     #[arg(long, env = "REGISTRY_WRITE_RATE_LIMIT", value_name = "N/PERIOD")]
     pub write_rate_limit: Option<String>,
+    /// Count manifest pulls per repository and manifest (`pulls` and `last_pull` in
+    /// `/v2/_ext/repositories` and `registry stats`), written in batches every few
+    /// seconds. `--pull-counts=false` stops counting; retention's `not_pulled_for` and
+    /// the cache's `--cache-ttl`/`--cache-max-bytes` need it on.
+    #[arg(
+        long,
+        env = "REGISTRY_PULL_COUNTS",
+        value_name = "BOOL",
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "true",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub pull_counts: bool,
     /// Mirrors, in the config file only: `[[mirror]]` tables with `from` (a pull mirror,
     /// synced at start and every `interval`, default `1h`) or `to` (a push mirror, fed by
     /// every push), `repositories`, and optionally `tags`, `username`, `password_file`.

@@ -69,6 +69,10 @@ pub enum ConfigError {
         value: String,
         message: String,
     },
+    /// A setting that chooses by last pull while pull counting is off.
+    NeedsPullCounts {
+        setting: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -143,6 +147,11 @@ impl fmt::Display for ConfigError {
             } => write!(
                 f,
                 "invalid {setting} `{value}`: {message} (expected a number or `off`)"
+            ),
+            ConfigError::NeedsPullCounts { setting } => write!(
+                f,
+                "{setting} chooses by last pull, which needs pull counting: \
+                 remove --pull-counts=false or the setting"
             ),
         }
     }

@@ -41,6 +41,7 @@ pub struct Settings {
     pub uploads: UploadSettings,
     pub upstreams: UpstreamSettings,
     pub rate_limits: registry_core::ratelimit::RateLimits,
+    pub pull_counts: bool,
     /// `--quota` flags and `[[quota]]` tables.
     pub quotas: Vec<QuotaSpec>,
     /// `[[mirror]]` tables (their files are read when the server starts).
@@ -218,6 +219,19 @@ impl ServeCommand {
             other => Some(parse_duration("gc-interval", other)?),
         };
         let (access, policy) = self.access.settings(layers)?;
+        let retention = layers.resolve(&self.retention)?.retention;
+        if !serve.pull_counts {
+            let by_pull = retention
+                .iter()
+                .position(|r| r.not_pulled_for.is_some())
+                .map(|i| format!("[[retention]] {} (`not_pulled_for`)", i + 1));
+            let setting = by_pull
+                .or_else(|| serve.cache_ttl.as_ref().map(|_| "--cache-ttl".into()))
+                .or_else(|| serve.cache_max_bytes.map(|_| "--cache-max-bytes".into()));
+            if let Some(setting) = setting {
+                return Err(ConfigError::NeedsPullCounts { setting });
+            }
+        }
         Ok(Settings {
             log_format: common.log_format,
             stores: Stores {
@@ -264,8 +278,9 @@ impl ServeCommand {
                     "write-rate-limit",
                     serve.write_rate_limit.as_deref(),
                 )?),
+            pull_counts: serve.pull_counts,
             mirrors: serve.mirror.clone(),
-            retention: layers.resolve(&self.retention)?.retention,
+            retention,
             retention_interval: match serve.retention_interval.trim() {
                 "off" => None,
                 other => Some(positive_duration("retention-interval", other)?),

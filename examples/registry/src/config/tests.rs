@@ -574,3 +574,27 @@ fn the_web_ui_is_off_unless_asked_for() {
     let e = serve(&[], "ui = \"sometimes\"").unwrap_err();
     assert!(e.to_string().contains("ui"), "{e}");
 }
+
+#[test]
+fn pull_counts_default_on_and_what_needs_them_refuses_them_off() {
+    assert!(serve(&[], "").unwrap().pull_counts);
+    assert!(!serve(&["--pull-counts=false"], "").unwrap().pull_counts);
+    assert!(!serve(&[], "pull_counts = false").unwrap().pull_counts);
+    assert!(serve(&["--pull-counts"], "pull_counts = false").unwrap().pull_counts);
+    for (argv, file, needle) in [
+        (&["--cache-ttl=30d"][..], "", "--cache-ttl"),
+        (&["--cache-max-bytes=1000"][..], "", "--cache-max-bytes"),
+        (
+            &[][..],
+            "[[retention]]\nrepositories = \"*\"\nkeep_last = 3\n\
+             [[retention]]\nrepositories = \"*\"\nnot_pulled_for = \"90d\"",
+            "[[retention]] 2 (`not_pulled_for`)",
+        ),
+    ] {
+        let mut with_off = argv.to_vec();
+        with_off.push("--pull-counts=false");
+        let e = serve(&with_off, file).unwrap_err().to_string();
+        assert!(e.contains(needle) && e.contains("pull counting"), "{e}");
+        assert!(serve(argv, file).is_ok(), "{argv:?} with pull counts on");
+    }
+}
