@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Manifest GET throughput with rate limits on and off (issue 15's target: at most 5% apart).
-# Two servers from one release build, fs blobs + SQLite in fresh temp folders: one with no
-# limits, one with generous pull and write limits (never reached, so every GET spends from
-# the limiter and answers 200 with the RateLimit-* headers). wrk drives anonymous GETs of
-# one manifest from loopback, so every request spends from one key: the limiter's most
-# contended case. The servers alternate within each repetition (odd reps: off first).
+# Manifest GET throughput with pull counting and rate limits on and off (issue 15's target:
+# at most 5% apart). Two servers from one release build, fs blobs + SQLite in fresh temp
+# folders: "off" with `--pull-counts=false` and no limits, "on" with pull counting (the
+# default) and generous pull and write limits (never reached, so every GET is tallied,
+# spends from the limiter and answers 200 with the RateLimit-* headers). wrk drives
+# anonymous GETs of one manifest from loopback, so every request spends from one key and
+# tallies one manifest: the most contended case. The servers alternate within each
+# repetition (odd reps: off first).
+#
+# With --instructions, each server instead runs under valgrind's callgrind with
+# instrumentation switched on only while wrk runs (-c4), and the figure is instructions
+# per request: slow, but independent of what else the machine is doing.
 #
 #   scripts/bench-rate-limits.sh [--reps N] [--secs S] [--connections C] [--registry-bin PATH]
+#                                [--instructions]
 #
-# Installs nothing: needs `wrk`, `curl`, `sha256sum` and `python3` on PATH.
+# Installs nothing: needs `wrk`, `curl`, `sha256sum`, `python3` (and `valgrind` for
+# --instructions) on PATH.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -18,13 +26,15 @@ secs=10
 connections=32
 registry_bin=""
 limit="1000000/1s"
+instructions=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps="$2"; shift 2 ;;
         --secs) secs="$2"; shift 2 ;;
         --connections) connections="$2"; shift 2 ;;
         --registry-bin) registry_bin="$2"; shift 2 ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        --instructions) instructions=1; shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -46,18 +56,19 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+wrapper=""
 start() { # name extra-args... ; sets url and pid
     local name="$1" port
     shift
     port="$(free_port)"
     mkdir -p "$work/$name"
-    RUST_LOG=warn "$registry_bin" serve --listen "127.0.0.1:$port" \
+    RUST_LOG=warn $wrapper "$registry_bin" serve --listen "127.0.0.1:$port" \
         --storage "fs://$work/$name/blobs" --metadata "sqlite://$work/$name/registry.db" \
         --gc-interval off "$@" >"$work/$name.log" 2>&1 &
     pid=$!
     pids+=("$pid")
     url="http://127.0.0.1:$port"
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 600); do
         if curl -fs -o /dev/null "$url/v2/"; then
             return 0
         fi
@@ -83,9 +94,41 @@ push_image() { # url
         "$1/v2/bench/app/manifests/v1"
 }
 
-start off
+off_args=(--pull-counts=false)
+on_args=(--pull-rate-limit "$limit" --write-rate-limit "$limit")
+
+if [ -n "$instructions" ]; then
+    # One server at a time under callgrind, instrumented only while wrk runs.
+    for name in off on; do
+        args_name="${name}_args[@]"
+        wrapper="valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=$work/$name.cg"
+        start "$name" "${!args_name}"
+        push_image "$url"
+        curl -fsS -o /dev/null -H "Accept: $media" "$url/v2/bench/app/manifests/v1"
+        callgrind_control -i on "$pid" >/dev/null
+        out="$(wrk -t1 -c4 -d"${secs}s" -H "Accept: $media" "$url/v2/bench/app/manifests/v1")"
+        callgrind_control -i off "$pid" >/dev/null
+        if grep -q 'Non-2xx' <<<"$out"; then echo "$name: non-2xx answers" >&2; exit 1; fi
+        requests="$(awk '/requests in/ {print $1}' <<<"$out")"
+        kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+        ir="$(grep -h '^summary:\|^totals:' "$work/$name.cg"* | awk '$1 == "summary:" {s += $2} END {print s}')"
+        echo "$name $requests $ir" | tee -a "$work/instructions"
+    done
+    echo "commit: $(git rev-parse --short HEAD); registry binary: $registry_bin"
+    python3 - "$work/instructions" <<'EOF'
+import sys
+rows = {r[0]: (int(r[1]), int(r[2])) for r in (line.split() for line in open(sys.argv[1]))}
+per = {k: ir / n for k, (n, ir) in rows.items()}
+for k in ("off", "on"):
+    print(f"{k:3} {rows[k][0]} requests, {per[k]:,.0f} instructions per request")
+print(f"ratio on/off: {per['on'] / per['off']:.3f}")
+EOF
+    exit 0
+fi
+
+start off "${off_args[@]}"
 off_url="$url" off_pid="$pid"
-start on --pull-rate-limit "$limit" --write-rate-limit "$limit"
+start on "${on_args[@]}"
 on_url="$url" on_pid="$pid"
 push_image "$off_url"
 push_image "$on_url"
@@ -108,7 +151,7 @@ run() { # label url pid rep
 
 echo "commit: $(git rev-parse --short HEAD); registry binary: $registry_bin"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "reps: $reps, wrk: -t2 -c$connections -d${secs}s; limits: $limit (pulls and writes)"
+echo "reps: $reps, wrk: -t2 -c$connections -d${secs}s; on: pull counting and limits $limit (pulls and writes); off: neither"
 for rep in $(seq 1 "$reps"); do
     if [ $((rep % 2)) = 1 ]; then
         run off "$off_url" "$off_pid" "$rep"; run on "$on_url" "$on_pid" "$rep"

@@ -527,9 +527,7 @@ impl Registry {
         digest: &Digest,
         size: u64,
     ) -> Result<(), RegistryError> {
-        crate::gc::retry_while_being_deleted(|| self.inner.metadata.link_blob(repo, digest, size))
-            .await?;
-        Ok(())
+        crate::quotas::link_blob(&self.inner, repo, digest, size).await
     }
 
     /// Links the blob into `repo`, copying it from the source unless the store has it;

@@ -642,3 +642,41 @@ fn bad_settings_are_clear_errors() {
     let filter: registry_core::mirror::TagFilter = "^v1\\.".parse().unwrap();
     assert!(filter.matches("v1.2") && !filter.matches("v10") && !filter.matches("xv1.2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_into_repositories_under_a_quota_stops_at_the_quota() {
+    let source = TestRegistry::new().await;
+    let f = fill(&source).await;
+    let (url, _wire, _server) = behind_wire(source.router.clone()).await;
+    // Room for v1 (the 40,000-byte shared layer, 3,000 bytes and a config) but not v2's
+    // extra 3,000-byte layer; `lib/multi` is not covered.
+    let here = TestRegistry::with_config(RegistryConfig::default().with_quotas(
+        registry_core::quotas::Quotas::new([("lib/app".parse().unwrap(), 44_000)]),
+    ))
+    .await;
+    let options = quick(
+        SyncOptions::from(Remote::new(&url).unwrap(), "lib/*".parse().unwrap())
+            .with_tags("^(v|latest$)".parse().unwrap()),
+    );
+
+    let report = here.registry.sync(&options).await.unwrap();
+    assert!(!report.is_complete(), "{report:?}");
+    assert!(
+        report
+            .failures
+            .iter()
+            .all(|e| e.contains("quota exceeded for lib/app")),
+        "{:?}",
+        report.failures
+    );
+    // One of v1 and v2 fits; the other is refused whole (its tag not moved).
+    let tags = here.get("/v2/lib/app/tags/list").await.json();
+    assert_eq!(tags["tags"].as_array().unwrap().len(), 1, "{tags}");
+    let quotas = here.get("/v2/_ext/quotas").await.json();
+    let used = quotas["quotas"][0]["used"].as_u64().unwrap();
+    assert!(used > 40_000 && used <= 44_000, "{quotas}");
+    // What no quota covers is copied whole.
+    let r = here.get("/v2/lib/multi/manifests/latest").await;
+    assert_eq!(r.body.as_ref(), f.index_bytes.as_slice());
+    let _ = (f.v1, f.v2);
+}

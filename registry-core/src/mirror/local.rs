@@ -36,8 +36,7 @@ impl<'a> LocalStores<'a> {
         digest: &Digest,
         size: u64,
     ) -> Result<(), SyncError> {
-        crate::gc::retry_while_being_deleted(|| self.inner.metadata.link_blob(repo, digest, size))
-            .await?;
+        crate::quotas::link_blob(self.inner, repo, digest, size).await?;
         Ok(())
     }
 

@@ -19,8 +19,8 @@ pub(crate) enum Verified {
 }
 
 /// Writes `data` into the open session `id`, checks it against `digest`, and when it
-/// matches links the blob in `repo`, then publishes it: the link first, so the collector's
-/// re-check sees it and cannot delete the bytes in between.
+/// matches links the blob in `repo` (within its quotas), then publishes it: the link first,
+/// so the collector's re-check sees it and cannot delete the bytes in between.
 pub(crate) async fn store_verified(
     inner: &Inner,
     id: &str,
@@ -42,7 +42,7 @@ pub(crate) async fn store_verified(
     if computed != *digest {
         return Ok(Verified::Mismatch(computed));
     }
-    crate::gc::retry_while_being_deleted(|| inner.metadata.link_blob(repo, digest, size)).await?;
+    crate::quotas::link_blob(inner, repo, digest, size).await?;
     blobs.finish_upload(id, digest, size).await?;
     Ok(Verified::Stored(size))
 }

@@ -580,7 +580,11 @@ fn pull_counts_default_on_and_what_needs_them_refuses_them_off() {
     assert!(serve(&[], "").unwrap().pull_counts);
     assert!(!serve(&["--pull-counts=false"], "").unwrap().pull_counts);
     assert!(!serve(&[], "pull_counts = false").unwrap().pull_counts);
-    assert!(serve(&["--pull-counts"], "pull_counts = false").unwrap().pull_counts);
+    assert!(
+        serve(&["--pull-counts"], "pull_counts = false")
+            .unwrap()
+            .pull_counts
+    );
     for (argv, file, needle) in [
         (&["--cache-ttl=30d"][..], "", "--cache-ttl"),
         (&["--cache-max-bytes=1000"][..], "", "--cache-max-bytes"),
