@@ -151,18 +151,54 @@ async fn referrer(
     put_manifest_as(r, None, repo, digest.as_str(), IMAGE, &manifest).await
 }
 
+/// The same registry on PostgreSQL metadata (fs blobs): every page reads the store
+/// through the metadata traits, so both backends must give the same pages.
+async fn with_ui_on_postgres(database: &'static str) -> TestRegistry {
+    let url = tokio::task::spawn_blocking(move || {
+        test_support::postgres::Postgres::shared().unique_database(database)
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = storage_fs::FsBlobStore::open(dir.path().join("blobs")).unwrap();
+    let metadata = metadata_postgres::PostgresMetadataStore::connect(&url)
+        .await
+        .unwrap();
+    let registry = registry_core::Registry::new(
+        Arc::new(blobs),
+        Arc::new(metadata),
+        RegistryConfig::default(),
+    );
+    let router = registry
+        .router()
+        .merge(registry_core::ui::router(&registry));
+    TestRegistry {
+        registry,
+        router,
+        dir,
+    }
+}
+
 #[tokio::test]
 async fn pages_show_repositories_tags_platforms_layers_and_referrers() {
-    let r = with_ui(RegistryConfig::default()).await;
+    pages_show_what_was_pushed(&with_ui(RegistryConfig::default()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_show_the_same_on_postgres() {
+    pages_show_what_was_pushed(&with_ui_on_postgres("ui_pages").await).await;
+}
+
+async fn pages_show_what_was_pushed(r: &TestRegistry) {
     let (v1, v1_size) = image(
-        &r,
+        r,
         None,
         "team/app",
         "v1",
         serde_json::json!({"org.example.note": "first"}),
     )
     .await;
-    let (arm, _) = image(&r, None, "team/app", "arm-only", serde_json::json!({})).await;
+    let (arm, _) = image(r, None, "team/app", "arm-only", serde_json::json!({})).await;
     let index = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": INDEX,
@@ -174,9 +210,9 @@ async fn pages_show_repositories_tags_platforms_layers_and_referrers() {
         ],
     }))
     .unwrap();
-    put_manifest_as(&r, None, "team/app", "multi", INDEX, &index).await;
+    put_manifest_as(r, None, "team/app", "multi", INDEX, &index).await;
     let sig = referrer(
-        &r,
+        r,
         "team/app",
         &v1,
         v1_size,
@@ -184,9 +220,9 @@ async fn pages_show_repositories_tags_platforms_layers_and_referrers() {
         serde_json::json!({"org.example.signer": "ci"}),
     )
     .await;
-    image(&r, None, "other", "latest", serde_json::json!({})).await;
+    image(r, None, "other", "latest", serde_json::json!({})).await;
 
-    let list = page(&r, "/ui/", None).await;
+    let list = page(r, "/ui/", None).await;
     assert_eq!(list.status, StatusCode::OK);
     assert_eq!(
         list.header("content-type"),
@@ -196,13 +232,13 @@ async fn pages_show_repositories_tags_platforms_layers_and_referrers() {
     assert!(body.contains("href=\"/ui/r/team/app\""), "{body}");
     assert!(body.contains("href=\"/ui/r/other\""), "{body}");
 
-    let search = text(&page(&r, "/ui/?q=team", None).await);
+    let search = text(&page(r, "/ui/?q=team", None).await);
     assert!(
         search.contains("/ui/r/team/app") && !search.contains("/ui/r/other"),
         "{search}"
     );
 
-    let repo = text(&page(&r, "/ui/r/team/app", None).await);
+    let repo = text(&page(r, "/ui/r/team/app", None).await);
     for want in [
         "v1",
         "multi",
@@ -220,7 +256,7 @@ async fn pages_show_repositories_tags_platforms_layers_and_referrers() {
         "{repo}"
     );
 
-    let manifest = text(&page(&r, &format!("/ui/r/team/app/-/manifest/{v1}"), None).await);
+    let manifest = text(&page(r, &format!("/ui/r/team/app/-/manifest/{v1}"), None).await);
     for want in [
         "org.example.note",
         "first",
@@ -240,21 +276,21 @@ async fn pages_show_repositories_tags_platforms_layers_and_referrers() {
         )),
         "{repo}"
     );
-    let filtered = text(&page(&r, "/ui/r/team/app?q=v", None).await);
+    let filtered = text(&page(r, "/ui/r/team/app?q=v", None).await);
     assert!(
         filtered.contains(">v1<") && !filtered.contains(">multi<"),
         "{filtered}"
     );
-    let by_tag = page(&r, "/ui/r/team/app/-/manifest/multi", None).await;
+    let by_tag = page(r, "/ui/r/team/app/-/manifest/multi", None).await;
     assert_eq!(by_tag.status, StatusCode::OK);
     assert!(text(&by_tag).contains(&format!("/ui/r/team/app/-/manifest/{arm}")));
-    let sig_page = text(&page(&r, &format!("/ui/r/team/app/-/manifest/{sig}"), None).await);
+    let sig_page = text(&page(r, &format!("/ui/r/team/app/-/manifest/{sig}"), None).await);
     assert!(
         sig_page.contains(&format!("href=\"/ui/r/team/app/-/manifest/{v1}\"")),
         "subject link: {sig_page}"
     );
 
-    let storage = text(&page(&r, "/ui/storage", None).await);
+    let storage = text(&page(r, "/ui/storage", None).await);
     for want in [
         "id=\"totals\"",
         "team/app",
@@ -263,7 +299,7 @@ async fn pages_show_repositories_tags_platforms_layers_and_referrers() {
         assert!(storage.contains(want), "{want} missing: {storage}");
     }
 
-    let css = page(&r, "/ui/assets/ui.css", None).await;
+    let css = page(r, "/ui/assets/ui.css", None).await;
     assert_eq!(css.status, StatusCode::OK);
     assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
     // Nothing is loaded from elsewhere.
@@ -362,7 +398,15 @@ fn next_link(body: &str) -> Option<String> {
 
 #[tokio::test]
 async fn paging_walks_every_repository_once() {
-    let r = with_ui(RegistryConfig::default()).await;
+    paging_walks(&with_ui(RegistryConfig::default()).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_walks_every_repository_once_on_postgres() {
+    paging_walks(&with_ui_on_postgres("ui_paging").await).await;
+}
+
+async fn paging_walks(r: &TestRegistry) {
     let mut names: Vec<String> = (0..23).map(|i| format!("p/r{i:02}")).collect();
     for n in &names {
         r.push_blob(n, b"x").await;
@@ -372,7 +416,7 @@ async fn paging_walks_every_repository_once() {
         let mut seen = Vec::new();
         let mut uri = first.to_string();
         for _ in 0..10 {
-            let reply = page(&r, &uri, None).await;
+            let reply = page(r, &uri, None).await;
             assert_eq!(reply.status, StatusCode::OK, "{uri}");
             let body = text(&reply);
             for line in body.lines() {
