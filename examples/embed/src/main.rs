@@ -1,10 +1,12 @@
 //! Shows how to embed the registry in your own axum application: this app serves its own
 //! handlers at `/` and `/hello`, and the OCI distribution API at `/v2/` next to them, by
-//! merging `Registry::router()` into its router. Blobs go to a folder, metadata to SQLite.
+//! merging `Registry::router()` into its router, and the web UI at `/ui/` by merging
+//! `registry_core::ui::router`. Blobs go to a folder, metadata to SQLite.
 //!
 //! Run it with `cargo run -p embed` (state in a temporary folder, removed on exit) or
 //! `cargo run -p embed -- DATA_DIR [ADDR]` (default address 127.0.0.1:5001), then try
-//! `curl localhost:5001/hello` and `curl -i localhost:5001/v2/`.
+//! `curl localhost:5001/hello` and `curl -i localhost:5001/v2/`, or open
+//! <http://localhost:5001/ui/> in a browser.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +29,8 @@ async fn app(data: &Path) -> Result<(Router, Registry), BoxError> {
     let app = Router::new()
         .route("/", get(|| async { "my app, with a registry at /v2/\n" }))
         .route("/hello", get(|| async { "hello\n" }))
-        .merge(registry.router());
+        .merge(registry.router())
+        .merge(registry_core::ui::router(&registry));
     Ok((app, registry))
 }
 
@@ -83,5 +86,8 @@ mod tests {
         assert_eq!(get(&app, "/").await.0, 200);
         assert_eq!(get(&app, "/v2/").await.0, 200);
         assert_eq!(get(&app, "/v2/no/such/repo/tags/list").await.0, 404);
+        let (status, page) = get(&app, "/ui/").await;
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&page).contains("<h1>Repositories</h1>"));
     }
 }

@@ -16,14 +16,14 @@
 //! - Who may see what is decided exactly as for the API: the same authenticator (Basic,
 //!   bearer token) and authorizer, through the same decision function
 //!   (`auth::layer::admit`); lists show only the repositories the caller may pull, as
-//!   the insights do ([`crate::handlers::visibility`]).
+//!   the insights do (`handlers::visibility`).
 //! - A deletion is sent through the API router itself (the one given to
 //!   [`Ui::with_api`]), as a `DELETE` with the caller's own credentials, so read-only
 //!   mode, permissions and whatever layers the embedder put around the API (webhooks,
 //!   mirrors) apply to it as to any client's. It is a `POST` after a confirmation page,
 //!   refused unless the browser says it comes from this same origin (CSRF).
 //! - Templates are compiled into the binary (askama), with the CSS and JavaScript
-//!   ([`assets`]): nothing is fetched from elsewhere.
+//!   (`assets`): nothing is fetched from elsewhere.
 
 mod assets;
 mod delete;
