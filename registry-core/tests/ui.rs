@@ -250,6 +250,17 @@ async fn pages_show_what_was_pushed(r: &TestRegistry) {
     ] {
         assert!(repo.contains(want), "{want} missing: {repo}");
     }
+    // An index's size counts its children's configs and layers: what pulling every
+    // platform downloads.
+    let config_len = |tag: &str| {
+        format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"tag\":\"{tag}\"}}").len()
+    };
+    // The index, its children's manifests (as its descriptors give their sizes: v1's,
+    // and 10 for arm-only), and their configs and layers.
+    let total =
+        index.len() + v1_size + 10 + config_len("v1") + 2048 + config_len("arm-only") + 2048;
+    let shown = format!("{:.1} KiB", total as f64 / 1024.0);
+    assert!(repo.contains(&shown), "{shown} missing: {repo}");
     // Newest push first: the index was pushed after v1.
     assert!(
         repo.find(">multi<").unwrap() < repo.find(">v1<").unwrap(),

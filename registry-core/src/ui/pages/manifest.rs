@@ -11,7 +11,7 @@ use http::request::Parts;
 use oci_spec_types::{Descriptor, Digest, ErrorCode, Reference, RepositoryName};
 use storage_traits::ReferrerRecord;
 
-use super::summary::summarize;
+use super::summary::{summarize, with_children};
 use super::{host_of, may_delete, pull, user_of};
 use crate::error::RegistryError;
 use crate::handlers::insights::kind_of;
@@ -40,7 +40,8 @@ pub(in crate::ui) async fn page(
             )
         })?;
     let digest = record.digest.clone();
-    let summary = summarize(&record);
+    let mut summary = summarize(&record);
+    with_children(state, repo, &mut summary).await?;
     let tags = tags_of(state, repo, &digest).await?;
     let (pulls, last_pull) = match metadata.pulls() {
         Some(p) => p

@@ -9,7 +9,7 @@ use http::StatusCode;
 use http::request::Parts;
 use oci_spec_types::{Digest, ErrorCode, Reference, RepositoryName};
 
-use super::summary::{Summary, summarize};
+use super::summary::{Summary, summarize, with_children};
 use super::{host_of, insights, may_delete, pull, repository_pulls, user_of};
 use crate::error::RegistryError;
 use crate::handlers::insights::cursor;
@@ -56,7 +56,15 @@ pub(in crate::ui) async fn page(
                 .metadata
                 .get_manifest(repo, &Reference::Digest(t.digest.clone()))
                 .await?;
-            summaries.insert(t.digest.clone(), record.as_ref().map(summarize));
+            let summary = match record {
+                Some(record) => {
+                    let mut summary = summarize(&record);
+                    with_children(state, repo, &mut summary).await?;
+                    Some(summary)
+                }
+                None => None,
+            };
+            summaries.insert(t.digest.clone(), summary);
         }
     }
     // Every manifest of the repository with its pull figures and tags: the tags' figures,

@@ -5,7 +5,9 @@ use oci_spec_types::{ManifestKind, ParsedManifest};
 use serde::Deserialize;
 use storage_traits::ManifestRecord;
 
+use crate::error::RegistryError;
 use crate::handlers::insights::kind_of;
+use crate::ui::UiState;
 
 #[derive(Debug, Clone)]
 pub(in crate::ui) struct Summary {
@@ -13,8 +15,8 @@ pub(in crate::ui) struct Summary {
     pub(in crate::ui) artifact_type: Option<String>,
     /// Bytes of the manifest itself.
     pub(in crate::ui) size: u64,
-    /// The manifest, its config and layers (an image), or the manifest and its children's
-    /// manifests (an index).
+    /// The manifest, its config and layers (an image); for an index, the manifest and
+    /// its children's manifests, to which [`with_children`] adds their configs and layers.
     pub(in crate::ui) total: u64,
     /// `os/architecture[/variant]` of each child of an index, in order.
     pub(in crate::ui) platforms: Vec<String>,
@@ -98,6 +100,41 @@ fn platform(child: &RawChild) -> String {
         },
         None => String::new(),
     }
+}
+
+/// For an index, adds the configs and layers of its children that are in `repo` (one
+/// level: an index of indexes counts the inner indexes' manifests only), so its total is
+/// what pulling every platform would download. Blobs shared by children count once per
+/// child.
+pub(in crate::ui) async fn with_children(
+    state: &UiState,
+    repo: &oci_spec_types::RepositoryName,
+    summary: &mut Summary,
+) -> Result<(), RegistryError> {
+    let Some(parsed) = &summary.parsed else {
+        return Ok(());
+    };
+    if parsed.kind != ManifestKind::Index {
+        return Ok(());
+    }
+    let mut extra: u64 = 0;
+    for child in &parsed.manifests {
+        let record = state
+            .inner
+            .metadata
+            .get_manifest(
+                repo,
+                &oci_spec_types::Reference::Digest(child.digest.clone()),
+            )
+            .await?;
+        if let Some(record) = record {
+            let s = summarize(&record);
+            // The child's own manifest bytes are already counted by the index.
+            extra = extra.saturating_add(s.total.saturating_sub(s.size));
+        }
+    }
+    summary.total = summary.total.saturating_add(extra);
+    Ok(())
 }
 
 #[cfg(test)]
