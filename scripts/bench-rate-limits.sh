@@ -10,10 +10,11 @@
 #
 # With --instructions, each server instead runs under valgrind's callgrind with
 # instrumentation switched on only while wrk runs (-c4), and the figure is instructions
-# per request: slow, but independent of what else the machine is doing.
+# per request: slow, but independent of what else the machine is doing. --keep-profiles
+# copies the callgrind files (off.cg, on.cg) to DIR for `callgrind_annotate`.
 #
 #   scripts/bench-rate-limits.sh [--reps N] [--secs S] [--connections C] [--registry-bin PATH]
-#                                [--instructions]
+#                                [--instructions [--keep-profiles DIR]]
 #
 # Installs nothing: needs `wrk`, `curl`, `sha256sum`, `python3` (and `valgrind` for
 # --instructions) on PATH.
@@ -27,6 +28,7 @@ connections=32
 registry_bin=""
 limit="1000000/1s"
 instructions=""
+keep=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps="$2"; shift 2 ;;
@@ -34,7 +36,8 @@ while [ $# -gt 0 ]; do
         --connections) connections="$2"; shift 2 ;;
         --registry-bin) registry_bin="$2"; shift 2 ;;
         --instructions) instructions=1; shift ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        --keep-profiles) keep="$2"; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -101,7 +104,7 @@ if [ -n "$instructions" ]; then
     # One server at a time under callgrind, instrumented only while wrk runs.
     for name in off on; do
         args_name="${name}_args[@]"
-        wrapper="valgrind --tool=callgrind --collect-atstart=no --callgrind-out-file=$work/$name.cg"
+        wrapper="valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$work/$name.cg"
         start "$name" "${!args_name}"
         push_image "$url"
         curl -fsS -o /dev/null -H "Accept: $media" "$url/v2/bench/app/manifests/v1"
@@ -111,8 +114,9 @@ if [ -n "$instructions" ]; then
         if grep -q 'Non-2xx' <<<"$out"; then echo "$name: non-2xx answers" >&2; exit 1; fi
         requests="$(awk '/requests in/ {print $1}' <<<"$out")"
         kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-        ir="$(grep -h '^summary:\|^totals:' "$work/$name.cg"* | awk '$1 == "summary:" {s += $2} END {print s}')"
+        ir="$(grep -h '^summary:\|^totals:' "$work/$name.cg"* | awk '$1 == "totals:" {s += $2} END {print s}')"
         echo "$name $requests $ir" | tee -a "$work/instructions"
+        if [ -n "$keep" ]; then mkdir -p "$keep" && cp "$work/$name.cg" "$keep/"; fi
     done
     echo "commit: $(git rev-parse --short HEAD); registry binary: $registry_bin"
     python3 - "$work/instructions" <<'EOF'
