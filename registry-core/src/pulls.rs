@@ -23,6 +23,11 @@ const SHARDS: usize = 64;
 /// `(repository, digest)`, as the pull event has them.
 type Key = (String, String);
 
+/// foldhash, not std's SipHash: hashing the key was most of what a tally costs a manifest
+/// GET (callgrind). Keys are names of stored manifests (only a `200` is tallied), seeded
+/// per process.
+type Map = HashMap<Key, Tally, foldhash::fast::RandomState>;
+
 #[derive(Debug, Clone, Copy)]
 struct Tally {
     count: u64,
@@ -34,7 +39,7 @@ struct Tally {
 pub(crate) struct PullTally {
     /// Off when the metadata store keeps no pull figures.
     enabled: bool,
-    shards: Box<[Mutex<HashMap<Key, Tally>>]>,
+    shards: Box<[Mutex<Map>]>,
 }
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
@@ -43,7 +48,7 @@ thread_local! {
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
 }
 
-fn lock(shard: &Mutex<HashMap<Key, Tally>>) -> MutexGuard<'_, HashMap<Key, Tally>> {
+fn lock(shard: &Mutex<Map>) -> MutexGuard<'_, Map> {
     // A panic while holding the lock leaves a map of plain counts: still consistent.
     shard
         .lock()
@@ -79,7 +84,7 @@ impl PullTally {
     /// Takes everything tallied so far, merged. Entries whose names do not parse (none
     /// the edge produces) are dropped.
     pub(crate) fn take(&self) -> Vec<PullCount> {
-        let mut merged: HashMap<Key, Tally> = HashMap::new();
+        let mut merged = Map::default();
         for shard in &self.shards {
             let map = std::mem::take(&mut *lock(shard));
             for (key, t) in map {
