@@ -310,6 +310,9 @@ mod tests {
         assert_eq!(h["retry-after"], "2");
         assert_eq!(h["ratelimit-limit"], "100;w=21600");
         assert_eq!(h["ratelimit-remaining"], "0;w=21600");
-        assert_eq!(header_value(u32::MAX, u64::MAX), "4294967295;w=18446744073709551615");
+        assert_eq!(
+            header_value(u32::MAX, u64::MAX),
+            "4294967295;w=18446744073709551615"
+        );
     }
 }
