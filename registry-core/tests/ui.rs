@@ -310,6 +310,12 @@ async fn pages_show_what_was_pushed(r: &TestRegistry) {
         assert!(storage.contains(want), "{want} missing: {storage}");
     }
 
+    // Without authentication there is nothing to log in to.
+    assert!(!body.contains("/ui/login"), "{body}");
+    assert_eq!(
+        page(r, "/ui/login", None).await.status,
+        StatusCode::SEE_OTHER
+    );
     let css = page(r, "/ui/assets/ui.css", None).await;
     assert_eq!(css.status, StatusCode::OK);
     assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
@@ -476,6 +482,11 @@ async fn pages_follow_the_api_s_authentication_and_visibility() {
     assert_eq!(
         page(&r, "/ui/r/public/base", None).await.status,
         StatusCode::OK
+    );
+    let public = text(&page(&r, "/ui/r/public/base", None).await);
+    assert!(
+        public.contains("href=\"/ui/login\""),
+        "anonymous callers are offered to log in: {public}"
     );
 
     let bob = text(&page(&r, "/ui/", Some(BOB)).await);

@@ -319,6 +319,12 @@ pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
     fn challenge_when_denied(&self) -> bool {
         false
     }
+
+    /// Whether credentials can make a caller someone other than anonymous (false for
+    /// [`Anonymous`]): the web UI offers to log in only then.
+    fn identifies_callers(&self) -> bool {
+        true
+    }
 }
 
 /// Decides what a principal may do.
@@ -354,6 +360,10 @@ impl Authenticator for Anonymous {
         // Only reached when an authorizer refuses anonymous callers: there is nothing to
         // log in with, but a 401 must still carry a challenge.
         "Basic realm=\"registry\"".into()
+    }
+
+    fn identifies_callers(&self) -> bool {
+        false
     }
 }
 

@@ -18,7 +18,7 @@ use tower::ServiceExt;
 
 use super::error::{api_error_page, status_page};
 use super::pages::manifest::tags_of;
-use super::pages::user_of;
+use super::pages::{can_log_in, user_of};
 use super::templates::{ConfirmPage, render};
 use super::{UiState, admit, format, html, path};
 use crate::auth::{Access, Action};
@@ -75,6 +75,7 @@ pub(super) async fn confirm(
     };
     let page = ConfirmPage {
         user: user_of(&principal),
+        login: can_log_in(state),
         repo: repo.to_string(),
         repo_href: path::repository(repo.as_str()),
         what: describe(reference),

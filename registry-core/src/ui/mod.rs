@@ -125,6 +125,10 @@ async fn storage(State(state): Shared, req: Request) -> Response {
 /// Asks the browser for credentials (a `401` with the authenticator's challenge) unless
 /// it sent some that check out, then goes to the repositories.
 async fn login(State(state): Shared, headers: HeaderMap) -> Response {
+    if !state.inner.config.authenticator.identifies_callers() {
+        // Nobody can log in: everyone is anonymous.
+        return Redirect::to("/ui/").into_response();
+    }
     let principal = admit(&state, &headers, &Access::Base).await;
     match principal {
         Ok(p) if !p.is_anonymous() => Redirect::to("/ui/").into_response(),

@@ -24,6 +24,8 @@ pub(super) struct RepoRow {
 #[template(path = "ui/repositories.html")]
 pub(super) struct RepositoriesPage {
     pub(super) user: Option<String>,
+    /// Whether to offer "Log in" to an anonymous caller.
+    pub(super) login: bool,
     pub(super) q: String,
     pub(super) sort: &'static str,
     pub(super) n: usize,
@@ -65,6 +67,8 @@ pub(super) struct UntaggedRow {
 #[template(path = "ui/repository.html")]
 pub(super) struct RepositoryPage {
     pub(super) user: Option<String>,
+    /// Whether to offer "Log in" to an anonymous caller.
+    pub(super) login: bool,
     pub(super) name: String,
     pub(super) href: String,
     /// The tag prefix searched for.
@@ -107,6 +111,8 @@ pub(super) struct ReferrerRow {
 #[template(path = "ui/manifest.html")]
 pub(super) struct ManifestPage {
     pub(super) user: Option<String>,
+    /// Whether to offer "Log in" to an anonymous caller.
+    pub(super) login: bool,
     pub(super) repo: String,
     pub(super) repo_href: String,
     pub(super) digest: String,
@@ -171,6 +177,8 @@ pub(super) struct Totals {
 #[template(path = "ui/storage.html")]
 pub(super) struct StoragePage {
     pub(super) user: Option<String>,
+    /// Whether to offer "Log in" to an anonymous caller.
+    pub(super) login: bool,
     pub(super) totals: Option<Totals>,
     pub(super) kinds: Vec<CountRow>,
     pub(super) types: Vec<CountRow>,
@@ -182,6 +190,8 @@ pub(super) struct StoragePage {
 #[template(path = "ui/confirm.html")]
 pub(super) struct ConfirmPage {
     pub(super) user: Option<String>,
+    /// Whether to offer "Log in" to an anonymous caller.
+    pub(super) login: bool,
     pub(super) repo: String,
     pub(super) repo_href: String,
     /// `tag v1` or `manifest sha256:…`.

@@ -12,7 +12,7 @@ use oci_spec_types::{Descriptor, Digest, ErrorCode, Reference, RepositoryName};
 use storage_traits::ReferrerRecord;
 
 use super::summary::{summarize, with_children};
-use super::{host_of, may_delete, pull, user_of};
+use super::{can_log_in, host_of, may_delete, pull, user_of};
 use crate::error::RegistryError;
 use crate::handlers::insights::kind_of;
 use crate::ui::templates::{DescriptorRow, Link, ManifestPage, ReferrerRow, render};
@@ -97,6 +97,7 @@ pub(in crate::ui) async fn page(
         .unwrap_or_else(|| String::from_utf8_lossy(&record.content).into_owned());
     let page = ManifestPage {
         user: user_of(&principal),
+        login: can_log_in(state),
         repo: repo.to_string(),
         repo_href: path::repository(repo.as_str()),
         digest: digest.to_string(),

@@ -19,6 +19,11 @@ pub(super) fn user_of(principal: &Principal) -> Option<String> {
     principal.name.clone()
 }
 
+/// Whether logging in could change anything (not with the `Anonymous` authenticator).
+pub(super) fn can_log_in(state: &UiState) -> bool {
+    state.inner.config.authenticator.identifies_callers()
+}
+
 /// The host the browser used, for pull commands (`Host`, else `localhost`).
 pub(super) fn host_of(parts: &Parts) -> String {
     parts

@@ -9,7 +9,7 @@ use http::StatusCode;
 use http::request::Parts;
 use storage_traits::insights::RepositoryEntry;
 
-use super::{insights, user_of};
+use super::{can_log_in, insights, user_of};
 use crate::auth::Access;
 use crate::error::RegistryError;
 use crate::handlers::insights::cursor;
@@ -113,6 +113,7 @@ pub(in crate::ui) async fn page(state: &UiState, parts: &Parts) -> Result<Respon
     let first = query.after.is_some().then(|| link(""));
     let page = RepositoriesPage {
         user: user_of(&principal),
+        login: can_log_in(state),
         q: query.q.clone(),
         sort: query.sort.as_str(),
         n: query.n,

@@ -10,7 +10,7 @@ use http::request::Parts;
 use oci_spec_types::{Digest, ErrorCode, Reference, RepositoryName};
 
 use super::summary::{Summary, summarize, with_children};
-use super::{host_of, insights, may_delete, pull, repository_pulls, user_of};
+use super::{can_log_in, host_of, insights, may_delete, pull, repository_pulls, user_of};
 use crate::error::RegistryError;
 use crate::handlers::insights::cursor;
 use crate::ui::query::{DEFAULT_N, ListQuery, encode};
@@ -145,6 +145,7 @@ pub(in crate::ui) async fn page(
     let repo_pulls = repository_pulls(state, repo).await?;
     let page = RepositoryPage {
         user: user_of(&principal),
+        login: can_log_in(state),
         name: repo.to_string(),
         href: base.clone(),
         q: query.q.clone(),

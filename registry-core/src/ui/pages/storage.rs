@@ -10,7 +10,7 @@ use http::StatusCode;
 use http::request::Parts;
 use storage_traits::insights::RepositoryOrder;
 
-use super::{insights, user_of};
+use super::{can_log_in, insights, user_of};
 use crate::auth::Access;
 use crate::error::RegistryError;
 use crate::handlers::insights::{kind_of, sees_everything, visible_prefix};
@@ -91,6 +91,7 @@ pub(in crate::ui) async fn page(state: &UiState, parts: &Parts) -> Result<Respon
     .collect();
     let page = StoragePage {
         user: user_of(&principal),
+        login: can_log_in(state),
         totals,
         kinds,
         types,
