@@ -11,8 +11,8 @@ use deadpool_postgres::GenericClient;
 use oci_spec_types::{Digest, RepositoryName};
 use storage_traits::MetadataError;
 use storage_traits::insights::{
-    ArtifactTypeCount, BlobReuse, BlobUsage, BlobUser, InsightsMetadata, RepositoryEntry,
-    RepositoryOrder, RepositoryStats, Summary, TagEntry,
+    ArtifactTypeCount, BlobReuse, BlobUsage, BlobUser, InsightsMetadata, NameFilter,
+    RepositoryEntry, RepositoryOrder, RepositoryStats, Summary, TagEntry,
 };
 use tokio_postgres::Row;
 
@@ -34,6 +34,15 @@ macro_rules! last_push {
             (SELECT MAX(m.created_at) FROM manifests m WHERE m.repo_id = r.id),
             (SELECT MAX(t.updated_at) FROM tags t WHERE t.repo_id = r.id))"
     };
+}
+
+/// The `WHERE` condition on `r.name` for a filter, with `$1` bound to the returned string.
+/// Both are byte-exact (no `LIKE` wildcards); a prefix can use the name index.
+fn name_condition(filter: NameFilter<'_>) -> (&'static str, &str) {
+    match filter {
+        NameFilter::Prefix(p) => ("r.name >= $1 AND starts_with(r.name, $1)", p),
+        NameFilter::Contains(s) => ("strpos(r.name, $1) > 0", s),
+    }
 }
 
 /// Per-repository aggregate; `ORDER BY` and `LIMIT $1` appended per order.
@@ -288,7 +297,7 @@ impl InsightsMetadata for PostgresMetadataStore {
 
     async fn repositories_by_last_push(
         &self,
-        prefix: &str,
+        filter: NameFilter<'_>,
         after: Option<(Option<i64>, String)>,
         n: usize,
     ) -> Result<Vec<RepositoryEntry>, MetadataError> {
@@ -299,27 +308,27 @@ impl InsightsMetadata for PostgresMetadataStore {
             None => (false, None, String::new()),
         };
         let (after_push, after_name, n) = (&after_push, after_name.as_str(), limit(n));
+        let (condition, needle) = name_condition(filter);
+        let sql = format!(
+            "SELECT name, lp FROM (
+                 SELECT r.name AS name, {} AS lp
+                 FROM repositories r
+                 WHERE {condition}
+             ) x
+             WHERE NOT $2::BOOLEAN
+                OR ($3::BIGINT IS NOT NULL AND lp IS NOT NULL
+                    AND (lp < $3 OR (lp = $3 AND name > $4)))
+                OR ($3::BIGINT IS NOT NULL AND lp IS NULL)
+                OR ($3::BIGINT IS NULL AND lp IS NULL AND name > $4)
+             ORDER BY lp DESC NULLS LAST, name
+             LIMIT $5",
+            last_push!()
+        );
+        let sql = sql.as_str();
         self.retry(move || async move {
             let c = self.client().await?;
-            let stmt = c
-                .prepare_cached(concat!(
-                    "SELECT name, lp FROM (
-                         SELECT r.name AS name, ",
-                    last_push!(),
-                    " AS lp
-                         FROM repositories r
-                         WHERE r.name >= $1 AND starts_with(r.name, $1)
-                     ) x
-                     WHERE NOT $2::BOOLEAN
-                        OR ($3::BIGINT IS NOT NULL AND lp IS NOT NULL
-                            AND (lp < $3 OR (lp = $3 AND name > $4)))
-                        OR ($3::BIGINT IS NOT NULL AND lp IS NULL)
-                        OR ($3::BIGINT IS NULL AND lp IS NULL AND name > $4)
-                     ORDER BY lp DESC NULLS LAST, name
-                     LIMIT $5"
-                ))
-                .await?;
-            c.query(&stmt, &[&prefix, &has_after, after_push, &after_name, &n])
+            let stmt = c.prepare_cached(sql).await?;
+            c.query(&stmt, &[&needle, &has_after, after_push, &after_name, &n])
                 .await?
                 .iter()
                 .map(to_repo_entry)
@@ -330,25 +339,25 @@ impl InsightsMetadata for PostgresMetadataStore {
 
     async fn repositories_by_name(
         &self,
-        prefix: &str,
+        filter: NameFilter<'_>,
         after: Option<&str>,
         n: usize,
     ) -> Result<Vec<RepositoryEntry>, MetadataError> {
         // Names are never empty, so "after the empty string" is "from the start".
         let (after, n) = (after.unwrap_or(""), limit(n));
+        let (condition, needle) = name_condition(filter);
+        let sql = format!(
+            "SELECT r.name, {} FROM repositories r
+             WHERE {condition} AND r.name > $2
+             ORDER BY r.name
+             LIMIT $3",
+            last_push!()
+        );
+        let sql = sql.as_str();
         self.retry(move || async move {
             let c = self.client().await?;
-            let stmt = c
-                .prepare_cached(concat!(
-                    "SELECT r.name, ",
-                    last_push!(),
-                    " FROM repositories r
-                     WHERE r.name >= $1 AND starts_with(r.name, $1) AND r.name > $2
-                     ORDER BY r.name
-                     LIMIT $3"
-                ))
-                .await?;
-            c.query(&stmt, &[&prefix, &after, &n])
+            let stmt = c.prepare_cached(sql).await?;
+            c.query(&stmt, &[&needle, &after, &n])
                 .await?
                 .iter()
                 .map(to_repo_entry)

@@ -7,8 +7,8 @@ use oci_spec_types::{Digest, RepositoryName};
 use rusqlite::{OptionalExtension, params};
 use storage_traits::MetadataError;
 use storage_traits::insights::{
-    ArtifactTypeCount, BlobReuse, BlobUsage, BlobUser, InsightsMetadata, RepositoryEntry,
-    RepositoryOrder, RepositoryStats, Summary, TagEntry,
+    ArtifactTypeCount, BlobReuse, BlobUsage, BlobUser, InsightsMetadata, NameFilter,
+    RepositoryEntry, RepositoryOrder, RepositoryStats, Summary, TagEntry,
 };
 
 use crate::store::{Fail, SqliteMetadataStore, from_sql_int, parse_digest, parse_repo, repo_id};
@@ -27,6 +27,18 @@ fn u(what: &str, n: i64) -> Result<u64, Fail> {
 /// every row.
 fn prefix_pattern(prefix: &str) -> String {
     prefix.to_string()
+}
+
+/// The `WHERE` condition on `r.name` for a filter, with `?1` bound to its string. A
+/// substring is `instr`, byte-exact like the prefix condition (no `LIKE` wildcards).
+fn name_condition(filter: NameFilter<'_>) -> (&'static str, String) {
+    match filter {
+        NameFilter::Contains(s) => ("instr(r.name, ?1) > 0", s.to_string()),
+        NameFilter::Prefix(p) => (
+            "r.name >= ?1 AND substr(r.name, 1, length(?1)) = ?1",
+            prefix_pattern(p),
+        ),
+    }
 }
 
 /// Per-repository aggregate; `ORDER BY` appended by the caller.
@@ -239,11 +251,11 @@ impl InsightsMetadata for SqliteMetadataStore {
 
     async fn repositories_by_last_push(
         &self,
-        prefix: &str,
+        filter: NameFilter<'_>,
         after: Option<(Option<i64>, String)>,
         n: usize,
     ) -> Result<Vec<RepositoryEntry>, MetadataError> {
-        let pattern = prefix_pattern(prefix);
+        let (condition, pattern) = name_condition(filter);
         // Order: pushed repositories by last push descending, then never-pushed ones; ties
         // by name. `after` resumes strictly after the given (last_push, name).
         let (has_after, after_push, after_name) = match after {
@@ -253,7 +265,7 @@ impl InsightsMetadata for SqliteMetadataStore {
         self.read(move |conn| {
             let sql = format!(
                 "SELECT name, lp FROM (SELECT r.name AS name, {LAST_PUSH} AS lp FROM repositories r
-                                       WHERE r.name >= ?1 AND substr(r.name, 1, length(?1)) = ?1)
+                                       WHERE {condition})
                  WHERE ?2 = 0
                     OR (?3 IS NOT NULL AND lp IS NOT NULL AND (lp < ?3 OR (lp = ?3 AND name > ?4)))
                     OR (?3 IS NOT NULL AND lp IS NULL)
@@ -280,16 +292,16 @@ impl InsightsMetadata for SqliteMetadataStore {
 
     async fn repositories_by_name(
         &self,
-        prefix: &str,
+        filter: NameFilter<'_>,
         after: Option<&str>,
         n: usize,
     ) -> Result<Vec<RepositoryEntry>, MetadataError> {
-        let pattern = prefix_pattern(prefix);
+        let (condition, pattern) = name_condition(filter);
         let after = after.unwrap_or("").to_string();
         self.read(move |conn| {
             let sql = format!(
                 "SELECT r.name, {LAST_PUSH} FROM repositories r
-                 WHERE r.name >= ?1 AND substr(r.name, 1, length(?1)) = ?1 AND r.name > ?2
+                 WHERE {condition} AND r.name > ?2
                  ORDER BY r.name LIMIT ?3"
             );
             let mut stmt = conn.prepare_cached(&sql)?;

@@ -237,6 +237,14 @@ async fn pages_show_what_was_pushed(r: &TestRegistry) {
         search.contains("/ui/r/team/app") && !search.contains("/ui/r/other"),
         "{search}"
     );
+    // Any part of the name, in any case: "APP" finds team/app, in both orders.
+    for sort in ["name", "last_push"] {
+        let search = text(&page(r, &format!("/ui/?q=APP&sort={sort}"), None).await);
+        assert!(
+            search.contains("/ui/r/team/app") && !search.contains("/ui/r/other"),
+            "{sort}: {search}"
+        );
+    }
 
     let repo = text(&page(r, "/ui/r/team/app", None).await);
     for want in [

@@ -102,6 +102,19 @@ pub struct RepositoryEntry {
     pub last_push: Option<i64>,
 }
 
+/// Which repository names a listing keeps. Matching is byte-wise and case-sensitive
+/// (repository names are lowercase by the spec's grammar); `_` and `%` are literal.
+///
+/// Exhaustive on purpose: every store must implement each kind of filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameFilter<'a> {
+    /// Names that start with this; `""` keeps every name. Served from the name index.
+    Prefix(&'a str),
+    /// Names that contain this anywhere (a search box: `alpine` finds `library/alpine`).
+    /// Reads every name, which costs milliseconds at 100,000 repositories.
+    Contains(&'a str),
+}
+
 /// A tag in a filtered, sorted listing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TagEntry {
@@ -131,11 +144,11 @@ pub trait InsightsMetadata: Send + Sync {
 
     async fn artifact_types(&self) -> Result<Vec<ArtifactTypeCount>, MetadataError>;
 
-    /// Repositories whose name starts with `prefix`, most recently pushed first (never
-    /// pushed last, then by name); `after` is the previous page's last `(last_push, name)`.
+    /// Repositories whose name passes `filter`, most recently pushed first (never pushed
+    /// last, then by name); `after` is the previous page's last `(last_push, name)`.
     async fn repositories_by_last_push(
         &self,
-        prefix: &str,
+        filter: NameFilter<'_>,
         after: Option<(Option<i64>, String)>,
         limit: usize,
     ) -> Result<Vec<RepositoryEntry>, MetadataError>;
@@ -160,10 +173,10 @@ pub trait InsightsMetadata: Send + Sync {
         limit: usize,
     ) -> Result<Option<Vec<TagEntry>>, MetadataError>;
 
-    /// Repositories whose name starts with `prefix`, by name, after `after`.
+    /// Repositories whose name passes `filter`, by name, after `after`.
     async fn repositories_by_name(
         &self,
-        prefix: &str,
+        filter: NameFilter<'_>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<RepositoryEntry>, MetadataError>;

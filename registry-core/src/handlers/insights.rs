@@ -21,7 +21,7 @@ use axum::response::Response;
 use http::StatusCode;
 use oci_spec_types::{ErrorCode, RepositoryName};
 use storage_traits::insights::{
-    BlobReuse, BlobUsage, RepositoryEntry, RepositoryOrder, RepositoryStats,
+    BlobReuse, BlobUsage, NameFilter, RepositoryEntry, RepositoryOrder, RepositoryStats,
 };
 use storage_traits::{InsightsMetadata, Page, Pulls};
 
@@ -394,12 +394,14 @@ async fn catalog(
         let batch = match sort {
             "name" => {
                 store
-                    .repositories_by_name(prefix, cursor.as_deref(), n)
+                    .repositories_by_name(NameFilter::Prefix(prefix), cursor.as_deref(), n)
                     .await?
             }
             "last_push" => {
                 let after = cursor.as_deref().map(parse_cursor).transpose()?;
-                store.repositories_by_last_push(prefix, after, n).await?
+                store
+                    .repositories_by_last_push(NameFilter::Prefix(prefix), after, n)
+                    .await?
             }
             other => return Err(bad_sort(other)),
         };

@@ -28,7 +28,7 @@ impl Sort {
 /// `?q=&sort=&after=&n=`, each at most once; unknown keys are ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ListQuery {
-    /// Names starting with this.
+    /// Names containing this, lowercased (repository names are lowercase).
     pub(super) q: String,
     pub(super) sort: Sort,
     /// The previous page's cursor: a name, or `<millis>,<name>` for `last_push`.
@@ -62,7 +62,7 @@ impl ListQuery {
                         "the search text is longer than {MAX_SEARCH} characters"
                     )));
                 }
-                "q" => out.q = value.trim().to_string(),
+                "q" => out.q = value.trim().to_lowercase(),
                 "sort" => {
                     out.sort = match &*value {
                         "name" => Sort::Name,

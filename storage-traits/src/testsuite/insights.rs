@@ -32,8 +32,8 @@ use bytes::Bytes;
 use oci_spec_types::{Digest, RepositoryName, Tag};
 
 use crate::insights::{
-    ArtifactTypeCount, BlobReuse, BlobUsage, BlobUser, InsightsMetadata, RepositoryEntry,
-    RepositoryOrder, RepositoryStats, TagEntry,
+    ArtifactTypeCount, BlobReuse, BlobUsage, BlobUser, InsightsMetadata, NameFilter,
+    RepositoryEntry, RepositoryOrder, RepositoryStats, TagEntry,
 };
 use crate::{MetadataStore, NewManifest, UploadSession};
 
@@ -690,7 +690,7 @@ pub async fn repositories_by_name_filtered_and_paginated(store: &dyn MetadataSto
     let full = |ls: &[&str]| -> Vec<String> { ls.iter().map(|l| format!("{p}{l}")).collect() };
 
     let all = i
-        .repositories_by_name(&p, None, ALL)
+        .repositories_by_name(NameFilter::Prefix(&p), None, ALL)
         .await
         .expect("repositories_by_name");
     assert_eq!(names(&all), full(&labels));
@@ -708,7 +708,7 @@ pub async fn repositories_by_name_filtered_and_paginated(store: &dyn MetadataSto
     let mut cursor: Option<String> = None;
     loop {
         let page = i
-            .repositories_by_name(&p, cursor.as_deref(), 2)
+            .repositories_by_name(NameFilter::Prefix(&p), cursor.as_deref(), 2)
             .await
             .expect("repositories_by_name");
         assert!(page.len() <= 2);
@@ -721,44 +721,76 @@ pub async fn repositories_by_name_filtered_and_paginated(store: &dyn MetadataSto
     // Narrower prefixes; `_` is not a wildcard.
     let under = |s: &str| format!("{p}{s}");
     let got = i
-        .repositories_by_name(&under("b"), None, ALL)
+        .repositories_by_name(NameFilter::Prefix(&under("b")), None, ALL)
         .await
         .expect("repositories_by_name");
     assert_eq!(names(&got), full(&["b", "b_c", "bxc"]));
     let got = i
-        .repositories_by_name(&under("b_"), None, ALL)
+        .repositories_by_name(NameFilter::Prefix(&under("b_")), None, ALL)
         .await
         .expect("repositories_by_name");
     assert_eq!(names(&got), full(&["b_c"]));
     let got = i
-        .repositories_by_name(&under("b%"), None, ALL)
+        .repositories_by_name(NameFilter::Prefix(&under("b%")), None, ALL)
         .await
         .expect("repositories_by_name");
     assert!(got.is_empty(), "{got:?}");
     let got = i
-        .repositories_by_name(&under("b"), Some(&under("b")), ALL)
+        .repositories_by_name(NameFilter::Prefix(&under("b")), Some(&under("b")), ALL)
         .await
         .expect("repositories_by_name");
     assert_eq!(names(&got), full(&["b_c", "bxc"]));
     let got = i
-        .repositories_by_name(&under("d/"), None, ALL)
+        .repositories_by_name(NameFilter::Prefix(&under("d/")), None, ALL)
         .await
         .expect("repositories_by_name");
     assert_eq!(names(&got), full(&["d/e"]));
     // The whole prefix string, not a case-folded match.
     let upper = under("B");
     assert!(
-        i.repositories_by_name(&upper, None, ALL)
+        i.repositories_by_name(NameFilter::Prefix(&upper), None, ALL)
             .await
             .expect("repositories_by_name")
             .is_empty()
     );
     // An empty prefix is every repository: after `<p>a` comes `<p>b`.
     let got = i
-        .repositories_by_name("", Some(&under("a")), 1)
+        .repositories_by_name(NameFilter::Prefix(""), Some(&under("a")), 1)
         .await
         .expect("repositories_by_name");
     assert_eq!(names(&got), full(&["b"]));
+
+    // A substring anywhere in the name: the case's id without its leading "in" is in the
+    // middle of each name, so a prefix match would find nothing.
+    let id = &repos.0[2..];
+    let contains = |s: &str| format!("{id}/{s}");
+    let got = i
+        .repositories_by_name(NameFilter::Contains(id), None, ALL)
+        .await
+        .expect("repositories_by_name");
+    assert_eq!(names(&got), full(&labels));
+    let got = i
+        .repositories_by_name(NameFilter::Contains(&contains("b")), None, ALL)
+        .await
+        .expect("repositories_by_name");
+    assert_eq!(names(&got), full(&["b", "b_c", "bxc"]));
+    for (needle, want) in [("b_", &["b_c"][..]), ("b%", &[]), ("B", &[])] {
+        let got = i
+            .repositories_by_name(NameFilter::Contains(&contains(needle)), None, ALL)
+            .await
+            .expect("repositories_by_name");
+        assert_eq!(names(&got), full(want), "literal, case-sensitive: {needle}");
+    }
+    let got = i
+        .repositories_by_name(NameFilter::Contains(id), Some(&under("b_c")), 2)
+        .await
+        .expect("repositories_by_name");
+    assert_eq!(names(&got), full(&["bxc", "c"]), "a page after a cursor");
+    let got = i
+        .repositories_by_last_push(NameFilter::Contains(id), None, 2)
+        .await
+        .expect("repositories_by_last_push");
+    assert_eq!(names(&got), full(&["c", "a"]), "pushed first, then by name");
 }
 
 /// Repositories most recently pushed first, never-pushed ones last by name, and a cursor
@@ -790,7 +822,7 @@ pub async fn repositories_by_last_push_ordered_and_paginated(store: &dyn Metadat
         |rs: &[&RepositoryName]| -> Vec<String> { rs.iter().map(|r| r.to_string()).collect() };
 
     let all = i
-        .repositories_by_last_push(&p, None, ALL)
+        .repositories_by_last_push(NameFilter::Prefix(&p), None, ALL)
         .await
         .expect("repositories_by_last_push");
     assert_eq!(names(&all), expect(&[&c, &b, &a, &d, &e]), "{all:?}");
@@ -801,7 +833,7 @@ pub async fn repositories_by_last_push_ordered_and_paginated(store: &dyn Metadat
     next_ms().await;
     retag(store, &ma, "v2").await;
     let all = i
-        .repositories_by_last_push(&p, None, ALL)
+        .repositories_by_last_push(NameFilter::Prefix(&p), None, ALL)
         .await
         .expect("repositories_by_last_push");
     let order = expect(&[&a, &c, &b, &d, &e]);
@@ -814,7 +846,7 @@ pub async fn repositories_by_last_push_ordered_and_paginated(store: &dyn Metadat
         let mut cursor = None;
         loop {
             let page = i
-                .repositories_by_last_push(&p, cursor.clone(), size)
+                .repositories_by_last_push(NameFilter::Prefix(&p), cursor.clone(), size)
                 .await
                 .expect("repositories_by_last_push");
             assert!(page.len() <= size);
@@ -827,7 +859,7 @@ pub async fn repositories_by_last_push_ordered_and_paginated(store: &dyn Metadat
 
     // A narrower prefix.
     let got = i
-        .repositories_by_last_push(&format!("{p}c"), None, ALL)
+        .repositories_by_last_push(NameFilter::Prefix(&format!("{p}c")), None, ALL)
         .await
         .expect("repositories_by_last_push");
     assert_eq!(names(&got), expect(&[&c]));
@@ -841,7 +873,7 @@ pub async fn repositories_by_last_push_ordered_and_paginated(store: &dyn Metadat
     }
     let bp = burst.prefix();
     let all = i
-        .repositories_by_last_push(&bp, None, ALL)
+        .repositories_by_last_push(NameFilter::Prefix(&bp), None, ALL)
         .await
         .expect("repositories_by_last_push");
     assert_eq!(all.len(), 12);
@@ -856,7 +888,7 @@ pub async fn repositories_by_last_push_ordered_and_paginated(store: &dyn Metadat
         let mut cursor = None;
         loop {
             let page = i
-                .repositories_by_last_push(&bp, cursor.clone(), size)
+                .repositories_by_last_push(NameFilter::Prefix(&bp), cursor.clone(), size)
                 .await
                 .expect("repositories_by_last_push");
             let Some(last) = page.last() else { break };

@@ -1,5 +1,5 @@
-//! `/ui/`: the repositories the caller may pull, searched by name prefix, sorted by name
-//! or last push, a page at a time. Pages are keyset ranges of the store (after the
+//! `/ui/`: the repositories the caller may pull, searched by a part of their name, sorted
+//! by name or last push, a page at a time. Pages are keyset ranges of the store (after the
 //! previous page's last name, or last `(push time, name)`), so page 1,000 costs what page
 //! 1 does. As for `_catalog`, the store is read in pages and filtered to what the caller
 //! may pull until the page is full.
@@ -7,7 +7,7 @@
 use axum::response::Response;
 use http::StatusCode;
 use http::request::Parts;
-use storage_traits::insights::RepositoryEntry;
+use storage_traits::insights::{NameFilter, RepositoryEntry};
 
 use super::{can_log_in, insights, user_of};
 use crate::auth::Access;
@@ -30,17 +30,22 @@ pub(in crate::ui) async fn page(state: &UiState, parts: &Parts) -> Result<Respon
         Sort::LastPush => query.push_cursor()?,
         Sort::Name => None,
     };
+    let filter = if query.q.is_empty() {
+        NameFilter::Prefix("")
+    } else {
+        NameFilter::Contains(&query.q)
+    };
     let mut entries: Vec<RepositoryEntry> = Vec::with_capacity(want);
     loop {
         let batch = match query.sort {
             Sort::Name => {
                 store
-                    .repositories_by_name(&query.q, by_name.as_deref(), want)
+                    .repositories_by_name(filter, by_name.as_deref(), want)
                     .await?
             }
             Sort::LastPush => {
                 store
-                    .repositories_by_last_push(&query.q, by_push.clone(), want)
+                    .repositories_by_last_push(filter, by_push.clone(), want)
                     .await?
             }
         };
