@@ -45,9 +45,9 @@ fn name_condition(filter: NameFilter<'_>) -> (&'static str, &str) {
     }
 }
 
-/// Per-repository aggregate; `ORDER BY` and `LIMIT $1` appended per order.
+/// Per-repository aggregate, followed by `$tail` (a `WHERE`, `ORDER BY` or `LIMIT`).
 macro_rules! repo_stats {
-    ($order:literal) => {
+    ($tail:literal) => {
         concat!(
             "WITH link_counts AS (
                  SELECT digest, COUNT(*) AS n FROM repository_blobs GROUP BY digest
@@ -63,9 +63,9 @@ macro_rules! repo_stats {
                  JOIN link_counts lc ON lc.digest = rb.digest
                  GROUP BY rb.repo_id
              )
-             SELECT r.name,
+             SELECT r.name AS name,
                     COALESCE(s.unique_bytes, 0), COALESCE(s.shared_bytes, 0),
-                    COALESCE(s.attributed_bytes, 0), COALESCE(s.blobs, 0),
+                    COALESCE(s.attributed_bytes, 0) AS attributed, COALESCE(s.blobs, 0),
                     (SELECT COUNT(*) FROM manifests m WHERE m.repo_id = r.id),
                     (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id),
                     ",
@@ -74,16 +74,17 @@ macro_rules! repo_stats {
              FROM repositories r
              LEFT JOIN sizes s ON s.repo_id = r.id
              ",
-            $order,
-            " LIMIT $1"
+            $tail
         )
     };
 }
 
-const STATS_BY_SIZE: &str = repo_stats!("ORDER BY 4 DESC, 1");
-const STATS_BY_TAGS: &str = repo_stats!("ORDER BY 7 DESC, 1");
-const STATS_BY_LAST_PUSH: &str = repo_stats!("ORDER BY last_push DESC NULLS LAST, 1");
-const STATS_BY_NAME: &str = repo_stats!("ORDER BY 1");
+const STATS_BY_SIZE: &str = repo_stats!("ORDER BY 4 DESC, 1 LIMIT $1");
+const STATS_BY_TAGS: &str = repo_stats!("ORDER BY 7 DESC, 1 LIMIT $1");
+const STATS_BY_LAST_PUSH: &str = repo_stats!("ORDER BY last_push DESC NULLS LAST, 1 LIMIT $1");
+const STATS_BY_NAME: &str = repo_stats!("ORDER BY 1 LIMIT $1");
+/// Every repository's row, for a filter and an order of the caller's.
+const STATS: &str = repo_stats!("");
 
 fn to_stats(row: &Row) -> Result<RepositoryStats, Fail> {
     let count = |i: usize, what: &str| -> Result<u64, Fail> { u(what, row.try_get(i)?) };
@@ -332,6 +333,38 @@ impl InsightsMetadata for PostgresMetadataStore {
                 .await?
                 .iter()
                 .map(to_repo_entry)
+                .collect()
+        })
+        .await
+    }
+
+    async fn repositories_by_size(
+        &self,
+        filter: NameFilter<'_>,
+        after: Option<(u64, String)>,
+        n: usize,
+    ) -> Result<Vec<RepositoryStats>, MetadataError> {
+        let (condition, needle) = name_condition(filter);
+        // Sizes above i64::MAX cannot be stored; saturating keeps the cursor's meaning.
+        let (has_after, after_bytes, after_name) = match after {
+            Some((b, name)) => (true, i64::try_from(b).unwrap_or(i64::MAX), name),
+            None => (false, 0, String::new()),
+        };
+        let (after_name, n) = (after_name.as_str(), limit(n));
+        let sql = format!(
+            "SELECT * FROM ({STATS} WHERE {condition}) x
+             WHERE NOT $2::BOOLEAN OR x.attributed < $3 OR (x.attributed = $3 AND x.name > $4)
+             ORDER BY x.attributed DESC, x.name
+             LIMIT $5"
+        );
+        let sql = sql.as_str();
+        self.retry(move || async move {
+            let c = self.client().await?;
+            let stmt = c.prepare_cached(sql).await?;
+            c.query(&stmt, &[&needle, &has_after, &after_bytes, &after_name, &n])
+                .await?
+                .iter()
+                .map(to_stats)
                 .collect()
         })
         .await

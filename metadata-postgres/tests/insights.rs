@@ -35,6 +35,7 @@ async fn whole_suite_on_one_shared_store() {
         suite::artifact_types_count_manifests_and_bytes(s),
         suite::repositories_by_name_filtered_and_paginated(s),
         suite::repositories_by_last_push_ordered_and_paginated(s),
+        suite::repositories_by_size_ordered_and_paginated(s),
         suite::tags_by_name_filtered_and_paginated(s),
         suite::tags_by_last_push_ordered_and_paginated(s),
     );

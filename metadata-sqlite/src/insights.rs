@@ -57,9 +57,9 @@ sizes AS (
     JOIN link_counts lc ON lc.digest = rb.digest
     GROUP BY rb.repo_id
 )
-SELECT r.name,
+SELECT r.name AS name,
        COALESCE(s.unique_bytes, 0), COALESCE(s.shared_bytes, 0),
-       COALESCE(s.attributed_bytes, 0), COALESCE(s.blobs, 0),
+       COALESCE(s.attributed_bytes, 0) AS attributed, COALESCE(s.blobs, 0),
        (SELECT COUNT(*) FROM manifests m WHERE m.repo_id = r.id),
        (SELECT COUNT(*) FROM tags t WHERE t.repo_id = r.id),
        (SELECT MAX(x) FROM (
@@ -68,6 +68,41 @@ SELECT r.name,
 FROM repositories r
 LEFT JOIN sizes s ON s.repo_id = r.id
 ";
+
+/// Reads rows of [`REPO_STATS`].
+fn read_stats(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RepositoryStats>, Fail> {
+    let rows = stmt.query_map(params, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            [
+                r.get::<_, i64>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ],
+            r.get::<_, Option<i64>>(7)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (name, [unique, shared, attributed, blobs, manifests, tags], last_push) = row?;
+        Ok(RepositoryStats {
+            name,
+            unique_bytes: u("bytes", unique)?,
+            shared_bytes: u("bytes", shared)?,
+            attributed_bytes: u("bytes", attributed)?,
+            blobs: u("count", blobs)?,
+            manifests: u("count", manifests)?,
+            tags: u("count", tags)?,
+            last_push,
+        })
+    })
+    .collect()
+}
 
 /// Last push per repository, for the sorted catalog.
 const LAST_PUSH: &str = "(SELECT MAX(x) FROM (
@@ -104,38 +139,8 @@ impl InsightsMetadata for SqliteMetadataStore {
             _ => "ORDER BY 1",
         };
         let sql = format!("{REPO_STATS} {order_by} LIMIT ?1");
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map([limit(n)], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    [
-                        r.get::<_, i64>(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                    ],
-                    r.get::<_, Option<i64>>(7)?,
-                ))
-            })?;
-            rows.map(|row| {
-                let (name, [unique, shared, attributed, blobs, manifests, tags], last_push) = row?;
-                Ok(RepositoryStats {
-                    name,
-                    unique_bytes: u("bytes", unique)?,
-                    shared_bytes: u("bytes", shared)?,
-                    attributed_bytes: u("bytes", attributed)?,
-                    blobs: u("count", blobs)?,
-                    manifests: u("count", manifests)?,
-                    tags: u("count", tags)?,
-                    last_push,
-                })
-            })
-            .collect()
-        })
-        .await
+        self.read(move |conn| read_stats(&mut conn.prepare_cached(&sql)?, [limit(n)]))
+            .await
     }
 
     async fn most_reused_blobs(&self, n: usize) -> Result<Vec<BlobReuse>, MetadataError> {
@@ -286,6 +291,32 @@ impl InsightsMetadata for SqliteMetadataStore {
                 })
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn repositories_by_size(
+        &self,
+        filter: NameFilter<'_>,
+        after: Option<(u64, String)>,
+        n: usize,
+    ) -> Result<Vec<RepositoryStats>, MetadataError> {
+        let (condition, pattern) = name_condition(filter);
+        // Sizes above i64::MAX cannot be stored; saturating keeps the cursor's meaning.
+        let (has_after, after_bytes, after_name) = match after {
+            Some((b, name)) => (1, i64::try_from(b).unwrap_or(i64::MAX), name),
+            None => (0, 0, String::new()),
+        };
+        let sql = format!(
+            "SELECT * FROM ({REPO_STATS} WHERE {condition})
+             WHERE ?2 = 0 OR attributed < ?3 OR (attributed = ?3 AND name > ?4)
+             ORDER BY attributed DESC, name LIMIT ?5"
+        );
+        self.read(move |conn| {
+            read_stats(
+                &mut conn.prepare_cached(&sql)?,
+                params![pattern, has_after, after_bytes, after_name, limit(n)],
+            )
         })
         .await
     }

@@ -383,7 +383,9 @@ async fn bad_parameters_and_paths_are_client_errors() {
         ("/ui/?n=abc", StatusCode::BAD_REQUEST),
         ("/ui/?n=99999999999999999999999", StatusCode::BAD_REQUEST),
         ("/ui/?n=100000", StatusCode::BAD_REQUEST),
-        ("/ui/?sort=size", StatusCode::BAD_REQUEST),
+        ("/ui/?sort=bytes", StatusCode::BAD_REQUEST),
+        ("/ui/?sort=size&after=12", StatusCode::BAD_REQUEST),
+        ("/ui/?sort=size&after=x,a", StatusCode::BAD_REQUEST),
         ("/ui/?sort=last_push&after=garbage", StatusCode::BAD_REQUEST),
         ("/ui/?q=a&q=b", StatusCode::BAD_REQUEST),
         ("/ui/r/a?after=garbage", StatusCode::BAD_REQUEST),
@@ -432,18 +434,22 @@ async fn paging_walks_every_repository_once_on_postgres() {
 }
 
 async fn paging_walks(r: &TestRegistry) {
-    let mut names: Vec<String> = (0..23).map(|i| format!("p/r{i:02}")).collect();
-    for n in &names {
-        r.push_blob(n, b"x").await;
+    let names: Vec<String> = (0..23).map(|i| format!("p/r{i:02}")).collect();
+    // Repository i holds one blob of i + 1 bytes of its own: by size, the reverse order.
+    for (i, n) in names.iter().enumerate() {
+        r.push_blob(n, &vec![b'x'; i + 1]).await;
     }
-    names.sort();
-    for first in ["/ui/?n=5", "/ui/?n=5&sort=last_push"] {
+    let mut largest_first = names.clone();
+    largest_first.reverse();
+    for first in ["/ui/?n=5", "/ui/?n=5&sort=last_push", "/ui/?n=5&sort=size"] {
+        let by_size = first.ends_with("size");
         let mut seen = Vec::new();
         let mut uri = first.to_string();
         for _ in 0..10 {
             let reply = page(r, &uri, None).await;
             assert_eq!(reply.status, StatusCode::OK, "{uri}");
             let body = text(&reply);
+            assert_eq!(body.contains("class=\"size\""), by_size, "{uri}: {body}");
             for line in body.lines() {
                 if let Some(i) = line.find("class=\"repo\" href=\"/ui/r/") {
                     let rest = &line[i + "class=\"repo\" href=\"/ui/r/".len()..];
@@ -457,7 +463,8 @@ async fn paging_walks(r: &TestRegistry) {
         }
         // No repository has a manifest, so by last push they are all "never pushed",
         // which is ordered by name too: every one once, in name order.
-        assert_eq!(seen, names, "{first}");
+        let want = if by_size { &largest_first } else { &names };
+        assert_eq!(&seen, want, "{first}");
     }
 }
 

@@ -173,6 +173,17 @@ pub trait InsightsMetadata: Send + Sync {
         limit: usize,
     ) -> Result<Option<Vec<TagEntry>>, MetadataError>;
 
+    /// Repositories whose name passes `filter`, largest `attributed_bytes` first (ties by
+    /// name), with their footprint; `after` is the previous page's last
+    /// `(attributed_bytes, name)`. Each page computes every repository's footprint, as
+    /// [`repository_stats`](Self::repository_stats) does: no index orders by size.
+    async fn repositories_by_size(
+        &self,
+        filter: NameFilter<'_>,
+        after: Option<(u64, String)>,
+        limit: usize,
+    ) -> Result<Vec<RepositoryStats>, MetadataError>;
+
     /// Repositories whose name passes `filter`, by name, after `after`.
     async fn repositories_by_name(
         &self,

@@ -14,6 +14,8 @@ const MAX_SEARCH: usize = 255;
 pub(super) enum Sort {
     Name,
     LastPush,
+    /// Largest attributed bytes first (as `/ui/storage` ranks them).
+    Size,
 }
 
 impl Sort {
@@ -21,6 +23,7 @@ impl Sort {
         match self {
             Sort::Name => "name",
             Sort::LastPush => "last_push",
+            Sort::Size => "size",
         }
     }
 }
@@ -31,7 +34,8 @@ pub(super) struct ListQuery {
     /// Names containing this, lowercased (repository names are lowercase).
     pub(super) q: String,
     pub(super) sort: Sort,
-    /// The previous page's cursor: a name, or `<millis>,<name>` for `last_push`.
+    /// The previous page's cursor: a name, `<millis>,<name>` for `last_push`, or
+    /// `<bytes>,<name>` for `size`.
     pub(super) after: Option<String>,
     pub(super) n: usize,
     /// What was just deleted, for the notice on the page the deletion returns to.
@@ -67,9 +71,10 @@ impl ListQuery {
                     out.sort = match &*value {
                         "name" => Sort::Name,
                         "last_push" => Sort::LastPush,
+                        "size" => Sort::Size,
                         other => {
                             return Err(bad(format!(
-                                "unknown sort {other:?}: use name or last_push"
+                                "unknown sort {other:?}: use name, last_push or size"
                             )));
                         }
                     }
@@ -105,6 +110,14 @@ impl ListQuery {
     }
 }
 
+/// The cursor of a `size` order: `(attributed bytes, name)`.
+pub(super) fn size_cursor(after: &str) -> Result<(u64, String), RegistryError> {
+    after
+        .split_once(',')
+        .and_then(|(bytes, name)| Some((bytes.parse().ok()?, name.to_string())))
+        .ok_or_else(|| bad(format!("invalid page cursor {after:?}")))
+}
+
 fn bad(message: String) -> RegistryError {
     RegistryError::InvalidParameter(message)
 }
@@ -136,6 +149,15 @@ mod tests {
         assert_eq!(q.sort, Sort::LastPush);
         assert_eq!(q.push_cursor().unwrap(), Some((Some(5), "a".to_string())));
         assert_eq!(q.n, 10);
+        let q = ListQuery::parse(Some("sort=size&after=1024,team%2Fapp")).unwrap();
+        assert_eq!(q.sort, Sort::Size);
+        assert_eq!(
+            size_cursor(q.after.as_deref().unwrap()).unwrap(),
+            (1024, "team/app".to_string())
+        );
+        for bad in ["", "x,a", "-1,a", "12"] {
+            assert!(size_cursor(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -146,7 +168,7 @@ mod tests {
             "n=99999999999999999999999",
             "n=501",
             "n=x",
-            "sort=size",
+            "sort=bytes",
             "q=a&q=b",
         ] {
             assert!(

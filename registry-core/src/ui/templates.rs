@@ -16,6 +16,8 @@ pub(super) struct RepoRow {
     pub(super) name: String,
     pub(super) href: String,
     pub(super) last_push: String,
+    /// Attributed bytes, when sorted by size.
+    pub(super) size: Option<String>,
     pub(super) pulls: u64,
     pub(super) last_pull: String,
 }
@@ -29,6 +31,8 @@ pub(super) struct RepositoriesPage {
     pub(super) q: String,
     pub(super) sort: &'static str,
     pub(super) n: usize,
+    /// Sorted by size: the rows have a size column.
+    pub(super) by_size: bool,
     pub(super) rows: Vec<RepoRow>,
     pub(super) next: Option<String>,
     pub(super) first: Option<String>,

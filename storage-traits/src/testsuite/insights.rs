@@ -59,6 +59,7 @@ macro_rules! insights_store_tests {
         $crate::__insights_store_case!([$(#[$attr])*] ($make) artifact_types_count_manifests_and_bytes);
         $crate::__insights_store_case!([$(#[$attr])*] ($make) repositories_by_name_filtered_and_paginated);
         $crate::__insights_store_case!([$(#[$attr])*] ($make) repositories_by_last_push_ordered_and_paginated);
+        $crate::__insights_store_case!([$(#[$attr])*] ($make) repositories_by_size_ordered_and_paginated);
         $crate::__insights_store_case!([$(#[$attr])*] ($make) tags_by_name_filtered_and_paginated);
         $crate::__insights_store_case!([$(#[$attr])*] ($make) tags_by_last_push_ordered_and_paginated);
     };
@@ -791,6 +792,70 @@ pub async fn repositories_by_name_filtered_and_paginated(store: &dyn MetadataSto
         .await
         .expect("repositories_by_last_push");
     assert_eq!(names(&got), full(&["c", "a"]), "pushed first, then by name");
+}
+
+/// Repositories largest first by attributed bytes (a blob two link counts half in each),
+/// ties by name, with their footprint, and a cursor `(attributed_bytes, name)` that walks
+/// every page once.
+pub async fn repositories_by_size_ordered_and_paginated(store: &dyn MetadataStore) {
+    let repos = Repos::new();
+    for (l, size) in [("a", 30), ("b", 10), ("c", 20), ("d", 10)] {
+        link(store, &repos.get(l), &random_digest(), size).await;
+    }
+    let shared = random_digest();
+    link(store, &repos.get("a"), &shared, 40).await;
+    link(store, &repos.get("c"), &shared, 40).await;
+    let i = insights(store);
+    let p = repos.prefix();
+    let full = |ls: &[&str]| -> Vec<String> { ls.iter().map(|l| format!("{p}{l}")).collect() };
+    let stats_names =
+        |v: &[RepositoryStats]| -> Vec<String> { v.iter().map(|s| s.name.clone()).collect() };
+
+    let all = i
+        .repositories_by_size(NameFilter::Prefix(&p), None, ALL)
+        .await
+        .expect("repositories_by_size");
+    assert_eq!(stats_names(&all), full(&["a", "c", "b", "d"]));
+    let figures: Vec<_> = all
+        .iter()
+        .map(|s| (s.attributed_bytes, s.unique_bytes, s.shared_bytes, s.blobs))
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            (50, 30, 40, 2),
+            (40, 20, 40, 2),
+            (10, 10, 0, 1),
+            (10, 10, 0, 1)
+        ]
+    );
+
+    // Pages of one, each after the previous page's last (bytes, name): through the tie.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = i
+            .repositories_by_size(NameFilter::Prefix(&p), cursor.clone(), 1)
+            .await
+            .expect("repositories_by_size");
+        assert!(page.len() <= 1);
+        let Some(last) = page.last() else { break };
+        cursor = Some((last.attributed_bytes, last.name.clone()));
+        seen.extend(stats_names(&page));
+    }
+    assert_eq!(seen, full(&["a", "c", "b", "d"]));
+
+    let id = &repos.0[2..];
+    let got = i
+        .repositories_by_size(NameFilter::Contains(id), Some((40, format!("{p}c"))), ALL)
+        .await
+        .expect("repositories_by_size");
+    assert_eq!(stats_names(&got), full(&["b", "d"]));
+    let got = i
+        .repositories_by_size(NameFilter::Prefix(&format!("{p}c")), None, ALL)
+        .await
+        .expect("repositories_by_size");
+    assert_eq!(stats_names(&got), full(&["c"]));
 }
 
 /// Repositories most recently pushed first, never-pushed ones last by name, and a cursor
