@@ -9,9 +9,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
 use http::StatusCode;
-use oci_spec_types::{Digest, ErrorCode, RepositoryName};
+use oci_spec_types::{Algorithm, Digest, ErrorCode, RepositoryName};
 use storage_traits::{ByteStream, StorageError, UploadSession};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::{PROXY_FETCHED_BYTES, Proxied};
 use crate::Inner;
@@ -20,7 +21,7 @@ use crate::error::RegistryError;
 use crate::exchange::{Result, empty};
 use crate::upload::hashing::DigestHasher;
 
-/// Chunks buffered between the upstream and each of its two readers (client, store).
+/// Chunks buffered between the upstream and the client.
 const CHANNEL_CHUNKS: usize = 8;
 
 /// Serves a blob of a proxied repository that is not fully here yet, or `None` when it
@@ -169,10 +170,9 @@ async fn lead(
     let answered = digest.clone();
     let inner = Arc::clone(inner);
     tokio::spawn(async move {
-        let inner = inner.as_ref();
         let (recorded, filled) = tokio::join!(
             inner.metadata.create_upload(&session),
-            fill(inner, &id, &repo, &digest, upstream, &client_tx)
+            fill(&inner, &id, &repo, &digest, upstream, &client_tx)
         );
         if let Err(e) = &recorded {
             tracing::warn!(upload = %id, error = %e, "could not record the fetch's upload session");
@@ -196,7 +196,7 @@ async fn lead(
         {
             tracing::warn!(upload = %id, error = %e, "could not delete the fetch's upload record");
         }
-        remove_inflight(inner, &key);
+        remove_inflight(&inner, &key);
         let _ = done.send(Some(ok));
     });
     let body = Body::from_stream(receiver_stream(client_rx));
@@ -207,65 +207,93 @@ fn receiver_stream<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl futures::St
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }
 
-/// Copies the upstream body to the client and to the store; commits on a verified
-/// digest. The last chunk reaches the client only once the digest and length are
-/// checked, so a client never holds all the bytes of a blob that failed its check.
+/// Bytes of one fill read from the upstream but not yet taken by the store side. The
+/// client's stream runs ahead of the disk by up to this much, so an early sync or a slow
+/// write does not hold back the upstream read (nor, with it, the client); past it the
+/// store paces the fetch, which bounds the memory of a fill when the disk is slower than
+/// the network.
+const STORE_BUFFER: usize = 16 * 1024 * 1024;
+
+/// Chunks buffered for the hasher (which keeps up with any network: ~1.8 GiB/s here).
+const HASH_CHUNKS: usize = 64;
+
+/// Copies the upstream body to the client, the hasher and the store, each of the last two
+/// on a task of its own so that forwarding to the client waits on neither and they can
+/// run on other cores. The last chunk reaches the client only once the digest checks out,
+/// so a client never holds all the bytes of a blob that failed its check; it does not
+/// wait for the store, whose failure only means the cache keeps nothing.
 async fn fill(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     id: &str,
     repo: &RepositoryName,
     digest: &Digest,
     upstream: reqwest::Response,
     client: &mpsc::Sender<io::Result<Bytes>>,
 ) -> std::result::Result<(), String> {
-    let (store_tx, store_rx) =
-        mpsc::channel::<std::result::Result<Bytes, StorageError>>(CHANNEL_CHUNKS);
-    let store_stream: ByteStream = Box::pin(receiver_stream(store_rx));
-    let write = inner.blobs.write_upload(id, 0, store_stream);
-    let read = async {
-        let mut hasher = DigestHasher::new(digest.algorithm());
-        let mut held: Option<Bytes> = None;
-        let mut total: u64 = 0;
-        let mut body = upstream.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = store_tx
-                        .send(Err(StorageError::Input(Box::new(io::Error::other(
-                            e.to_string(),
-                        )))))
-                        .await;
-                    return Err(format!("upstream broke off: {e}"));
-                }
-            };
-            hasher.update(&chunk);
-            total += chunk.len() as u64;
-            metrics::counter!(PROXY_FETCHED_BYTES).increment(chunk.len() as u64);
-            if store_tx.send(Ok(chunk.clone())).await.is_err() {
-                return Err("the blob store stopped reading".to_string());
+    let budget = Arc::new(Semaphore::new(STORE_BUFFER));
+    // Unbounded in chunks, bounded in bytes by `budget`: each chunk carries its permit.
+    let (store_tx, store_rx) = mpsc::unbounded_channel::<StoreChunk>();
+    let store = tokio::spawn(write(Arc::clone(inner), id.to_string(), store_rx));
+    let (hash_tx, hash_rx) = mpsc::channel::<Bytes>(HASH_CHUNKS);
+    let hashed = tokio::spawn(hash(digest.algorithm(), hash_rx));
+    let mut held: Option<Bytes> = None;
+    let mut total: u64 = 0;
+    let mut body = upstream.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let broke = io::Error::other(e.to_string());
+                let _ = store_tx.send((Err(StorageError::Input(Box::new(broke))), None));
+                drop(store_tx);
+                return fail(store, format!("upstream broke off: {e}")).await;
             }
-            // A client that went away does not stop the fetch: the cache still fills.
-            if let Some(previous) = held.replace(chunk) {
-                let _ = client.send(Ok(previous)).await;
-            }
+        };
+        total += chunk.len() as u64;
+        metrics::counter!(PROXY_FETCHED_BYTES).increment(chunk.len() as u64);
+        if hash_tx.send(chunk.clone()).await.is_err() {
+            drop(store_tx);
+            return fail(store, "the hasher stopped".to_string()).await;
         }
-        drop(store_tx);
-        Ok((hasher.finish(), total, held))
+        // A chunk larger than the whole budget takes all of it (never more than exist).
+        let permits = u32::try_from(chunk.len().min(STORE_BUFFER)).unwrap_or(u32::MAX);
+        let Ok(permit) = Arc::clone(&budget).acquire_many_owned(permits).await else {
+            drop(store_tx);
+            return fail(store, "the store buffer closed".to_string()).await;
+        };
+        if store_tx.send((Ok(chunk.clone()), Some(permit))).is_err() {
+            // The store side ended early: its error is the one to report.
+            return Err(match store.await {
+                Ok(Err(e)) => format!("blob store: {e}"),
+                _ => "the blob store stopped reading".to_string(),
+            });
+        }
+        // A client that went away does not stop the fetch: the cache still fills.
+        if let Some(previous) = held.replace(chunk) {
+            let _ = client.send(Ok(previous)).await;
+        }
+    }
+    drop(hash_tx);
+    drop(store_tx);
+    let computed = match hashed.await {
+        Ok(d) => d,
+        Err(e) => return fail(store, format!("the hasher failed: {e}")).await,
     };
-    let (written, read) = tokio::join!(write, read);
-    let (computed, total, held) = read?;
-    let written = written.map_err(|e| format!("blob store: {e}"))?;
     if computed != *digest {
-        return Err(format!("the upstream sent {computed}, not {digest}"));
+        return fail(store, format!("the upstream sent {computed}, not {digest}")).await;
     }
-    if written != total {
-        return Err(format!("wrote {written} of {total} bytes"));
-    }
-    // Verified: the client may have its last bytes now; the commit below is the cache's
-    // business (if it fails, the client still holds a correct blob, and nothing is kept).
+    // Verified: the client may have its last bytes now; the store and the commit below
+    // are the cache's business (if they fail, the client still holds a correct blob, and
+    // nothing is kept).
     if let Some(last) = held {
         let _ = client.send(Ok(last)).await;
+    }
+    let written = store
+        .await
+        .map_err(|e| format!("the blob store task failed: {e}"))?
+        .map_err(|e| format!("blob store: {e}"))?;
+    if written != total {
+        return Err(format!("wrote {written} of {total} bytes"));
     }
     crate::gc::retry_while_being_deleted(|| inner.metadata.link_blob(repo, digest, total))
         .await
@@ -276,4 +304,44 @@ async fn fill(
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Fails the fill once the store's writes have ended, so the caller's abort of the
+/// session comes after them.
+async fn fail<T>(store: JoinHandle<T>, why: String) -> std::result::Result<(), String> {
+    let _ = store.await;
+    Err(why)
+}
+
+/// A chunk on its way to the store, with its share of the fill's [`STORE_BUFFER`].
+type StoreChunk = (
+    std::result::Result<Bytes, StorageError>,
+    Option<OwnedSemaphorePermit>,
+);
+
+/// The digest of every chunk received, once the sender is gone.
+async fn hash(algorithm: Algorithm, mut rx: mpsc::Receiver<Bytes>) -> Digest {
+    let mut hasher = DigestHasher::new(algorithm);
+    while let Some(chunk) = rx.recv().await {
+        hasher.update(&chunk);
+    }
+    hasher.finish()
+}
+
+/// Writes the chunks to the upload session `id`; returns the length written.
+async fn write(
+    inner: Arc<Inner>,
+    id: String,
+    rx: mpsc::UnboundedReceiver<StoreChunk>,
+) -> std::result::Result<u64, StorageError> {
+    let stream: ByteStream = Box::pin(
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).map(
+            |(chunk, permit)| {
+                // Taken by the store: the reader may run this far ahead again.
+                drop(permit);
+                chunk
+            },
+        ),
+    );
+    inner.blobs.write_upload(&id, 0, stream).await
 }
