@@ -10,7 +10,7 @@
 # issue's targets. See docs/performance.md.
 #
 #   scripts/bench-proxy.sh [--reps N] [--smoke] [--out DIR] [--layers N] [--layer-mib M]
-#                          [--registry-bin PATH]
+#                          [--registry-bin PATH] [--upstream-rate MBIT]
 #
 #   --reps N        repetitions (default 3)
 #   --smoke         5 layers of 1 MiB, one repetition: checks the plumbing in seconds
@@ -20,6 +20,13 @@
 #   --layer-mib M   size of each layer in MiB (default 16)
 #   --registry-bin PATH  benchmark this `registry` binary instead of building
 #                   target/release/registry
+#   --upstream-rate MBIT  put the upstream behind a link of MBIT megabits/s instead of
+#                   loopback: it runs in a network namespace of its own, reached over a
+#                   veth pair whose two ends are shaped by a `tbf` qdisc, so the cache's
+#                   fetches, the direct pulls and distribution's proxy all cross the same
+#                   link (needs root, `ip` and `tc`; the namespace and the veth pair are
+#                   removed at the end). No latency is added: `tbf` adds only its queueing
+#                   delay (netem would add more, but not every kernel has it).
 #
 # A pull is what a client does: GET the manifest by tag, then GET the config and every
 # layer at once (one `curl --parallel`), every byte written to a file in /dev/shm. The
@@ -37,6 +44,7 @@ out=""
 layers=5
 layer_mib=16
 registry_bin=""
+upstream_rate=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps="$2"; shift 2 ;;
@@ -45,7 +53,8 @@ while [ $# -gt 0 ]; do
         --layers) layers="$2"; shift 2 ;;
         --layer-mib) layer_mib="$2"; shift 2 ;;
         --registry-bin) registry_bin="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        --upstream-rate) upstream_rate="$2"; shift 2 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -54,7 +63,14 @@ if [ "$smoke" = 1 ]; then
     layer_mib=1
 fi
 
-for tool in docker-registry curl python3 sha256sum; do
+tools=(docker-registry curl python3 sha256sum)
+if [ -n "$upstream_rate" ]; then
+    tools+=(ip tc)
+    case "$upstream_rate" in
+        ''|*[!0-9]*) echo "--upstream-rate takes a whole number of megabits/s" >&2; exit 2 ;;
+    esac
+fi
+for tool in "${tools[@]}"; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "$tool not found on PATH" >&2
         exit 2
@@ -81,8 +97,16 @@ stop() { # pid...
         wait "$pid" 2>/dev/null || true
     done
 }
+netns=""
+veth=""
 cleanup() {
     stop "${pids[@]}"
+    if [ -n "$netns" ]; then
+        ip netns del "$netns" 2>/dev/null || true
+    fi
+    if [ -n "$veth" ]; then
+        ip link del "$veth" 2>/dev/null || true
+    fi
     rm -rf "$work" "$pulled"
 }
 trap cleanup EXIT
@@ -128,10 +152,45 @@ start_ours() { # dir log extra-args...
     wait_ready "$url" "$pid" registry "$log"
 }
 
-start_distribution() { # dir log [proxy-remote-url]
-    local dir="$1" log="$2" remote="${3:-}" port
+# The shaped link (--upstream-rate): the upstream's end is $upstream_host in namespace
+# $netns. Names and the /30 are per run, so two runs at once do not collide.
+upstream_host=127.0.0.1
+upstream_exec=()
+if [ -n "$upstream_rate" ]; then
+    netns="bench-proxy-$$"
+    veth="bpx$$"
+    peer="bpy$$"
+    net="10.$((200 + $$ % 50)).$(($$ / 50 % 250)).$(($$ % 64 * 4))"
+    ours_ip="${net%.*}.$((${net##*.} + 1))"
+    upstream_host="${net%.*}.$((${net##*.} + 2))"
+    ip netns add "$netns"
+    ip link add "$veth" type veth peer name "$peer"
+    ip link set "$peer" netns "$netns"
+    ip addr add "$ours_ip/30" dev "$veth"
+    ip link set "$veth" up
+    ip netns exec "$netns" ip addr add "$upstream_host/30" dev "$peer"
+    ip netns exec "$netns" ip link set "$peer" up
+    ip netns exec "$netns" ip link set lo up
+    # Both directions; the burst is about 1 ms at the rate (at least 64 KiB, one GSO
+    # packet), the queue holds at most 20 ms.
+    burst=$((upstream_rate * 1000 / 8))
+    [ "$burst" -lt 65536 ] && burst=65536
+    tc qdisc add dev "$veth" root tbf rate "${upstream_rate}mbit" burst "$burst" latency 20ms
+    ip netns exec "$netns" tc qdisc add dev "$peer" root tbf rate "${upstream_rate}mbit" \
+        burst "$burst" latency 20ms
+    upstream_exec=(ip netns exec "$netns")
+fi
+
+start_distribution() { # dir log [proxy-remote-url [host exec...]]
+    local dir="$1" log="$2" remote="${3:-}" host="${4:-127.0.0.1}" port
+    shift $(($# < 4 ? $# : 4))
+    local exec=("$@")
     mkdir -p "$dir"
-    port="$(free_port)"
+    if [ "$host" = 127.0.0.1 ]; then
+        port="$(free_port)"
+    else
+        port=5000 # alone in its namespace
+    fi
     cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
@@ -142,15 +201,16 @@ storage:
   filesystem:
     rootdirectory: $dir/data
 http:
-  addr: 127.0.0.1:$port
+  addr: $host:$port
 EOF
     if [ -n "$remote" ]; then
         printf 'proxy:\n  remoteurl: %s\n' "$remote" >>"$dir/config.yml"
     fi
-    docker-registry serve "$dir/config.yml" >"$log" 2>&1 &
+    # `ip netns exec` execs the server, so $! is the server's pid (for its CPU time).
+    "${exec[@]}" docker-registry serve "$dir/config.yml" >"$log" 2>&1 &
     pid=$!
     pids+=("$pid")
-    url="http://127.0.0.1:$port"
+    url="http://$host:$port"
     wait_ready "$url" "$pid" docker-registry "$log"
 }
 
@@ -276,10 +336,15 @@ print(json.dumps({"scenario": scenario, "rep": int(rep), "seconds": round(secs, 
     echo "docker-registry: $(docker-registry --version 2>/dev/null | awk '{print $NF}')"
     echo "curl: $(curl --version | head -1 | cut -d' ' -f1-2)"
     echo "registry binary: $registry_bin"
+    if [ -n "$upstream_rate" ]; then
+        echo "upstream link: $upstream_rate Mbit/s each way (tbf on a veth pair to a network namespace)"
+    else
+        echo "upstream link: loopback"
+    fi
     echo "reps: $reps, smoke: $smoke, image: $layers layers of $layer_mib MiB + config, $total_bytes bytes"
 } | tee "$out/machine.txt"
 
-start_distribution "$work/upstream" "$out/upstream.log"
+start_distribution "$work/upstream" "$out/upstream.log" "" "$upstream_host" "${upstream_exec[@]}"
 upstream_url="$url"
 upstream_pid="$pid"
 push "$upstream_url"
