@@ -584,6 +584,111 @@ async fn a_push_mirror_copies_each_push_and_retries_until_the_target_is_back() {
     assert_eq!(catalog["repositories"], serde_json::json!(["team/app"]));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_mirror_mirrors_tag_and_manifest_deletes_only_when_asked() {
+    let target = TestRegistry::new().await;
+    let (target_url, wire, _server) = behind_wire(target.router.clone()).await;
+    // Two sources into one target: `team/*` mirrors deletes, `keep/*` (the default) not.
+    let mut sources = Vec::new();
+    for (pattern, deletes) in [("team/*", true), ("keep/*", false)] {
+        let mut here = TestRegistry::new().await;
+        let options = SyncOptions::to(Remote::new(&target_url).unwrap(), pattern.parse().unwrap())
+            .with_retries(0, Duration::from_millis(10));
+        let config = PushMirrorConfig::new(options)
+            .with_retries(50, Duration::from_millis(20), Duration::from_millis(100))
+            .with_deletes(deletes);
+        let (mirror, task) = PushMirror::spawn(&here.registry, config).unwrap();
+        here.router = here
+            .registry
+            .router()
+            .layer(axum::middleware::from_fn_with_state(
+                mirror,
+                registry_core::mirror::push::middleware,
+            ));
+        sources.push((here, task));
+    }
+    let (here, kept) = (&sources[0].0, &sources[1].0);
+    let on_target = |uri: String| {
+        let target = &target;
+        async move { target.get(&uri).await.status }
+    };
+    let (v1, _) = here.push_image("team/app", "v1", &[b"one"]).await;
+    let (v2, _) = here.push_image("team/app", "v2", &[b"two"]).await;
+    let (k1, _) = kept.push_image("keep/app", "v1", &[b"kept"]).await;
+    for uri in [
+        "/v2/team/app/manifests/v1",
+        "/v2/team/app/manifests/v2",
+        "/v2/keep/app/manifests/v1",
+    ] {
+        eventually(|| async { (on_target(uri.into()).await == StatusCode::OK).then_some(()) })
+            .await;
+    }
+
+    // A tag deleted here: the tag goes there too, the manifest stays (as it does here).
+    let r = here
+        .send(
+            Method::DELETE,
+            "/v2/team/app/manifests/v1",
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    eventually(|| async {
+        (on_target("/v2/team/app/manifests/v1".into()).await == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    assert_eq!(
+        on_target(format!("/v2/team/app/manifests/{v1}")).await,
+        StatusCode::OK
+    );
+
+    // A manifest deleted by digest while the target is down: retried until it is back,
+    // and its tag goes with it.
+    wire.down.store(true, Ordering::SeqCst);
+    let r = here
+        .send(
+            Method::DELETE,
+            &format!("/v2/team/app/manifests/{v2}"),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        on_target(format!("/v2/team/app/manifests/{v2}")).await,
+        StatusCode::OK
+    );
+    wire.down.store(false, Ordering::SeqCst);
+    eventually(|| async {
+        (on_target(format!("/v2/team/app/manifests/{v2}")).await == StatusCode::NOT_FOUND)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        on_target("/v2/team/app/manifests/v2".into()).await,
+        StatusCode::NOT_FOUND
+    );
+
+    // Without `with_deletes`, a delete here leaves the target alone.
+    let r = kept
+        .send(
+            Method::DELETE,
+            &format!("/v2/keep/app/manifests/{k1}"),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        on_target("/v2/keep/app/manifests/v1".into()).await,
+        StatusCode::OK
+    );
+    assert_eq!(wire.count(Method::DELETE, "/keep/"), 0);
+}
+
 /// Polls `f` until it gives a value (for at most 10 s).
 async fn eventually<T, F, Fut>(mut f: F) -> T
 where

@@ -24,6 +24,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// One `[[mirror]]` table: `from` or `to` (a URL), `repositories` (a pattern), and
 /// optionally `tags` (a regular expression), `interval` (a pull mirror's, default `1h`),
+/// `deletes` (a push mirror's: mirror manifest and tag deletes too, default `false`),
 /// `username` and `password_file`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +38,8 @@ pub struct MirrorSpec {
     pub tags: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletes: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// A file holding the password (first line); never the password itself.
@@ -75,9 +78,14 @@ impl MirrorSpec {
                 if self.interval.is_some() {
                     return Err("`interval` is for a pull mirror (`from`); a push mirror copies on every push".into());
                 }
-                Ok(Mirror::Push(PushMirrorConfig::new(options)))
+                Ok(Mirror::Push(
+                    PushMirrorConfig::new(options).with_deletes(self.deletes.unwrap_or(false)),
+                ))
             }
             _ => {
+                if self.deletes.is_some() {
+                    return Err("`deletes` is for a push mirror (`to`); a pull mirror copies, never deletes".into());
+                }
                 let interval = match &self.interval {
                     Some(text) => humantime::parse_duration(text.trim())
                         .map_err(|e| format!("interval {text:?}: {e}"))?,
@@ -201,6 +209,7 @@ mod tests {
             [[mirror]]
             to = "http://127.0.0.1:5001"
             repositories = "*"
+            deletes = true
             "#,
         )
         .unwrap();
@@ -215,6 +224,9 @@ mod tests {
                 .is_some_and(|t| t.matches("3.20"))
         );
         assert_eq!(push.options.repositories.as_str(), "*");
+        assert!(push.deletes);
+        let defaults = mirrors("[[mirror]]\nto = \"http://h\"\nrepositories = \"a\"").unwrap();
+        assert!(matches!(&defaults[0], Mirror::Push(p) if !p.deletes));
         let defaults = mirrors("[[mirror]]\nfrom = \"http://h\"\nrepositories = \"a\"").unwrap();
         assert!(matches!(&defaults[0], Mirror::Pull(p) if p.interval == DEFAULT_INTERVAL));
     }
@@ -230,6 +242,10 @@ mod tests {
             (
                 "to = \"http://b\"\nrepositories = \"*\"\ninterval = \"1h\"",
                 "pull mirror",
+            ),
+            (
+                "from = \"http://a\"\nrepositories = \"*\"\ndeletes = true",
+                "push mirror",
             ),
             (
                 "from = \"http://a\"\nrepositories = \"*\"\ninterval = \"soon\"",

@@ -10,8 +10,13 @@
 //! - One task copies them in order with [`Registry::sync_reference`]. A copy that fails
 //!   for a reason that may pass (the target unreachable, a 5xx, a store error) goes to a
 //!   bounded retry queue and is tried again after an exponential backoff, up to
-//!   `max_retries` times; a newer push of the same reference replaces its pending retry.
-//!   Deletes are not mirrored.
+//!   `max_retries` times; a newer push (or delete) of the same reference replaces its
+//!   pending retry.
+//! - Deletes are mirrored only when asked ([`PushMirrorConfig::with_deletes`]): a manifest
+//!   deleted here by digest, or a tag deleted here, is then deleted on the target too (a
+//!   target that no longer has it is fine). Off by default, because a mirror is often
+//!   kept as a backup precisely against deletes. Only deletes through the API are
+//!   mirrored: what retention or the cache policy removes is not.
 //!
 //! ```no_run
 //! # fn demo(registry: registry_core::Registry) -> Result<(), Box<dyn std::error::Error>> {
@@ -59,6 +64,8 @@ pub struct PushMirrorConfig {
     pub max_retries: usize,
     pub retry_min_delay: Duration,
     pub retry_max_delay: Duration,
+    /// Whether manifest and tag deletes are mirrored too (default `false`).
+    pub deletes: bool,
 }
 
 impl PushMirrorConfig {
@@ -70,7 +77,15 @@ impl PushMirrorConfig {
             max_retries: 8,
             retry_min_delay: Duration::from_secs(1),
             retry_max_delay: Duration::from_secs(300),
+            deletes: false,
         }
+    }
+
+    /// Mirrors deletes of manifests (by digest) and tags through the API as well.
+    #[must_use]
+    pub fn with_deletes(mut self, deletes: bool) -> Self {
+        self.deletes = deletes;
+        self
     }
 
     #[must_use]
@@ -112,6 +127,29 @@ impl PushMirrorConfig {
 struct Job {
     repository: RepositoryName,
     reference: Reference,
+    op: Op,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Copy,
+    Delete,
+}
+
+impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::Copy => "copy",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+impl Job {
+    /// The same manifest or tag, whatever is to be done with it.
+    fn same_reference(&self, other: &Job) -> bool {
+        self.repository == other.repository && self.reference == other.reference
+    }
 }
 
 /// The queueing side of a push mirror. Cheap to clone.
@@ -119,6 +157,7 @@ struct Job {
 pub struct PushMirror {
     tx: mpsc::Sender<Job>,
     options: std::sync::Arc<SyncOptions>,
+    deletes: bool,
 }
 
 impl PushMirror {
@@ -136,16 +175,27 @@ impl PushMirror {
         }
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let options = std::sync::Arc::new(config.options.clone());
+        let deletes = config.deletes;
         let task = tokio::spawn(run(registry.clone(), config, rx));
-        Ok((PushMirror { tx, options }, task))
+        Ok((
+            PushMirror {
+                tx,
+                options,
+                deletes,
+            },
+            task,
+        ))
     }
 
-    /// Queues the copy of a pushed manifest, if the mirror's repositories and tags
-    /// include it. Never waits.
+    /// Queues the copy of a pushed manifest (or the delete of a deleted one, when
+    /// deletes are mirrored), if the mirror's repositories and tags include it. Never
+    /// waits.
     pub fn notify(&self, event: &RegistryEvent) {
-        if event.action != Action::Push || event.target != Target::Manifest {
-            return;
-        }
+        let op = match (event.action, event.target) {
+            (Action::Push, Target::Manifest) => Op::Copy,
+            (Action::Delete, Target::Manifest) if self.deletes => Op::Delete,
+            _ => return,
+        };
         let Ok(repository) = event.repository.parse::<RepositoryName>() else {
             return;
         };
@@ -168,10 +218,12 @@ impl PushMirror {
         let job = Job {
             repository,
             reference,
+            op,
         };
         if self.tx.try_send(job).is_err() {
             metrics::counter!(MIRROR_JOBS, "outcome" => "dropped").increment(1);
-            tracing::warn!(repository = %event.repository, "push mirror queue full: push not mirrored");
+            tracing::warn!(repository = %event.repository, action = event.action.as_str(),
+                "push mirror queue full: not mirrored");
         }
     }
 }
@@ -221,7 +273,7 @@ async fn run(registry: Registry, config: PushMirrorConfig, mut rx: mpsc::Receive
             received = rx.recv() => match received {
                 Some(job) => {
                     // This attempt covers the older one waiting for its retry.
-                    retries.retain(|r| r.job != job);
+                    retries.retain(|r| !r.job.same_reference(&job));
                     (job, config.backoff())
                 }
                 None => break,
@@ -252,14 +304,23 @@ async fn attempt(
     mut backoff: ExponentialBackoff,
     retries: &mut Vec<Retry>,
 ) {
-    let result = registry
-        .sync_reference(&config.options, &job.repository, &job.reference)
-        .await;
-    let e = match result {
-        Ok(report) => {
-            metrics::counter!(MIRROR_JOBS, "outcome" => "ok").increment(1);
+    let result = match job.op {
+        Op::Copy => registry
+            .sync_reference(&config.options, &job.repository, &job.reference)
+            .await
+            .map(|report| {
+                tracing::info!(repository = %job.repository, reference = %job.reference,
+                    manifests = report.manifests_copied, blobs = report.blobs_copied,
+                    "push mirrored");
+            }),
+        Op::Delete => delete_on_target(&config.options, &job).await.map(|found| {
             tracing::info!(repository = %job.repository, reference = %job.reference,
-                manifests = report.manifests_copied, blobs = report.blobs_copied, "push mirrored");
+                found, "delete mirrored");
+        }),
+    };
+    let e = match result {
+        Ok(()) => {
+            metrics::counter!(MIRROR_JOBS, "outcome" => "ok").increment(1);
             return;
         }
         Err(e) => e,
@@ -269,7 +330,7 @@ async fn attempt(
         Some(delay) if retries.len() < config.retry_capacity => {
             metrics::counter!(MIRROR_JOBS, "outcome" => "retry").increment(1);
             tracing::warn!(repository = %job.repository, reference = %job.reference,
-                error = %e, retry_in = ?delay, "push mirror copy failed; will retry");
+                op = job.op.as_str(), error = %e, retry_in = ?delay, "push mirror copy failed; will retry");
             retries.push(Retry {
                 job,
                 due: Instant::now() + delay,
@@ -279,12 +340,25 @@ async fn attempt(
         Some(_) => {
             metrics::counter!(MIRROR_JOBS, "outcome" => "dropped").increment(1);
             tracing::warn!(repository = %job.repository, reference = %job.reference,
-                error = %e, "push mirror copy failed and the retry queue is full: dropped");
+                op = job.op.as_str(), error = %e, "push mirror copy failed and the retry queue is full: dropped");
         }
         None => {
             metrics::counter!(MIRROR_JOBS, "outcome" => "failed").increment(1);
             tracing::warn!(repository = %job.repository, reference = %job.reference,
-                error = %e, "push mirror copy failed: given up");
+                op = job.op.as_str(), error = %e, "push mirror copy failed: given up");
         }
     }
+}
+
+/// Deletes the job's manifest or tag on the target; `false` if it was not there.
+async fn delete_on_target(options: &SyncOptions, job: &Job) -> Result<bool, SyncError> {
+    let Direction::To(target) = &options.direction else {
+        // `PushMirror::spawn` accepts only mirrors to another registry.
+        return Err(SyncError::Invalid(
+            "a push mirror deletes on another registry only".into(),
+        ));
+    };
+    super::remote::RemoteRegistry::new(target)
+        .delete_manifest(&job.repository, &job.reference)
+        .await
 }

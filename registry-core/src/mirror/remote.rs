@@ -10,7 +10,7 @@ use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use oci_spec_types::manifest::MAX_MANIFEST_SIZE;
 use oci_spec_types::media_type::OCI_INDEX;
-use oci_spec_types::{Descriptor, Digest, ParsedManifest, RepositoryName, Tag};
+use oci_spec_types::{Descriptor, Digest, ParsedManifest, Reference, RepositoryName, Tag};
 use reqwest::Response;
 use storage_traits::{ByteStream, StorageError};
 
@@ -60,6 +60,11 @@ fn pull(repo: &RepositoryName) -> String {
 /// The target's operations ask for push too, so one token serves its reads and writes.
 fn push(repo: &RepositoryName) -> String {
     format!("repository:{repo}:pull,push")
+}
+
+/// Deleting asks for its own action: a token for pull and push does not allow it.
+fn delete(repo: &RepositoryName) -> String {
+    format!("repository:{repo}:delete")
 }
 
 fn accept(value: &'static str) -> HeaderMap {
@@ -127,6 +132,30 @@ impl RemoteRegistry {
             .request(method, target, scope, headers, body)
             .await
             .map_err(|e| self.error(e))
+    }
+
+    /// Deletes a manifest (by digest) or a tag (by name) from the target; `false` when it
+    /// was not there (already deleted, or never copied).
+    pub(crate) async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> Result<bool, SyncError> {
+        let res = self
+            .send(
+                Method::DELETE,
+                &format!("{}/v2/{repo}/manifests/{reference}", self.url),
+                &delete(repo),
+                HeaderMap::new(),
+                RequestBody::Empty,
+            )
+            .await?;
+        if res.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        self.expect(res, &[StatusCode::ACCEPTED, StatusCode::OK])
+            .await
+            .map(|_| true)
     }
 
     /// `res` if its status is one of `ok`; otherwise the failure it stands for, with the
