@@ -32,6 +32,7 @@ mod format;
 mod pages;
 mod path;
 mod query;
+mod ranking;
 mod templates;
 
 use std::sync::Arc;
@@ -77,6 +78,7 @@ impl Ui {
         let state = Arc::new(UiState {
             inner: self.registry.inner.clone(),
             api,
+            rankings: ranking::Rankings::default(),
         });
         Router::new()
             .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
@@ -99,6 +101,7 @@ pub fn router(registry: &Registry) -> Router {
 pub(crate) struct UiState {
     inner: Arc<Inner>,
     api: Router,
+    rankings: ranking::Rankings,
 }
 
 type Shared = State<Arc<UiState>>;

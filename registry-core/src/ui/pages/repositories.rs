@@ -1,89 +1,38 @@
 //! `/ui/`: the repositories the caller may pull, searched by a part of their name, sorted
-//! by name, last push or size, a page at a time. Pages are keyset ranges of the store
-//! (after the previous page's last name, last `(push time, name)` or `(bytes, name)`), so
-//! they neither skip nor repeat; by name page 1,000 costs what page 1 does, by size every
-//! page computes every repository's footprint. As for `_catalog`, the store is read in pages and filtered to what the caller
-//! may pull until the page is full.
+//! by name, last push or size, a page at a time. By name, pages are keyset ranges of the
+//! store's name index (after the previous page's last name), so page 1,000 costs what
+//! page 1 does. By last push or size, pages are ranges of a shared snapshot of that order
+//! ([`ranking`](crate::ui::ranking)), after the previous page's last `(push time, name)`
+//! or `(bytes, name)`. Either way, as for `_catalog`, entries are filtered to what the
+//! caller may pull until the page is full.
 
 use axum::response::Response;
 use http::StatusCode;
 use http::request::Parts;
-use oci_spec_types::RepositoryName;
-use storage_traits::insights::{NameFilter, RepositoryEntry};
-use storage_traits::{InsightsMetadata, MetadataError};
+use storage_traits::insights::NameFilter;
 
 use super::{can_log_in, insights, user_of};
 use crate::auth::Access;
 use crate::error::RegistryError;
-use crate::handlers::insights::{cursor, parse_cursor};
 use crate::handlers::visibility::Visibility;
-use crate::ui::query::{DEFAULT_N, ListQuery, Sort, encode, size_cursor};
+use crate::ui::query::{DEFAULT_N, ListQuery, Sort, encode};
+use crate::ui::ranking::Listed;
 use crate::ui::templates::{RepoRow, RepositoriesPage, render};
 use crate::ui::{UiState, admit, format, html, path};
 
-/// A repository of the list, whatever the order.
-struct Listed {
-    name: RepositoryName,
-    last_push: Option<i64>,
-    /// Attributed bytes, known when sorted by size.
-    size: Option<u64>,
-}
-
-impl Listed {
-    /// Where the next page starts after this one, in `sort`'s cursor format.
-    fn cursor(&self, sort: Sort) -> String {
-        match (sort, self.size) {
-            (Sort::LastPush, _) => cursor(self.last_push, self.name.as_str()),
-            (Sort::Size, Some(bytes)) => format!("{bytes},{}", self.name),
-            _ => self.name.to_string(),
-        }
-    }
-}
-
-impl From<RepositoryEntry> for Listed {
-    fn from(e: RepositoryEntry) -> Listed {
-        Listed {
-            name: e.name,
-            last_push: e.last_push,
-            size: None,
-        }
-    }
-}
-
-/// One page of the store in `query`'s order, after `after` (a cursor of that order).
-async fn batch(
-    store: &dyn InsightsMetadata,
-    query: &ListQuery,
-    filter: NameFilter<'_>,
-    after: Option<&str>,
+/// Adds the entries of `batch` the caller may pull to `page`, up to `want`.
+async fn keep_visible(
+    page: &mut Vec<Listed>,
+    visibility: &mut Visibility<'_>,
+    batch: Vec<Listed>,
     want: usize,
-) -> Result<Vec<Listed>, RegistryError> {
-    let entries = |v: Vec<RepositoryEntry>| v.into_iter().map(Listed::from).collect();
-    Ok(match query.sort {
-        Sort::Name => entries(store.repositories_by_name(filter, after, want).await?),
-        Sort::LastPush => {
-            let after = after.map(parse_cursor).transpose()?;
-            entries(store.repositories_by_last_push(filter, after, want).await?)
+) -> Result<(), RegistryError> {
+    for entry in visibility.retain(batch, |e| e.name.as_str()).await? {
+        if page.len() < want {
+            page.push(entry);
         }
-        Sort::Size => {
-            let after = after.map(size_cursor).transpose()?;
-            store
-                .repositories_by_size(filter, after, want)
-                .await?
-                .into_iter()
-                .map(|s| {
-                    let name = s.name.parse().map_err(|_| {
-                        MetadataError::Corrupt(format!("repository name {:?}", s.name))
-                    })?;
-                    Ok(Listed {
-                        name,
-                        last_push: s.last_push,
-                        size: Some(s.attributed_bytes),
-                    })
-                })
-                .collect::<Result<_, MetadataError>>()?
-        }
-    })
+    }
+    Ok(())
 }
 
 pub(in crate::ui) async fn page(state: &UiState, parts: &Parts) -> Result<Response, RegistryError> {
@@ -91,28 +40,45 @@ pub(in crate::ui) async fn page(state: &UiState, parts: &Parts) -> Result<Respon
     let query = ListQuery::parse(parts.uri.query())?;
     let store = insights(state)?;
     let mut visibility = Visibility::of_principal(&state.inner, principal.clone());
-    let filter = if query.q.is_empty() {
-        NameFilter::Prefix("")
-    } else {
-        NameFilter::Contains(&query.q)
-    };
     // One more than shown: whether there is a next page.
     let want = query.n + 1;
-    let mut after = query.after.clone();
     let mut entries: Vec<Listed> = Vec::with_capacity(want);
-    loop {
-        let batch = batch(store, &query, filter, after.as_deref(), want).await?;
-        let exhausted = batch.len() < want;
-        if let Some(last) = batch.last() {
-            after = Some(last.cursor(query.sort));
-        }
-        for entry in visibility.retain(batch, |e| e.name.as_str()).await? {
-            if entries.len() < want {
-                entries.push(entry);
+    if query.sort == Sort::Name {
+        let filter = if query.q.is_empty() {
+            NameFilter::Prefix("")
+        } else {
+            NameFilter::Contains(&query.q)
+        };
+        let mut after = query.after.clone();
+        loop {
+            let batch: Vec<Listed> = store
+                .repositories_by_name(filter, after.as_deref(), want)
+                .await?
+                .into_iter()
+                .map(Listed::from)
+                .collect();
+            let exhausted = batch.len() < want;
+            if let Some(last) = batch.last() {
+                after = Some(last.name.to_string());
+            }
+            keep_visible(&mut entries, &mut visibility, batch, want).await?;
+            if exhausted || entries.len() >= want {
+                break;
             }
         }
-        if exhausted || entries.len() >= want {
-            break;
+    } else {
+        let snapshot = state.rankings.get(query.sort, store).await?;
+        let mut rest = snapshot
+            .after(query.sort, query.after.as_deref())?
+            .iter()
+            .filter(|e| e.name.as_str().contains(query.q.as_str()));
+        loop {
+            let batch: Vec<Listed> = rest.by_ref().take(want).cloned().collect();
+            let exhausted = batch.len() < want;
+            keep_visible(&mut entries, &mut visibility, batch, want).await?;
+            if exhausted || entries.len() >= want {
+                break;
+            }
         }
     }
     let more = entries.len() > query.n;
