@@ -318,6 +318,92 @@ async fn a_sync_copies_tags_whole_indexes_and_referrers_and_a_second_copies_noth
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_prefix_puts_the_copies_under_it_and_deletes_follow_them_there() {
+    let source = TestRegistry::new().await;
+    let f = fill(&source).await;
+    let (url, wire, _server) = behind_wire(source.router.clone()).await;
+    let here = TestRegistry::new().await;
+    let options = quick(
+        SyncOptions::from(Remote::new(&url).unwrap(), "lib/*".parse().unwrap())
+            .with_target_prefix("mirror".parse().unwrap()),
+    );
+    let report = here.registry.sync(&options).await.unwrap();
+    assert!(report.is_complete(), "{:?}", report.failures);
+    let r = here.get("/v2/mirror/lib/multi/manifests/latest").await;
+    assert_eq!(r.body.as_ref(), f.index_bytes.as_slice());
+    let r = here
+        .get(&format!("/v2/mirror/lib/app/manifests/{}", f.v2))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        referrers(&here, "mirror/lib/multi", &f.index).await,
+        vec![f.signature.to_string()]
+    );
+    // Nothing under the source's own names.
+    let r = here.get("/v2/lib/app/manifests/v1").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Incremental under the prefix too.
+    wire.clear();
+    let again = here.registry.sync(&options).await.unwrap();
+    assert_eq!(
+        (
+            again.tags_copied,
+            again.manifests_copied,
+            again.blobs_copied
+        ),
+        (0, 0, 0),
+        "{again:?}"
+    );
+    assert_eq!(wire.count(Method::GET, "/blobs/"), 0);
+
+    // A push mirror under a prefix: copies and mirrored deletes both go to the prefixed
+    // name.
+    let target = TestRegistry::new().await;
+    let (target_url, _target_wire, _target_server) = behind_wire(target.router.clone()).await;
+    let mut pushed = TestRegistry::new().await;
+    let to = SyncOptions::to(Remote::new(&target_url).unwrap(), "team/*".parse().unwrap())
+        .with_retries(0, Duration::from_millis(10))
+        .with_target_prefix("backup".parse().unwrap());
+    let (mirror, _task) = PushMirror::spawn(
+        &pushed.registry,
+        PushMirrorConfig::new(to).with_deletes(true),
+    )
+    .unwrap();
+    pushed.router = pushed
+        .registry
+        .router()
+        .layer(axum::middleware::from_fn_with_state(
+            mirror,
+            registry_core::mirror::push::middleware,
+        ));
+    pushed.push_image("team/app", "v1", &[b"one"]).await;
+    eventually(|| async {
+        let r = target.get("/v2/backup/team/app/manifests/v1").await;
+        (r.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    let r = pushed
+        .send(
+            Method::DELETE,
+            "/v2/team/app/manifests/v1",
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    eventually(|| async {
+        let r = target.get("/v2/backup/team/app/manifests/v1").await;
+        (r.status == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    let catalog = target.get("/v2/_catalog").await.json();
+    assert_eq!(
+        catalog["repositories"],
+        serde_json::json!(["backup/team/app"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_sync_keeps_what_it_finished_and_resumes_from_there() {
     let source = TestRegistry::new().await;
     let layers: Vec<Vec<u8>> = (0..5).map(|i| data(20 + i, 50_000)).collect();

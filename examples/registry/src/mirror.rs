@@ -25,6 +25,7 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(3600);
 /// One `[[mirror]]` table: `from` or `to` (a URL), `repositories` (a pattern), and
 /// optionally `tags` (a regular expression), `interval` (a pull mirror's, default `1h`),
 /// `deletes` (a push mirror's: mirror manifest and tag deletes too, default `false`),
+/// `target_prefix` (the copies go under it in the target),
 /// `username` and `password_file`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +41,8 @@ pub struct MirrorSpec {
     pub interval: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletes: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// A file holding the password (first line); never the password itself.
@@ -72,7 +75,12 @@ impl MirrorSpec {
             (None, Some(to)) => Direction::To(remote(to, self.credentials()?)?),
             _ => return Err("give exactly one of `from` and `to`".into()),
         };
-        let options = sync_options(direction, &self.repositories, self.tags.as_deref())?;
+        let options = sync_options(
+            direction,
+            &self.repositories,
+            self.tags.as_deref(),
+            self.target_prefix.as_deref(),
+        )?;
         match &options.direction {
             Direction::To(_) => {
                 if self.interval.is_some() {
@@ -129,6 +137,7 @@ fn sync_options(
     direction: Direction,
     repositories: &str,
     tags: Option<&str>,
+    target_prefix: Option<&str>,
 ) -> Result<SyncOptions, String> {
     let pattern = repositories
         .parse()
@@ -136,6 +145,13 @@ fn sync_options(
     let mut options = SyncOptions::new(direction, pattern);
     if let Some(tags) = tags {
         options = options.with_tags(tags.parse().map_err(|e| format!("{e}"))?);
+    }
+    if let Some(prefix) = target_prefix {
+        let prefix = prefix
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("target prefix {prefix:?}: {e}"))?;
+        options = options.with_target_prefix(prefix);
     }
     Ok(options)
 }
@@ -151,7 +167,12 @@ pub async fn run(stores: &Stores, cmd: &SyncCommand) -> Result<(), BoxError> {
         // Clap lets no other combination through.
         (None, None) => return Err("give --from or --to".into()),
     };
-    let options = sync_options(direction, &cmd.repositories, cmd.tags.as_deref())?;
+    let options = sync_options(
+        direction,
+        &cmd.repositories,
+        cmd.tags.as_deref(),
+        cmd.target_prefix.as_deref(),
+    )?;
     let registry = crate::open_registry(stores, None, RegistryConfig::default()).await?;
     let report = registry.sync(&options).await?;
     print_report(&report);
@@ -210,6 +231,7 @@ mod tests {
             to = "http://127.0.0.1:5001"
             repositories = "*"
             deletes = true
+            target_prefix = "backup/"
             "#,
         )
         .unwrap();
@@ -225,6 +247,10 @@ mod tests {
         );
         assert_eq!(push.options.repositories.as_str(), "*");
         assert!(push.deletes);
+        assert_eq!(
+            push.options.target_prefix.as_ref().map(|p| p.as_str()),
+            Some("backup")
+        );
         let defaults = mirrors("[[mirror]]\nto = \"http://h\"\nrepositories = \"a\"").unwrap();
         assert!(matches!(&defaults[0], Mirror::Push(p) if !p.deletes));
         let defaults = mirrors("[[mirror]]\nfrom = \"http://h\"\nrepositories = \"a\"").unwrap();
@@ -254,6 +280,10 @@ mod tests {
             (
                 "from = \"http://a\"\nrepositories = \"*\"\ntags = \"([\"",
                 "tags",
+            ),
+            (
+                "from = \"http://a\"\nrepositories = \"*\"\ntarget_prefix = \"Up\"",
+                "target prefix",
             ),
             (
                 "from = \"http://a\"\nrepositories = \"A B\"",

@@ -94,6 +94,85 @@ pub(crate) trait Target: Send + Sync {
     ) -> Result<(), SyncError>;
 }
 
+/// `repo` as the target names it: under `prefix`, if there is one.
+pub(crate) fn target_name(
+    prefix: Option<&RepositoryName>,
+    repo: &RepositoryName,
+) -> Result<RepositoryName, SyncError> {
+    match prefix {
+        None => Ok(repo.clone()),
+        Some(prefix) => format!("{prefix}/{repo}")
+            .parse()
+            .map_err(|e| SyncError::Invalid(format!("{prefix}/{repo}: {e}"))),
+    }
+}
+
+/// A target whose repositories are the source's under a prefix
+/// ([`SyncOptions::target_prefix`]). Only the target's names change: the copy itself,
+/// its reports and its logs, speak of the source's.
+pub(crate) struct Prefixed<'a> {
+    target: &'a dyn Target,
+    prefix: Option<&'a RepositoryName>,
+}
+
+impl<'a> Prefixed<'a> {
+    pub(crate) fn new(target: &'a dyn Target, prefix: Option<&'a RepositoryName>) -> Self {
+        Prefixed { target, prefix }
+    }
+
+    fn name(&self, repo: &RepositoryName) -> Result<RepositoryName, SyncError> {
+        target_name(self.prefix, repo)
+    }
+}
+
+#[async_trait]
+impl Target for Prefixed<'_> {
+    async fn tag_digest(
+        &self,
+        repo: &RepositoryName,
+        tag: &Tag,
+    ) -> Result<Option<Digest>, SyncError> {
+        self.target.tag_digest(&self.name(repo)?, tag).await
+    }
+
+    async fn manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> Result<Option<Held>, SyncError> {
+        self.target.manifest(&self.name(repo)?, digest).await
+    }
+
+    async fn has_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool, SyncError> {
+        self.target.has_blob(&self.name(repo)?, digest).await
+    }
+
+    async fn put_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        size: Option<u64>,
+        data: ByteStream,
+    ) -> Result<u64, SyncError> {
+        self.target
+            .put_blob(&self.name(repo)?, digest, size, data)
+            .await
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        parsed: &ParsedManifest,
+        content: Bytes,
+        tag: Option<&Tag>,
+    ) -> Result<(), SyncError> {
+        self.target
+            .put_manifest(&self.name(repo)?, digest, parsed, content, tag)
+            .await
+    }
+}
+
 /// One sync's run: what it visited (each manifest is looked at once), and its report.
 pub(crate) struct Copier<'a> {
     source: &'a dyn Source,

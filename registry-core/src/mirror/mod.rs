@@ -19,6 +19,8 @@
 //!   without one (`404`) has none to offer.
 //! - **Verified.** Manifests and blobs are checked against their digests before they are
 //!   stored here; a registry being pushed to checks them itself.
+//! - **Same names, or under a prefix.** A repository keeps its name in the target, or
+//!   goes under [`SyncOptions::target_prefix`] (`lib/app` to `backup/lib/app`).
 //! - **Failures are per tag.** A tag that cannot be copied is reported in
 //!   [`SyncReport::failures`] and the sync goes on; a transient failure (a connection
 //!   error, a 5xx, a 429) is retried with exponential backoff first.
@@ -169,6 +171,9 @@ pub struct SyncOptions {
     pub max_retries: usize,
     /// The first retry's delay, doubling up to 30 s (default 500 ms).
     pub retry_delay: Duration,
+    /// Where the source's repositories go in the target: `NAME` becomes `PREFIX/NAME`
+    /// (default: the same name).
+    pub target_prefix: Option<RepositoryName>,
 }
 
 impl SyncOptions {
@@ -190,7 +195,16 @@ impl SyncOptions {
             concurrency: 4,
             max_retries: 3,
             retry_delay: Duration::from_millis(500),
+            target_prefix: None,
         }
+    }
+
+    /// Puts the copies under `prefix` in the target: the source's `library/alpine` is
+    /// `PREFIX/library/alpine` there.
+    #[must_use]
+    pub fn with_target_prefix(mut self, prefix: RepositoryName) -> Self {
+        self.target_prefix = Some(prefix);
+        self
     }
 
     #[must_use]
@@ -307,11 +321,13 @@ impl Registry {
             Direction::From(remote) => {
                 let source = remote::RemoteRegistry::new(remote);
                 let target = local::LocalStores::new(&self.inner);
+                let target = copy::Prefixed::new(&target, options.target_prefix.as_ref());
                 copy::Copier::new(&source, &target, options).run().await
             }
             Direction::To(remote) => {
                 let source = local::LocalStores::new(&self.inner);
                 let target = remote::RemoteRegistry::new(remote);
+                let target = copy::Prefixed::new(&target, options.target_prefix.as_ref());
                 copy::Copier::new(&source, &target, options).run().await
             }
         };
@@ -334,6 +350,7 @@ impl Registry {
             Direction::From(remote) => {
                 let source = remote::RemoteRegistry::new(remote);
                 let target = local::LocalStores::new(&self.inner);
+                let target = copy::Prefixed::new(&target, options.target_prefix.as_ref());
                 copy::Copier::new(&source, &target, options)
                     .reference(repository, reference)
                     .await
@@ -341,6 +358,7 @@ impl Registry {
             Direction::To(remote) => {
                 let source = local::LocalStores::new(&self.inner);
                 let target = remote::RemoteRegistry::new(remote);
+                let target = copy::Prefixed::new(&target, options.target_prefix.as_ref());
                 copy::Copier::new(&source, &target, options)
                     .reference(repository, reference)
                     .await

@@ -358,7 +358,8 @@ async fn delete_on_target(options: &SyncOptions, job: &Job) -> Result<bool, Sync
             "a push mirror deletes on another registry only".into(),
         ));
     };
+    let repository = super::copy::target_name(options.target_prefix.as_ref(), &job.repository)?;
     super::remote::RemoteRegistry::new(target)
-        .delete_manifest(&job.repository, &job.reference)
+        .delete_manifest(&repository, &job.reference)
         .await
 }

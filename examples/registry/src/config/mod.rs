@@ -196,6 +196,10 @@ pub struct SyncCommand {
     /// starting `v1.`) [default: every tag].
     #[arg(long, value_name = "REGEX")]
     pub tags: Option<String>,
+    /// Put the copies under this prefix in the target (`lib/app` becomes
+    /// `PREFIX/lib/app`) [default: the same names].
+    #[arg(long, value_name = "PREFIX")]
+    pub target_prefix: Option<String>,
     /// User name at the other registry (with --password-file) [default: anonymous].
     #[arg(long, env = "REGISTRY_SYNC_USERNAME", value_name = "USER")]
     pub username: Option<String>,
