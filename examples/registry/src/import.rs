@@ -10,12 +10,10 @@
 
 use std::path::PathBuf;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use registry_core::RegistryConfig;
 use registry_core::import::{FsSource, ImportReport, ImportSource};
-use storage_s3::S3BucketReader;
-use storage_traits::{ByteStream, StorageError};
+#[cfg(feature = "s3")]
+use s3::{S3BucketReader, S3Source};
 
 use crate::BoxError;
 use crate::config::{ImportCommand, StorageUrl, Stores};
@@ -54,6 +52,11 @@ async fn import(stores: &Stores, from: &str) -> Result<(), BoxError> {
             }
             (root.display().to_string(), Box::new(FsSource::new(&root)))
         }
+        #[cfg(not(feature = "s3"))]
+        Source::S3(url) => {
+            return Err(crate::features::not_built("s3", &format!("--from {url}")).into());
+        }
+        #[cfg(feature = "s3")]
         Source::S3(url) => {
             let reader = S3BucketReader::from_url(&url)
                 .map_err(|e| format!("cannot read S3 source {url}: {e}"))?;
@@ -156,21 +159,30 @@ pub fn parse_from(from: &str) -> Result<Source, String> {
 }
 
 /// A distribution root under an S3 prefix.
-#[derive(Debug)]
-struct S3Source(S3BucketReader);
+#[cfg(feature = "s3")]
+mod s3 {
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use registry_core::import::ImportSource;
+    pub use storage_s3::S3BucketReader;
+    use storage_traits::{ByteStream, StorageError};
 
-#[async_trait]
-impl ImportSource for S3Source {
-    async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
-        self.0.list_folder(dir).await
-    }
+    #[derive(Debug)]
+    pub struct S3Source(pub S3BucketReader);
 
-    async fn read(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
-        self.0.read(path).await
-    }
+    #[async_trait]
+    impl ImportSource for S3Source {
+        async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
+            self.0.list_folder(dir).await
+        }
 
-    async fn open(&self, path: &str) -> Result<Option<ByteStream>, StorageError> {
-        Ok(self.0.open(path).await?.map(|(_, stream)| stream))
+        async fn read(&self, path: &str) -> Result<Option<Bytes>, StorageError> {
+            self.0.read(path).await
+        }
+
+        async fn open(&self, path: &str) -> Result<Option<ByteStream>, StorageError> {
+            Ok(self.0.open(path).await?.map(|(_, stream)| stream))
+        }
     }
 }
 

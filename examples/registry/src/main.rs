@@ -35,6 +35,7 @@
 
 mod access;
 mod config;
+mod features;
 mod import;
 mod mirror;
 mod quota;
@@ -333,6 +334,9 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
     }
     let mut webhook_sender = None;
     if !settings.webhooks.urls.is_empty() {
+        for url in &settings.webhooks.urls {
+            features::check_outbound(url.as_str(), "--webhook-url")?;
+        }
         let config = WebhookConfig::new(settings.webhooks.urls.clone())
             .with_timeout(settings.webhooks.timeout);
         let (notifier, sender) =
@@ -368,7 +372,7 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
         .merge(registry.ops_router());
     // A TLS configuration that cannot load fails before the port is taken.
     let tls = match &settings.tls {
-        Some(files) => Some(tls::server_config(&files.cert, &files.key)?),
+        Some(files) => Some(tls::acceptor(&files.cert, &files.key)?),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -379,7 +383,6 @@ async fn serve(settings: Settings) -> Result<(), BoxError> {
     // Tests (and scripts using `--listen 127.0.0.1:0`) read the real port from this line.
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{local}");
-    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     server::serve(listener, tls, app, settings.connections, shutdown).await;
     // Manifest copies and recovery records are written in the background after each
     // request: let the queued ones land before exiting, or a rebuild would miss them.
@@ -431,12 +434,15 @@ fn open_blobs(url: &StorageUrl) -> Result<Arc<dyn BlobStore>, BoxError> {
             tracing::info!(path = %root.display(), "blobs in a local folder");
             Ok(Arc::new(store))
         }
+        #[cfg(feature = "s3")]
         StorageUrl::S3(url) => {
             let store = storage_s3::S3BlobStore::from_url(url)
                 .map_err(|e| format!("cannot use S3 storage {url}: {e}"))?;
             tracing::info!(url = %url, "blobs in S3");
             Ok(Arc::new(store))
         }
+        #[cfg(not(feature = "s3"))]
+        StorageUrl::S3(url) => Err(features::not_built("s3", &format!("--storage {url}")).into()),
     }
 }
 
@@ -453,12 +459,18 @@ async fn open_metadata(url: &MetadataUrl) -> Result<Arc<dyn MetadataStore>, BoxE
             tracing::info!(path = %path.display(), "metadata in SQLite");
             Ok(Arc::new(store))
         }
+        #[cfg(feature = "postgres")]
         MetadataUrl::Postgres(url) => {
             let store = metadata_postgres::PostgresMetadataStore::connect(url)
                 .await
                 .map_err(|e| format!("cannot use PostgreSQL: {e}"))?;
             tracing::info!("metadata in PostgreSQL");
             Ok(Arc::new(store))
+        }
+        // The URL holds the password: name the scheme only.
+        #[cfg(not(feature = "postgres"))]
+        MetadataUrl::Postgres(_) => {
+            Err(features::not_built("postgres", "--metadata postgres://...").into())
         }
     }
 }

@@ -110,6 +110,7 @@ impl MirrorSpec {
 }
 
 fn remote(url: &str, credentials: Credentials) -> Result<Remote, String> {
+    crate::features::check_outbound(url, "the mirror")?;
     Ok(Remote::new(url)
         .map_err(|e| e.to_string())?
         .with_credentials(credentials))
@@ -222,7 +223,7 @@ mod tests {
         let got = mirrors(
             r#"
             [[mirror]]
-            from = "https://registry.example.com"
+            from = "http://registry.example.com"
             repositories = "library/*"
             tags = "^3\\."
             interval = "15m"

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::tls::Acceptor as TlsAcceptor;
 use axum::Router;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -48,7 +49,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tower_http::timeout::{TimeoutBody, TimeoutError};
 

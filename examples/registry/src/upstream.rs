@@ -89,6 +89,7 @@ impl fmt::Display for UpstreamSpec {
 impl UpstreamSpec {
     /// The library's upstream; reads the password file.
     pub fn to_upstream(&self) -> Result<Upstream, String> {
+        crate::features::check_outbound(&self.url, "the upstream")?;
         let mut upstream = Upstream::new(&self.prefix, &self.url).map_err(|e| e.to_string())?;
         if let Some(ns) = &self.namespace {
             upstream = upstream.with_namespace(ns.clone());
