@@ -14,7 +14,7 @@ use deadpool_postgres::{
 use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
 use storage_traits::{
     ManifestRecord, MetadataError, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
-    UploadSessionStore,
+    UploadSessionStore, UploadUpdate,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
@@ -991,19 +991,14 @@ impl UploadSessionStore for PostgresMetadataStore {
         .await
     }
 
-    async fn update_upload(
-        &self,
-        id: &str,
-        expected_offset: u64,
-        new_offset: u64,
-        hash_state: Option<&[u8]>,
-        now_ms: i64,
-    ) -> Result<bool, MetadataError> {
+    async fn update_upload(&self, update: &UploadUpdate<'_>) -> Result<bool, MetadataError> {
         // No stored offset exceeds i64::MAX, so such an expectation never matches.
-        let Ok(expected) = i64::try_from(expected_offset) else {
+        let Ok(expected) = i64::try_from(update.expected_offset) else {
             return Ok(false);
         };
+        let (new_offset, now_ms) = (update.new_offset, update.updated_at);
         let new_offset = to_sql_int("upload offset", new_offset).map_err(Fail::into_metadata)?;
+        let (id, hash_state) = (update.id, update.hash_state);
         self.retry(move || async move {
             let c = self.client().await?;
             // The compare-and-swap is this one statement: a racing UPDATE waits for the

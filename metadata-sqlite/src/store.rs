@@ -12,7 +12,7 @@ use oci_spec_types::{Digest, Reference, RepositoryName, Tag};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use storage_traits::{
     ManifestRecord, MetadataError, MetadataStore, NewManifest, Page, ReferrerRecord, UploadSession,
-    UploadSessionStore,
+    UploadSessionStore, UploadUpdate,
 };
 
 use crate::writer::Writer;
@@ -905,20 +905,14 @@ impl UploadSessionStore for SqliteMetadataStore {
         .await
     }
 
-    async fn update_upload(
-        &self,
-        id: &str,
-        expected_offset: u64,
-        new_offset: u64,
-        hash_state: Option<&[u8]>,
-        now_ms: i64,
-    ) -> Result<bool, MetadataError> {
+    async fn update_upload(&self, update: &UploadUpdate<'_>) -> Result<bool, MetadataError> {
         // No stored offset exceeds i64::MAX, so such an expectation never matches.
-        let Ok(expected) = i64::try_from(expected_offset) else {
+        let Ok(expected) = i64::try_from(update.expected_offset) else {
             return Ok(false);
         };
-        let id = id.to_string();
-        let hash_state = hash_state.map(<[u8]>::to_vec);
+        let (new_offset, now_ms) = (update.new_offset, update.updated_at);
+        let id = update.id.to_string();
+        let hash_state = update.hash_state.map(<[u8]>::to_vec);
         self.write(move |conn| {
             let new_offset = to_sql_int("upload offset", new_offset)?;
             let n = conn

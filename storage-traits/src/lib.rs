@@ -39,4 +39,4 @@ pub use metadata::{ManifestRecord, MetadataStore, NewManifest, Page, ReferrerRec
 pub use pulls::{PullCount, PullMetadata, Pulls};
 pub use quotas::{Quota, QuotaMetadata, QuotaUsage};
 pub use recovery::RecoveryLog;
-pub use upload::{UploadSession, UploadSessionStore};
+pub use upload::{UploadSession, UploadSessionStore, UploadUpdate};

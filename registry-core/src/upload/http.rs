@@ -10,7 +10,7 @@ use axum::response::Response;
 use futures::TryStreamExt;
 use http::StatusCode;
 use oci_spec_types::{Algorithm, Digest, ErrorCode, RepositoryName};
-use storage_traits::UploadSession;
+use storage_traits::{UploadSession, UploadUpdate};
 
 use super::hashing::{SharedHasher, digest_of_upload};
 use super::limit::{SizeLimited, blob_too_large};
@@ -257,11 +257,11 @@ async fn acknowledge(
     let swapped = inner
         .metadata
         .update_upload(
-            &session.id,
-            session.offset,
-            offset,
-            hash_state.as_deref(),
-            now_ms(),
+            &UploadUpdate::new(&session.id)
+                .with_expected_offset(session.offset)
+                .with_new_offset(offset)
+                .with_hash_state(hash_state.as_deref())
+                .with_updated_at(now_ms()),
         )
         .await?;
     if !swapped {

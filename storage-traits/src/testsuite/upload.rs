@@ -27,7 +27,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 use oci_spec_types::RepositoryName;
 
-use crate::{MetadataStore, UploadSession, UploadSessionStore};
+use crate::{MetadataStore, UploadSession, UploadSessionStore, UploadUpdate};
 
 /// How a case gets the store out of whatever the macro's expression built (the same
 /// shape as [`AsMetadataStore`](crate::testsuite::metadata::AsMetadataStore)).
@@ -139,7 +139,12 @@ pub async fn upload_session_lifecycle(store: &dyn UploadSessionStore) {
 
     assert!(
         store
-            .update_upload(&s.id, 0, 1 << 33, Some(&[9u8; 200]), 1_700_000_000_500)
+            .update_upload(
+                &UploadUpdate::new(&s.id)
+                    .with_new_offset(1 << 33)
+                    .with_hash_state(Some(&[9u8; 200]))
+                    .with_updated_at(1_700_000_000_500)
+            )
             .await
             .expect("update_upload")
     );
@@ -157,7 +162,12 @@ pub async fn upload_session_lifecycle(store: &dyn UploadSessionStore) {
     // Clearing the hash state.
     assert!(
         store
-            .update_upload(&s.id, 1 << 33, (1 << 33) + 1, None, 1_700_000_000_600)
+            .update_upload(
+                &UploadUpdate::new(&s.id)
+                    .with_expected_offset(1 << 33)
+                    .with_new_offset((1 << 33) + 1)
+                    .with_updated_at(1_700_000_000_600)
+            )
             .await
             .expect("update_upload")
     );
@@ -180,7 +190,12 @@ pub async fn upload_session_lifecycle(store: &dyn UploadSessionStore) {
     );
     assert!(
         !store
-            .update_upload(&s.id, (1 << 33) + 1, 5, None, 1)
+            .update_upload(
+                &UploadUpdate::new(&s.id)
+                    .with_expected_offset((1 << 33) + 1)
+                    .with_new_offset(5)
+                    .with_updated_at(1)
+            )
             .await
             .expect("update_upload of deleted"),
         "updating a deleted session reports false"
@@ -203,7 +218,12 @@ pub async fn update_upload_is_compare_and_swap(store: &dyn UploadSessionStore) {
 
     assert!(
         store
-            .update_upload(&s.id, 0, 10, Some(b"state-10"), 2_000)
+            .update_upload(
+                &UploadUpdate::new(&s.id)
+                    .with_new_offset(10)
+                    .with_hash_state(Some(b"state-10"))
+                    .with_updated_at(2_000)
+            )
             .await
             .expect("update_upload")
     );
@@ -216,7 +236,13 @@ pub async fn update_upload_is_compare_and_swap(store: &dyn UploadSessionStore) {
     for wrong in [0, 9, 11, 20] {
         assert!(
             !store
-                .update_upload(&s.id, wrong, 20, Some(b"state-20"), 3_000)
+                .update_upload(
+                    &UploadUpdate::new(&s.id)
+                        .with_expected_offset(wrong)
+                        .with_new_offset(20)
+                        .with_hash_state(Some(b"state-20"))
+                        .with_updated_at(3_000)
+                )
                 .await
                 .expect("update_upload"),
             "update with expected offset {wrong} applied although the offset is 10"
@@ -229,7 +255,11 @@ pub async fn update_upload_is_compare_and_swap(store: &dyn UploadSessionStore) {
     }
     assert!(
         !store
-            .update_upload("no-such-session", 0, 1, None, 1)
+            .update_upload(
+                &UploadUpdate::new("no-such-session")
+                    .with_new_offset(1)
+                    .with_updated_at(1)
+            )
             .await
             .expect("update_upload unknown")
     );
@@ -241,7 +271,13 @@ pub async fn update_upload_is_compare_and_swap(store: &dyn UploadSessionStore) {
         let id = s.id.clone();
         async move {
             store
-                .update_upload(&id, 10, 100 + i, Some(&state), 4_000 + i as i64)
+                .update_upload(
+                    &UploadUpdate::new(&id)
+                        .with_expected_offset(10)
+                        .with_new_offset(100 + i)
+                        .with_hash_state(Some(&state))
+                        .with_updated_at(4_000 + i as i64),
+                )
                 .await
         }
     }))
@@ -304,7 +340,11 @@ pub async fn stale_uploads_by_last_write(store: &dyn UploadSessionStore) {
 
     assert!(
         store
-            .update_upload(&old.id, 0, 5, None, 3_000)
+            .update_upload(
+                &UploadUpdate::new(&old.id)
+                    .with_new_offset(5)
+                    .with_updated_at(3_000)
+            )
             .await
             .expect("update_upload")
     );
