@@ -15,6 +15,7 @@ pub enum Reference {
 /// error code (`DIGEST_INVALID` for something with a colon, `MANIFEST_INVALID`/`NAME_INVALID`
 /// territory otherwise), so keep the two apart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReferenceError {
     #[error(transparent)]
     Digest(#[from] DigestError),

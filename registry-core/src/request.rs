@@ -114,6 +114,8 @@ fn route_error(e: RouteError, method: &Method) -> RegistryError {
         ),
         RouteError::Reference(ReferenceError::Digest(e)) => RegistryError::digest_invalid(&e),
         RouteError::Reference(ReferenceError::Tag(e)) => RegistryError::tag_invalid(&e),
+        // A kind of reference oci-spec-types may add later: still a bad reference to push to.
+        RouteError::Reference(e) => RegistryError::oci(ErrorCode::ManifestInvalid, e.to_string()),
         RouteError::UploadId => RegistryError::oci(
             ErrorCode::BlobUploadUnknown,
             "upload session unknown (cancelled, expired or never started)",

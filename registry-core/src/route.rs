@@ -45,6 +45,7 @@ pub enum Extension {
 /// depend on the method (an invalid manifest reference is `404` to a read, `400` to a
 /// push), so the request decoder maps it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RouteError {
     #[error(transparent)]
     Name(#[from] NameError),

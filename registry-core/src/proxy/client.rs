@@ -31,6 +31,7 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Why an upstream request failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UpstreamError {
     /// The upstream answered that it does not have it.
     #[error("not found upstream")]

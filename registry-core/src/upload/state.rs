@@ -117,6 +117,7 @@ pub enum Effect {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UploadError {
     #[error("chunk must start at offset {expected}")]
     OffsetMismatch { expected: u64 },
