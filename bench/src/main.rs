@@ -131,7 +131,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
     },
-    /// Pushes the small image as <repo>:<tag> (setup for `wrk`).
+    /// Pushes the small image as REPO:TAG (setup for `wrk`).
     SetupManifest {
         #[arg(long, default_value = "bench/wrk")]
         repo: String,

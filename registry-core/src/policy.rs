@@ -1,5 +1,5 @@
 //! Registry-wide policies: read-only mode, immutable tags, and size limits for blobs (the
-//! limit on a running upload is enforced by [`crate::upload::limit`]).
+//! limit on a running upload is enforced by the upload module, `upload::limit`).
 //! (The manifest size limit is [`RegistryConfig::max_manifest_size`](crate::RegistryConfig).)
 //!
 //! They are checked after authentication, so an anonymous caller learns nothing about the

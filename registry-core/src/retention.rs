@@ -150,7 +150,7 @@ pub struct RetentionReport {
 const PAGE: usize = 1000;
 
 impl Registry {
-    /// Applies `rules` once to every repository (see the [module docs](retention)). In a
+    /// Applies `rules` once to every repository (see the [module docs](crate::retention)). In a
     /// dry run nothing is removed and the report says what would be. Pull figures are
     /// written first, so `not_pulled_for` sees the latest pulls.
     pub async fn apply_retention(

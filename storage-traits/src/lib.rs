@@ -13,7 +13,7 @@
 //! and `Arc<dyn MetadataStore>`. Constructors are inherent functions of each backend.
 //!
 //! # Feature flags
-//! - `testsuite`: the shared behaviour tests ([`testsuite`]) and the macros that turn each
+//! - `testsuite`: the shared behaviour tests (module `testsuite`) and the macros that turn each
 //!   case into a `#[tokio::test]` in a backend crate.
 
 pub mod blob;

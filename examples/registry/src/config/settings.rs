@@ -417,7 +417,7 @@ pub struct WebhookSettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessSettings {
     pub auth: AuthMode,
-    /// `None`: the default rules of the mode (see [`ServeArgs::access_policy`]).
+    /// `None`: the default rules of the mode (see [`AccessArgs::access_policy`]).
     pub access_policy: Option<PathBuf>,
 }
 
