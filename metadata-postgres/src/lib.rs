@@ -152,6 +152,8 @@
 //! # Feature flags
 //! None.
 
+#![warn(missing_docs)]
+
 mod gc;
 mod insights;
 mod pulls;

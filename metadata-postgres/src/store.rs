@@ -49,11 +49,13 @@ impl Default for PoolOptions {
 }
 
 impl PoolOptions {
+    /// Most connections the pool opens at once (default 16).
     pub fn with_max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
         self
     }
 
+    /// Longest wait for a free connection before an operation fails (default 30 s).
     pub fn with_acquire_timeout(mut self, d: Duration) -> Self {
         self.acquire_timeout = d;
         self

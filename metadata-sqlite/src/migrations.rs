@@ -56,15 +56,26 @@ pub const SCHEMA_VERSION: i64 = 5;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrationError {
+    /// The database was migrated by a newer build: its schema version is past the newest
+    /// migration this build has.
     #[error(
         "database schema version {found} is newer than the newest this build knows ({supported}); \
          run a registry at least as new as the one that last opened this database"
     )]
-    SchemaTooNew { found: i64, supported: i64 },
+    SchemaTooNew {
+        /// The database's schema version.
+        found: i64,
+        /// The newest schema version this build knows.
+        supported: i64,
+    },
+    /// A migration's SQL failed; its transaction was rolled back.
     #[error("migration {version} ({name}) failed: {source}")]
     Failed {
+        /// The migration's number.
         version: i64,
+        /// The migration's name (its file name without the number).
         name: &'static str,
+        /// The database's error.
         #[source]
         source: rusqlite::Error,
     },

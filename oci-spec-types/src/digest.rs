@@ -12,11 +12,14 @@ use sha2::Digest as _;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Algorithm {
+    /// SHA-256: 64 hex characters.
     Sha256,
+    /// SHA-512: 128 hex characters.
     Sha512,
 }
 
 impl Algorithm {
+    /// The algorithm's name in a digest string (`sha256`, `sha512`).
     pub fn as_str(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "sha256",
@@ -39,16 +42,22 @@ impl fmt::Display for Algorithm {
     }
 }
 
+/// Why a digest string did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DigestError {
+    /// Not `algorithm:hex`.
     #[error("digest must have the form algorithm:hex")]
     Malformed,
+    /// An algorithm other than sha256 and sha512.
     #[error("unsupported digest algorithm {0:?} (sha256 and sha512 are supported)")]
     UnsupportedAlgorithm(String),
+    /// The hex part has the wrong length or characters.
     #[error("{algorithm} digest must be {expected} lowercase hex characters")]
     BadEncoding {
+        /// The algorithm named.
         algorithm: Algorithm,
+        /// The number of lowercase hex characters it needs.
         expected: usize,
     },
 }
@@ -62,6 +71,7 @@ pub struct Digest {
 }
 
 impl Digest {
+    /// The hash algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
@@ -71,6 +81,7 @@ impl Digest {
         &self.text[self.algorithm.as_str().len() + 1..]
     }
 
+    /// The whole digest, `algorithm:hex`.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -83,10 +94,12 @@ impl Digest {
         }
     }
 
+    /// The SHA-256 digest of `data`.
     pub fn sha256_of(data: &[u8]) -> Digest {
         Digest::from_raw(Algorithm::Sha256, &sha2::Sha256::digest(data))
     }
 
+    /// The SHA-512 digest of `data`.
     pub fn sha512_of(data: &[u8]) -> Digest {
         Digest::from_raw(Algorithm::Sha512, &sha2::Sha512::digest(data))
     }

@@ -3,26 +3,42 @@
 
 use serde::Serialize;
 
+/// The error codes of the distribution spec, each with its HTTP status (`status`) and JSON code (`as_str`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorCode {
+    /// `BLOB_UNKNOWN`: the blob is not in the repository.
     BlobUnknown,
+    /// `BLOB_UPLOAD_INVALID`: the upload failed or was invalid.
     BlobUploadInvalid,
+    /// `BLOB_UPLOAD_UNKNOWN`: no such upload session.
     BlobUploadUnknown,
+    /// `DIGEST_INVALID`: the digest is malformed or does not match the content.
     DigestInvalid,
+    /// `MANIFEST_BLOB_UNKNOWN`: a manifest references a blob the repository does not have.
     ManifestBlobUnknown,
+    /// `MANIFEST_INVALID`: the manifest is malformed.
     ManifestInvalid,
+    /// `MANIFEST_UNKNOWN`: no such manifest.
     ManifestUnknown,
+    /// `NAME_INVALID`: the repository name is malformed.
     NameInvalid,
+    /// `NAME_UNKNOWN`: no such repository.
     NameUnknown,
+    /// `SIZE_INVALID`: a length does not match the content.
     SizeInvalid,
+    /// `UNAUTHORIZED`: authentication is required.
     Unauthorized,
+    /// `DENIED`: access is denied.
     Denied,
+    /// `UNSUPPORTED`: the operation is not supported.
     Unsupported,
+    /// `TOOMANYREQUESTS`: too many requests.
     TooManyRequests,
 }
 
 impl ErrorCode {
+    /// Every code, in the spec's order.
     pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BlobUnknown,
         ErrorCode::BlobUploadInvalid,
@@ -101,8 +117,11 @@ impl std::fmt::Display for ErrorCode {
 /// One entry of the `errors` array.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorInfo {
+    /// The code's JSON name (`BLOB_UNKNOWN`, ...).
     pub code: &'static str,
+    /// A message for people.
     pub message: String,
+    /// Machine-readable detail, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
 }
@@ -110,10 +129,12 @@ pub struct ErrorInfo {
 /// The JSON body of every error response: `{"errors":[{"code":..,"message":..,"detail":..}]}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorBody {
+    /// The errors, usually one.
     pub errors: Vec<ErrorInfo>,
 }
 
 impl ErrorBody {
+    /// A body with one error.
     pub fn new(
         code: ErrorCode,
         message: impl Into<String>,
@@ -128,6 +149,7 @@ impl ErrorBody {
         }
     }
 
+    /// The body as JSON text.
     pub fn to_json(&self) -> String {
         // Serialising plain strings and JSON values cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{\"errors\":[]}"))

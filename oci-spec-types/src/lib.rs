@@ -15,6 +15,8 @@
 //! assert_eq!(name.as_str(), "library/alpine");
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod digest;
 pub mod error_code;
 pub mod manifest;

@@ -20,17 +20,24 @@ pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    /// The media type of the content it describes.
     pub media_type: String,
+    /// The content's digest.
     pub digest: Digest,
+    /// The content's size in bytes.
     pub size: u64,
+    /// The artifact's type (`artifactType`), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// Other places the content may be fetched from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<Vec<String>>,
+    /// Annotations, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+/// Which shape a manifest has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ManifestKind {
@@ -40,25 +47,41 @@ pub enum ManifestKind {
     Index,
 }
 
+/// Why manifest bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
+    /// Larger than the size limit.
     #[error("manifest is larger than {MAX_MANIFEST_SIZE} bytes")]
     TooLarge,
     /// JSON text is UTF-8 (RFC 8259, section 8.1). serde_json checks that only in the
     /// strings it decodes; the bytes of a field nobody reads are skipped unchecked.
     #[error("manifest is not valid UTF-8 (byte {at})")]
-    NotUtf8 { at: usize },
+    NotUtf8 {
+        /// The offset of the first byte that is not UTF-8.
+        at: usize,
+    },
+    /// Not JSON, or not the JSON a manifest is.
     #[error("manifest is not valid JSON: {0}")]
     Json(String),
+    /// A media type the registry does not accept as a manifest.
     #[error("unsupported manifest media type {0:?}")]
     UnsupportedMediaType(String),
+    /// The body's `mediaType` differs from the request's `Content-Type`.
     #[error("manifest mediaType {body:?} does not match Content-Type {header:?}")]
-    MediaTypeMismatch { body: String, header: String },
+    MediaTypeMismatch {
+        /// The body's `mediaType`.
+        body: String,
+        /// The `Content-Type` header.
+        header: String,
+    },
+    /// `schemaVersion` is not 2.
     #[error("manifest schemaVersion must be 2")]
     SchemaVersion,
+    /// An image manifest without `config`.
     #[error("image manifest has no config descriptor")]
     MissingConfig,
+    /// An index without `manifests`.
     #[error("index has no manifests array")]
     MissingManifests,
 }
@@ -67,15 +90,21 @@ pub enum ManifestError {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ParsedManifest {
+    /// Image or index.
     pub kind: ManifestKind,
     /// The media type the manifest is served with.
     pub media_type: String,
+    /// The config descriptor (images).
     pub config: Option<Descriptor>,
+    /// The layer descriptors (images).
     pub layers: Vec<Descriptor>,
+    /// The child manifests (indexes).
     pub manifests: Vec<Descriptor>,
+    /// The manifest this one refers to (`subject`), for the referrers API.
     pub subject: Option<Descriptor>,
     /// The `artifactType` field as written in the manifest.
     pub artifact_type: Option<String>,
+    /// The manifest's annotations.
     pub annotations: BTreeMap<String, String>,
 }
 

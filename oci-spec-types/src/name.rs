@@ -11,17 +11,22 @@ pub const MAX_NAME_LEN: usize = 255;
 /// Longest tag, from the spec's grammar `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
 pub const MAX_TAG_LEN: usize = 128;
 
+/// Why a repository name or a tag did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NameError {
+    /// An empty name.
     #[error("repository name must not be empty")]
     Empty,
+    /// A name longer than the limit.
     #[error("repository name is longer than {MAX_NAME_LEN} characters")]
     TooLong,
+    /// A path component outside the grammar.
     #[error(
         "invalid repository name component {0:?}: lowercase letters and digits, separated by '.', '_', '__' or dashes"
     )]
     InvalidComponent(String),
+    /// A tag outside the grammar.
     #[error("invalid tag {0:?}: must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
     InvalidTag(String),
 }
@@ -32,6 +37,7 @@ pub enum NameError {
 pub struct RepositoryName(String);
 
 impl RepositoryName {
+    /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -98,6 +104,7 @@ impl FromStr for RepositoryName {
 pub struct Tag(String);
 
 impl Tag {
+    /// The tag as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

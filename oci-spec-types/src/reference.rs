@@ -5,9 +5,12 @@ use std::str::FromStr;
 
 use crate::{Digest, DigestError, NameError, Tag};
 
+/// What follows `/manifests/`: a tag or a digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Reference {
+    /// A tag, such as `latest`.
     Tag(Tag),
+    /// A digest, such as `sha256:…`.
     Digest(Digest),
 }
 
@@ -17,8 +20,10 @@ pub enum Reference {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReferenceError {
+    /// Looked like a digest (had a colon) but is not one.
     #[error(transparent)]
     Digest(#[from] DigestError),
+    /// Looked like a tag but is not one.
     #[error(transparent)]
     Tag(#[from] NameError),
 }

@@ -57,6 +57,8 @@
 //! # Feature flags
 //! None.
 
+#![warn(missing_docs)]
+
 mod error;
 mod file_range;
 mod layout;

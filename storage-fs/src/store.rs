@@ -57,6 +57,7 @@ impl FsBlobStore {
         })
     }
 
+    /// The folder the store was opened on.
     pub fn root(&self) -> &Path {
         self.layout.root()
     }

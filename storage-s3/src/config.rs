@@ -26,6 +26,7 @@ const DEFAULT_REGION: &str = "us-east-1";
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct S3Config {
+    /// The bucket's name.
     pub bucket: String,
     /// Key prefix under which this store keeps everything; `/`-separated
     /// `[A-Za-z0-9._-]` segments, may be empty.
@@ -48,6 +49,7 @@ pub struct S3Config {
     /// Parts of one write sent at once (4 by default, at least 1). A write holds up to this
     /// many parts in memory while they are sent, plus the one it is filling.
     pub upload_concurrency: usize,
+    /// Longest wait for a connection to the endpoint to open.
     pub connect_timeout: Duration,
     /// Longest wait for any single read from a connection (a stalled server is an error,
     /// never a hang). It also bounds the pause between two reads of a download stream by
@@ -68,6 +70,8 @@ fn number(name: &str, value: &str) -> Result<usize, StorageError> {
 }
 
 impl S3Config {
+    /// The defaults for `bucket` on AWS: no prefix, region and credentials from the
+    /// environment, 8 MiB parts sent 4 at once.
     pub fn new(bucket: impl Into<String>) -> Self {
         S3Config {
             bucket: bucket.into(),
@@ -140,6 +144,7 @@ impl S3Config {
         Ok(cfg)
     }
 
+    /// Keeps every key under this prefix (see the field's rules).
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -152,47 +157,56 @@ impl S3Config {
         self
     }
 
+    /// The region to sign for.
     pub fn with_region(mut self, region: impl Into<String>) -> Self {
         self.region = Some(region.into());
         self
     }
 
+    /// Bucket in the path rather than the host name (on by default for custom endpoints).
     pub fn with_path_style(mut self, path_style: bool) -> Self {
         self.path_style = path_style;
         self
     }
 
+    /// These credentials instead of the environment's or the shared files'.
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
         self
     }
 
+    /// This profile of the shared AWS files.
     pub fn with_profile(mut self, profile: impl Into<String>) -> Self {
         self.profile = Some(profile.into());
         self
     }
 
+    /// The size of a multipart upload's parts (see the field).
     pub fn with_part_size(mut self, part_size: usize) -> Self {
         self.part_size = part_size;
         self
     }
 
+    /// Parts of one write sent at once (at least 1).
     pub fn with_upload_concurrency(mut self, parts: usize) -> Self {
         self.upload_concurrency = parts.max(1);
         self
     }
 
+    /// The connect and read time limits (see the fields).
     pub fn with_timeouts(mut self, connect: Duration, read: Duration) -> Self {
         self.connect_timeout = connect;
         self.read_timeout = read;
         self
     }
 
+    /// How often a failed request is retried.
     pub fn with_max_retries(mut self, max_retries: usize) -> Self {
         self.max_retries = max_retries;
         self
     }
 
+    /// Keys asked for per listing request.
     pub fn with_list_page_size(mut self, keys: usize) -> Self {
         self.list_page_size = keys;
         self

@@ -29,6 +29,7 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// An access key and its secret.
     pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
         Credentials {
             access_key: access_key.into(),
@@ -37,11 +38,13 @@ impl Credentials {
         }
     }
 
+    /// A temporary credential's session token (`AWS_SESSION_TOKEN`).
     pub fn with_session_token(mut self, token: impl Into<String>) -> Self {
         self.session_token = Some(token.into());
         self
     }
 
+    /// The access key id (the secret is never shown, `Debug` included).
     pub fn access_key(&self) -> &str {
         &self.access_key
     }

@@ -16,31 +16,47 @@ pub enum S3Error {
     /// The request did not get an HTTP answer (connection refused or reset, timeout).
     #[error("S3 {op} {key}: {source}")]
     Http {
+        /// The S3 operation (`PutObject`, `UploadPart`, ...).
         op: &'static str,
+        /// The object key it was about.
         key: String,
+        /// The HTTP client's error.
         #[source]
         source: reqwest::Error,
     },
     /// S3 answered with an error status.
     #[error("S3 {op} {key}: HTTP {status} {code}: {message}")]
     Status {
+        /// The S3 operation.
         op: &'static str,
+        /// The object key it was about.
         key: String,
+        /// The HTTP status.
         status: u16,
+        /// S3's error code (`NoSuchKey`, `AccessDenied`, ...), empty if the body had none.
         code: String,
+        /// S3's error message.
         message: String,
     },
     /// S3 answered with something this crate cannot use (a missing header, bad XML, a body
     /// of the wrong length).
     #[error("S3 {op} {key}: {message}")]
     Protocol {
+        /// The S3 operation.
         op: &'static str,
+        /// The object key it was about.
         key: String,
+        /// What was wrong with the answer.
         message: String,
     },
     /// An upload session's state object does not decode.
     #[error("corrupt upload session state {key}: {message}")]
-    CorruptState { key: String, message: String },
+    CorruptState {
+        /// The state object's key.
+        key: String,
+        /// Why it does not decode.
+        message: String,
+    },
 }
 
 impl From<S3Error> for StorageError {

@@ -169,6 +169,8 @@
 //! # Feature flags
 //! - `rustls` (default): HTTPS endpoints. Without it, only `http://` endpoints work.
 
+#![warn(missing_docs)]
+
 mod client;
 mod config;
 mod credentials;

@@ -55,6 +55,7 @@ impl S3BucketReader {
         Self::new(S3Config::from_url(url)?)
     }
 
+    /// The bucket read from.
     pub fn bucket(&self) -> &str {
         self.client.bucket_name()
     }

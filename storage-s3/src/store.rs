@@ -114,6 +114,7 @@ impl S3BlobStore {
         Self::new(S3Config::from_url(url)?)
     }
 
+    /// The bucket the store keeps its blobs in.
     pub fn bucket(&self) -> &str {
         self.client.bucket_name()
     }

@@ -18,10 +18,12 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, StorageError>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BlobInfo {
+    /// The blob's size in bytes.
     pub size: u64,
 }
 
 impl BlobInfo {
+    /// What `stat` reports for a blob of `size` bytes.
     pub fn new(size: u64) -> Self {
         BlobInfo { size }
     }
@@ -53,8 +55,11 @@ impl GetRange {
 
 /// The answer to `get`: the blob's total size, the range being streamed, and the bytes.
 pub struct GetResult {
+    /// The blob's total size in bytes.
     pub size: u64,
+    /// The bytes being streamed, a part of `0..size`.
     pub range: Range<u64>,
+    /// The bytes of `range`.
     pub stream: ByteStream,
 }
 
@@ -92,10 +97,12 @@ pub struct BlobCapabilities {
 }
 
 impl BlobCapabilities {
+    /// Declares (or not) that sessions are shared between processes.
     pub fn with_shared_sessions(mut self, shared: bool) -> Self {
         self.shared_sessions = shared;
         self
     }
+    /// Declares (or not) that the store hands out presigned URLs.
     pub fn with_presign(mut self, presign: bool) -> Self {
         self.presign = presign;
         self
@@ -139,21 +146,26 @@ impl BlobCapabilities {
 ///   matches what it does: `presign` exactly when [`signer`](BlobStore::signer) is `Some`.
 #[async_trait]
 pub trait BlobStore: Debug + Send + Sync + 'static {
+    /// The blob's size, or `None` if it is not stored.
     async fn stat(&self, digest: &Digest) -> Result<Option<BlobInfo>, StorageError>;
 
+    /// The blob's bytes, or the part `range` asks for, streamed.
     async fn get(
         &self,
         digest: &Digest,
         range: Option<GetRange>,
     ) -> Result<GetResult, StorageError>;
 
+    /// Removes the blob; a missing blob is not an error.
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError>;
 
     /// Every stored blob's digest, in no particular order (for GC and import).
     fn list(&self) -> BoxStream<'static, Result<Digest, StorageError>>;
 
+    /// Opens an empty upload session `id`.
     async fn start_upload(&self, id: &str) -> Result<(), StorageError>;
 
+    /// Writes `data` at `offset` of session `id`; returns the session's new length.
     async fn write_upload(
         &self,
         id: &str,
@@ -164,9 +176,11 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
     /// The bytes a session holds so far (used to re-hash when no hash state was kept).
     async fn read_upload(&self, id: &str) -> Result<ByteStream, StorageError>;
 
+    /// Publishes session `id`'s `size` bytes as the blob `digest`, atomically, and ends the session.
     async fn finish_upload(&self, id: &str, digest: &Digest, size: u64)
     -> Result<(), StorageError>;
 
+    /// Ends session `id` and discards its bytes; an unknown session is not an error.
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError>;
 
     /// What this store promises (see [`BlobCapabilities`]). The default promises nothing:
@@ -217,6 +231,7 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
 /// Optional ability: a URL a client can fetch a blob from directly, for a limited time.
 #[async_trait]
 pub trait BlobSigner: Send + Sync {
+    /// A URL that serves the blob `digest` without credentials for `expires_in`.
     async fn presigned_get(
         &self,
         digest: &Digest,

@@ -39,10 +39,14 @@ pub enum ReviewTarget {
     Manifest(RepositoryName),
 }
 
+/// A queued garbage-collection review: a thing that lost a reference, to look at again
+/// once the grace period has passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GcReview {
+    /// What is reviewed: a link, a blob or a manifest.
     pub target: ReviewTarget,
+    /// The digest of the blob or manifest.
     pub digest: Digest,
     /// Unix time in milliseconds from which the review may be applied, as
     /// [`GcMetadata::due_reviews`] computed it for the grace period it was given
@@ -51,6 +55,7 @@ pub struct GcReview {
 }
 
 impl GcReview {
+    /// A review of `target` at `digest`, due at `due_at` (Unix milliseconds).
     pub fn new(target: ReviewTarget, digest: Digest, due_at: i64) -> Self {
         GcReview {
             target,
@@ -73,6 +78,7 @@ pub struct GcPolicy {
 }
 
 impl GcPolicy {
+    /// Collect what has been unreferenced for `grace_ms`; keep untagged manifests.
     pub fn new(grace_ms: i64) -> Self {
         GcPolicy {
             grace_ms,
@@ -80,6 +86,7 @@ impl GcPolicy {
         }
     }
 
+    /// Also collect untagged, unreferenced manifests older than `ttl_ms` (`None`: never).
     pub fn with_untagged_manifest_ttl(mut self, ttl_ms: Option<i64>) -> Self {
         self.untagged_manifest_ttl_ms = ttl_ms;
         self
@@ -102,17 +109,28 @@ pub enum GcOutcome {
     /// Still referenced (or not yet old enough): nothing deleted, review dropped or
     /// postponed.
     Kept,
+    /// The repository's link to the blob was removed.
     LinkDeleted {
+        /// The repository.
         repository: RepositoryName,
+        /// The blob.
         digest: Digest,
     },
+    /// The untagged, unreferenced manifest was removed from the repository.
     ManifestDeleted {
+        /// The repository.
         repository: RepositoryName,
+        /// The manifest.
         digest: Digest,
     },
     /// The blob's row is gone and a tombstone is left: its bytes must now be deleted
     /// from the blob store, then the tombstone cleared.
-    BlobDeleted { digest: Digest, size: u64 },
+    BlobDeleted {
+        /// The blob.
+        digest: Digest,
+        /// Its size in bytes.
+        size: u64,
+    },
 }
 
 /// The garbage-collection ability of a metadata store, reached through
@@ -155,6 +173,8 @@ pub trait GcMetadata: Send + Sync {
         limit: usize,
     ) -> Result<Vec<GcReview>, MetadataError>;
 
+    /// Applies `review` under `policy` in one transaction (see `# Behavior`); with
+    /// `dry_run`, reports what it would do and changes nothing.
     async fn apply_review(
         &self,
         review: &GcReview,

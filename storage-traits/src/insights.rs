@@ -15,10 +15,15 @@ use crate::MetadataError;
 /// included), however many repositories link it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
+    /// Repositories with at least one manifest or link.
     pub repositories: u64,
+    /// Manifests stored, over all repositories.
     pub manifests: u64,
+    /// Tags, over all repositories.
     pub tags: u64,
+    /// Distinct blobs stored.
     pub blobs: u64,
+    /// Bytes of all stored blobs, each once.
     pub blob_bytes: u64,
 }
 
@@ -32,12 +37,19 @@ pub struct Summary {
 ///   [`Summary::blob_bytes`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RepositoryStats {
+    /// The repository's name.
     pub name: String,
+    /// Bytes of blobs only this repository links.
     pub unique_bytes: u64,
+    /// Bytes of blobs it shares with other repositories.
     pub shared_bytes: u64,
+    /// Its share of the bytes of the blobs it links.
     pub attributed_bytes: u64,
+    /// Blobs it links.
     pub blobs: u64,
+    /// Manifests it holds.
     pub manifests: u64,
+    /// Tags it has.
     pub tags: u64,
     /// Unix milliseconds of the last manifest push or tag move, if any.
     pub last_push: Option<i64>,
@@ -60,7 +72,9 @@ pub enum RepositoryOrder {
 /// A blob and how widely it is used.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BlobReuse {
+    /// The blob.
     pub digest: Digest,
+    /// Its size in bytes.
     pub size: u64,
     /// Repositories with a manifest referencing it.
     pub repositories: u64,
@@ -71,14 +85,18 @@ pub struct BlobReuse {
 /// A manifest that references a blob.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BlobUser {
+    /// The manifest's repository.
     pub repository: String,
+    /// The manifest.
     pub manifest: Digest,
+    /// The manifest's tags in that repository.
     pub tags: Vec<String>,
 }
 
 /// Everything that uses one blob.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BlobUsage {
+    /// The blob's size, `None` if it is not stored.
     pub size: Option<u64>,
     /// Repositories that link it (may serve it).
     pub linked_by: Vec<String>,
@@ -91,14 +109,18 @@ pub struct BlobUsage {
 pub struct ArtifactTypeCount {
     /// `None` for indexes and manifests without either.
     pub artifact_type: Option<String>,
+    /// Manifests of this type.
     pub manifests: u64,
+    /// The bytes of these manifests themselves (not of the blobs they reference).
     pub bytes: u64,
 }
 
 /// A repository in a filtered, sorted listing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RepositoryEntry {
+    /// The repository's name.
     pub name: RepositoryName,
+    /// Unix milliseconds of its last push, `None` if never pushed.
     pub last_push: Option<i64>,
 }
 
@@ -118,7 +140,9 @@ pub enum NameFilter<'a> {
 /// A tag in a filtered, sorted listing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TagEntry {
+    /// The tag.
     pub name: String,
+    /// The manifest it points at.
     pub digest: Digest,
     /// Unix milliseconds of the tag's last move.
     pub updated_at: i64,
@@ -129,8 +153,10 @@ pub struct TagEntry {
 /// in one snapshot each.
 #[async_trait]
 pub trait InsightsMetadata: Send + Sync {
+    /// Registry-wide totals.
     async fn summary(&self) -> Result<Summary, MetadataError>;
 
+    /// Up to `limit` repositories' footprints, in `order`.
     async fn repository_stats(
         &self,
         order: RepositoryOrder,
@@ -140,8 +166,10 @@ pub trait InsightsMetadata: Send + Sync {
     /// Blobs referenced by the most manifests first (ties: larger first).
     async fn most_reused_blobs(&self, limit: usize) -> Result<Vec<BlobReuse>, MetadataError>;
 
+    /// What links and references the blob `digest`.
     async fn blob_usage(&self, digest: &Digest) -> Result<BlobUsage, MetadataError>;
 
+    /// Manifests counted by artifact type, most first.
     async fn artifact_types(&self) -> Result<Vec<ArtifactTypeCount>, MetadataError>;
 
     /// Repositories whose name passes `filter`, most recently pushed first (never pushed

@@ -16,6 +16,8 @@
 //! - `testsuite`: the shared behaviour tests (module `testsuite`) and the macros that turn each
 //!   case into a `#[tokio::test]` in a backend crate.
 
+#![warn(missing_docs)]
+
 pub mod blob;
 pub mod error;
 pub mod gc;

@@ -14,11 +14,14 @@ use crate::{MetadataError, UploadSessionStore};
 /// strictly after `last`, at most `limit` of them (all when `None`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Page {
+    /// Entries strictly after this one.
     pub last: Option<String>,
+    /// At most this many entries.
     pub limit: Option<usize>,
 }
 
 impl Page {
+    /// Entries after `last`, at most `limit`.
     pub fn new(last: Option<String>, limit: Option<usize>) -> Self {
         Page { last, limit }
     }
@@ -28,14 +31,19 @@ impl Page {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct NewManifest {
+    /// The repository it is pushed to.
     pub repository: RepositoryName,
+    /// The digest of its bytes.
     pub digest: Digest,
+    /// Its media type.
     pub media_type: String,
     /// The exact bytes the client sent.
     pub content: Bytes,
     /// `artifactType`, or the config media type for image manifests.
     pub artifact_type: Option<String>,
+    /// The manifest it refers to (`subject`), for the referrers API.
     pub subject: Option<Digest>,
+    /// Its annotations.
     pub annotations: BTreeMap<String, String>,
     /// Blobs that must be linked in the repository (config and layers).
     pub blob_refs: Vec<Digest>,
@@ -54,6 +62,7 @@ pub struct NewManifest {
 }
 
 impl NewManifest {
+    /// A manifest of `repo` with no references, tags or subject: add them with the `with_*` methods.
     pub fn new(
         repository: RepositoryName,
         digest: Digest,
@@ -91,22 +100,27 @@ impl NewManifest {
             .with_manifest_refs(parsed.required_manifests())
     }
 
+    /// Sets the artifact type.
     pub fn with_artifact_type(mut self, t: Option<String>) -> Self {
         self.artifact_type = t;
         self
     }
+    /// Sets the subject.
     pub fn with_subject(mut self, s: Option<Digest>) -> Self {
         self.subject = s;
         self
     }
+    /// Sets the annotations.
     pub fn with_annotations(mut self, a: BTreeMap<String, String>) -> Self {
         self.annotations = a;
         self
     }
+    /// Sets the blobs that must be linked in the repository.
     pub fn with_blob_refs(mut self, r: Vec<Digest>) -> Self {
         self.blob_refs = r;
         self
     }
+    /// Sets the manifests that must exist in the repository.
     pub fn with_manifest_refs(mut self, r: Vec<Digest>) -> Self {
         self.manifest_refs = r;
         self
@@ -122,6 +136,7 @@ impl NewManifest {
         self.tags = tags.into_iter().collect();
         self
     }
+    /// Refuses to move a tag that points at another manifest (see the field).
     pub fn with_tag_immutable(mut self, immutable: bool) -> Self {
         self.tag_immutable = immutable;
         self
@@ -132,12 +147,16 @@ impl NewManifest {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ManifestRecord {
+    /// The digest of its bytes.
     pub digest: Digest,
+    /// Its media type.
     pub media_type: String,
+    /// Its exact bytes.
     pub content: Bytes,
 }
 
 impl ManifestRecord {
+    /// A manifest record.
     pub fn new(digest: Digest, media_type: String, content: Bytes) -> Self {
         ManifestRecord {
             digest,
@@ -151,14 +170,20 @@ impl ManifestRecord {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ReferrerRecord {
+    /// The referrer's digest.
     pub digest: Digest,
+    /// Its media type.
     pub media_type: String,
+    /// Its size in bytes.
     pub size: u64,
+    /// Its artifact type (`artifactType`, or the config media type).
     pub artifact_type: Option<String>,
+    /// Its annotations.
     pub annotations: BTreeMap<String, String>,
 }
 
 impl ReferrerRecord {
+    /// A referrer record.
     pub fn new(
         digest: Digest,
         media_type: String,
@@ -195,8 +220,10 @@ impl ReferrerRecord {
 ///   contract), so one object holds all of the registry's metadata.
 #[async_trait]
 pub trait MetadataStore: UploadSessionStore + Debug + Send + Sync + 'static {
+    /// Repository names in lexical order, paginated.
     async fn list_repositories(&self, page: &Page) -> Result<Vec<RepositoryName>, MetadataError>;
 
+    /// Whether the store holds a record of the repository `repo`.
     async fn repository_exists(&self, repo: &RepositoryName) -> Result<bool, MetadataError>;
 
     /// Records that `repo` may serve the blob `digest` of `size` bytes.
@@ -221,20 +248,24 @@ pub trait MetadataStore: UploadSessionStore + Debug + Send + Sync + 'static {
         digest: &Digest,
     ) -> Result<bool, MetadataError>;
 
+    /// Stores a manifest with its references and tags in one transaction (see `# Behavior`).
     async fn put_manifest(&self, manifest: &NewManifest) -> Result<(), MetadataError>;
 
+    /// The manifest `reference` names in `repo`, by tag or digest.
     async fn get_manifest(
         &self,
         repo: &RepositoryName,
         reference: &Reference,
     ) -> Result<Option<ManifestRecord>, MetadataError>;
 
+    /// Removes the manifest and its tags; true if it was in the repository.
     async fn delete_manifest(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
     ) -> Result<bool, MetadataError>;
 
+    /// The repository's tags in lexical order, paginated; `None` for an unknown repository.
     async fn list_tags(
         &self,
         repo: &RepositoryName,

@@ -27,14 +27,18 @@ use crate::MetadataError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PullCount {
+    /// The repository pulled from.
     pub repository: RepositoryName,
+    /// The manifest pulled.
     pub digest: Digest,
+    /// How many pulls.
     pub count: u64,
     /// Unix milliseconds of the latest of these pulls.
     pub last_pull: i64,
 }
 
 impl PullCount {
+    /// `count` pulls of `digest` in `repository`, the latest at `last_pull` (Unix milliseconds).
     pub fn new(repository: RepositoryName, digest: Digest, count: u64, last_pull: i64) -> Self {
         PullCount {
             repository,
@@ -49,6 +53,7 @@ impl PullCount {
 /// unknown) has zero pulls and no last pull.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Pulls {
+    /// How many pulls.
     pub pulls: u64,
     /// Unix milliseconds of the last pull.
     pub last_pull: Option<i64>,
@@ -57,6 +62,7 @@ pub struct Pulls {
 /// A manifest of a repository with its pull figures and the tags pointing to it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ManifestPulls {
+    /// The manifest.
     pub digest: Digest,
     /// Bytes of the manifest itself.
     pub size: u64,
@@ -64,7 +70,9 @@ pub struct ManifestPulls {
     pub tags: Vec<String>,
     /// Unix milliseconds of its push.
     pub created_at: i64,
+    /// How many pulls.
     pub pulls: u64,
+    /// Unix milliseconds of its last pull.
     pub last_pull: Option<i64>,
 }
 

@@ -37,11 +37,14 @@ pub type RepositoryMatcher = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 pub struct Quota {
     /// The pattern as written: its name in answers and the key that serializes its checks.
     pub pattern: String,
+    /// The limit in bytes.
     pub limit: u64,
+    /// Which repository names it covers.
     pub matches: RepositoryMatcher,
 }
 
 impl Quota {
+    /// A limit of `limit` bytes over the repositories `matches` accepts, named `pattern`.
     pub fn new(pattern: impl Into<String>, limit: u64, matches: RepositoryMatcher) -> Self {
         Quota {
             pattern: pattern.into(),
@@ -68,8 +71,11 @@ impl fmt::Debug for Quota {
 /// A quota's usage: the bytes of the distinct blobs linked in the repositories it covers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct QuotaUsage {
+    /// The quota's pattern.
     pub pattern: String,
+    /// Bytes of the distinct blobs linked in the covered repositories.
     pub used: u64,
+    /// The limit in bytes.
     pub limit: u64,
 }
 

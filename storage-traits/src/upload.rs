@@ -14,7 +14,9 @@ use crate::MetadataError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UploadSession {
+    /// The session's id (chosen by the caller).
     pub id: String,
+    /// The repository being pushed to.
     pub repository: RepositoryName,
     /// Bytes received and acknowledged so far.
     pub offset: u64,
@@ -28,6 +30,7 @@ pub struct UploadSession {
 }
 
 impl UploadSession {
+    /// A new session at offset 0 with no hash state, created and updated at `now_ms`.
     pub fn new(id: String, repository: RepositoryName, now_ms: i64) -> Self {
         UploadSession {
             id,
@@ -132,8 +135,10 @@ impl<'a> UploadUpdate<'a> {
 ///   list them.
 #[async_trait]
 pub trait UploadSessionStore: Debug + Send + Sync + 'static {
+    /// Stores a new session record as given.
     async fn create_upload(&self, session: &UploadSession) -> Result<(), MetadataError>;
 
+    /// The session `id`, or `None` if there is none.
     async fn get_upload(&self, id: &str) -> Result<Option<UploadSession>, MetadataError>;
 
     /// Applies `update` if the session's stored offset is its `expected_offset`; true if

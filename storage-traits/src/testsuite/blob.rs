@@ -48,6 +48,7 @@ use crate::{BlobStore, BlobStoreExt, ByteStream, GetRange, StorageError};
 
 /// How a case gets the store out of whatever the macro's expression built.
 pub trait AsBlobStore {
+    /// The store the cases run against.
     fn as_blob_store(&self) -> &dyn BlobStore;
 }
 
@@ -266,11 +267,13 @@ pub async fn capabilities_match_the_abilities(store: &dyn BlobStore) {
     }
 }
 
+/// Suite case: stat missing is none.
 pub async fn stat_missing_is_none(store: &dyn BlobStore) {
     let digest = Digest::sha256_of(&random_bytes(32));
     assert_eq!(store.stat(&digest).await.expect("stat"), None);
 }
 
+/// Suite case: get missing is not found.
 pub async fn get_missing_is_not_found(store: &dyn BlobStore) {
     let digest = Digest::sha256_of(&random_bytes(32));
     for range in [
@@ -285,6 +288,7 @@ pub async fn get_missing_is_not_found(store: &dyn BlobStore) {
     }
 }
 
+/// Suite case: put then stat and get.
 pub async fn put_then_stat_and_get(store: &dyn BlobStore) {
     let data = random_bytes(1000);
     let digest = put(store, &data).await;
@@ -301,6 +305,7 @@ pub async fn put_then_stat_and_get(store: &dyn BlobStore) {
     cleanup(store, &[&digest]).await;
 }
 
+/// Suite case: sha512 blob.
 pub async fn sha512_blob(store: &dyn BlobStore) {
     let data = random_bytes(333);
     let digest = Digest::sha512_of(&data);
@@ -323,6 +328,7 @@ pub async fn sha512_blob(store: &dyn BlobStore) {
     cleanup(store, &[&digest]).await;
 }
 
+/// Suite case: get ranges.
 pub async fn get_ranges(store: &dyn BlobStore) {
     let data = random_bytes(1000);
     let digest = put(store, &data).await;
@@ -349,6 +355,7 @@ pub async fn get_ranges(store: &dyn BlobStore) {
     cleanup(store, &[&digest]).await;
 }
 
+/// Suite case: get unsatisfiable ranges.
 pub async fn get_unsatisfiable_ranges(store: &dyn BlobStore) {
     let data = random_bytes(1000);
     let digest = put(store, &data).await;
@@ -371,6 +378,7 @@ pub async fn get_unsatisfiable_ranges(store: &dyn BlobStore) {
     cleanup(store, &[&digest]).await;
 }
 
+/// Suite case: empty blob.
 pub async fn empty_blob(store: &dyn BlobStore) {
     // Every case uses random content except this one: the empty blob has one digest. Leave
     // it as found in case the store is shared.
@@ -427,6 +435,7 @@ pub async fn empty_blob(store: &dyn BlobStore) {
     }
 }
 
+/// Suite case: delete blob.
 pub async fn delete_blob(store: &dyn BlobStore) {
     let keep = put(store, &random_bytes(10)).await;
     let digest = put(store, &random_bytes(100)).await;
@@ -449,6 +458,7 @@ pub async fn delete_blob(store: &dyn BlobStore) {
     cleanup(store, &[&keep, &again]).await;
 }
 
+/// Suite case: delete missing is ok.
 pub async fn delete_missing_is_ok(store: &dyn BlobStore) {
     let digest = Digest::sha256_of(&random_bytes(32));
     store
@@ -462,6 +472,7 @@ pub async fn delete_missing_is_ok(store: &dyn BlobStore) {
         .expect("delete of a missing sha512 blob");
 }
 
+/// Suite case: list includes stored.
 pub async fn list_includes_stored(store: &dyn BlobStore) {
     let a = put(store, &random_bytes(1)).await;
     let b = put(store, &random_bytes(2)).await;
@@ -490,6 +501,7 @@ pub async fn list_includes_stored(store: &dyn BlobStore) {
     cleanup(store, &[&a, &c]).await;
 }
 
+/// Suite case: upload in chunks.
 pub async fn upload_in_chunks(store: &dyn BlobStore) {
     let data = random_bytes(200_003);
     let digest = Digest::sha256_of(&data);
@@ -536,6 +548,7 @@ pub async fn upload_in_chunks(store: &dyn BlobStore) {
     cleanup(store, &[&digest]).await;
 }
 
+/// Suite case: write at wrong offset.
 pub async fn write_at_wrong_offset(store: &dyn BlobStore) {
     let id = upload_id();
     store.start_upload(&id).await.expect("start_upload");
@@ -666,6 +679,7 @@ pub async fn finish_with_wrong_size_refused(store: &dyn BlobStore) {
     cleanup(store, &[&digest]).await;
 }
 
+/// Suite case: read upload returns written.
 pub async fn read_upload_returns_written(store: &dyn BlobStore) {
     let id = upload_id();
     store.start_upload(&id).await.expect("start_upload");
@@ -686,6 +700,7 @@ pub async fn read_upload_returns_written(store: &dyn BlobStore) {
     store.abort_upload(&id).await.expect("abort_upload");
 }
 
+/// Suite case: finish makes blob visible.
 pub async fn finish_makes_blob_visible(store: &dyn BlobStore) {
     let data = random_bytes(4_321);
     let digest = Digest::sha256_of(&data);
@@ -715,6 +730,7 @@ pub async fn finish_makes_blob_visible(store: &dyn BlobStore) {
     cleanup(store, &[&digest]).await;
 }
 
+/// Suite case: finish onto existing keeps blob.
 pub async fn finish_onto_existing_keeps_blob(store: &dyn BlobStore) {
     let data = random_bytes(2_000);
     let digest = put(store, &data).await;
@@ -753,6 +769,7 @@ pub async fn finish_onto_existing_keeps_blob(store: &dyn BlobStore) {
     cleanup(store, &[&digest]).await;
 }
 
+/// Suite case: uploads are independent.
 pub async fn uploads_are_independent(store: &dyn BlobStore) {
     let (a, b) = (random_bytes(3_000), random_bytes(3_001));
     let (ia, ib) = (upload_id(), upload_id());
@@ -781,6 +798,7 @@ pub async fn uploads_are_independent(store: &dyn BlobStore) {
     cleanup(store, &[&da, &db]).await;
 }
 
+/// Suite case: abort leaves nothing.
 pub async fn abort_leaves_nothing(store: &dyn BlobStore) {
     let data = random_bytes(1_234);
     let digest = Digest::sha256_of(&data);
@@ -807,6 +825,7 @@ pub async fn abort_leaves_nothing(store: &dyn BlobStore) {
     store.abort_upload(&id).await.expect("aborting twice");
 }
 
+/// Suite case: abort unknown is ok.
 pub async fn abort_unknown_is_ok(store: &dyn BlobStore) {
     store
         .abort_upload(&upload_id())
@@ -814,6 +833,7 @@ pub async fn abort_unknown_is_ok(store: &dyn BlobStore) {
         .expect("abort of an unknown session");
 }
 
+/// Suite case: invalid upload ids refused.
 pub async fn invalid_upload_ids_refused(store: &dyn BlobStore) {
     let digest = Digest::sha256_of(b"x");
     let long = "a".repeat(129);
@@ -849,6 +869,7 @@ pub async fn invalid_upload_ids_refused(store: &dyn BlobStore) {
     store.abort_upload(&id).await.expect("abort_upload");
 }
 
+/// Suite case: failing input stream.
 pub async fn failing_input_stream(store: &dyn BlobStore) {
     let existing = random_bytes(500);
     let existing_digest = put(store, &existing).await;
@@ -908,6 +929,7 @@ pub async fn failing_input_stream(store: &dyn BlobStore) {
     cleanup(store, &[&digest, &existing_digest]).await;
 }
 
+/// Suite case: large blob streamed.
 pub async fn large_blob_streamed(store: &dyn BlobStore) {
     const LEN: usize = 8 * 1024 * 1024 + 3;
     let data = random_bytes(LEN);

@@ -53,6 +53,7 @@ use crate::{MetadataError, MetadataStore, NewManifest, Page, ReferrerRecord, Upl
 /// How a case gets the store out of whatever the macro's expression built (the same
 /// shape as [`AsBlobStore`](crate::testsuite::blob::AsBlobStore)).
 pub trait AsMetadataStore {
+    /// The store the cases run against.
     fn as_metadata_store(&self) -> &dyn MetadataStore;
 }
 
@@ -375,6 +376,7 @@ pub async fn repositories_listed_in_lexical_order_with_pagination(store: &dyn Me
 // ---------------------------------------------------------------------------------------
 // Blob links
 
+/// Suite case: blob links.
 pub async fn blob_links(store: &dyn MetadataStore) {
     let prefix = unique_prefix();
     let a = repo_name(&prefix, "a");
@@ -910,6 +912,7 @@ pub async fn tags_listed_in_lexical_order_with_pagination(store: &dyn MetadataSt
     );
 }
 
+/// Suite case: list tags of unknown repository is none.
 pub async fn list_tags_of_unknown_repository_is_none(store: &dyn MetadataStore) {
     let repo = unique_repo("never");
     assert_eq!(
@@ -934,6 +937,7 @@ pub async fn list_tags_of_unknown_repository_is_none(store: &dyn MetadataStore) 
     );
 }
 
+/// Suite case: delete tag keeps manifest.
 pub async fn delete_tag_keeps_manifest(store: &dyn MetadataStore) {
     let repo = unique_repo("app");
     let m = manifest(&repo, "m");
@@ -1325,6 +1329,7 @@ pub async fn referrers_by_subject_and_artifact_type(store: &dyn MetadataStore) {
     );
 }
 
+/// Suite case: referrers isolated per repository.
 pub async fn referrers_isolated_per_repository(store: &dyn MetadataStore) {
     let prefix = unique_prefix();
     let a = repo_name(&prefix, "a");

@@ -65,6 +65,7 @@ fn top() -> String {
     format!("t{}", uuid::Uuid::new_v4().simple())
 }
 
+/// Suite case: get missing is none.
 pub async fn get_missing_is_none(store: &dyn BlobStore) {
     let log = log(store);
     let t = top();
@@ -82,6 +83,7 @@ pub async fn get_missing_is_none(store: &dyn BlobStore) {
     );
 }
 
+/// Suite case: put then get.
 pub async fn put_then_get(store: &dyn BlobStore) {
     let log = log(store);
     let path = format!("{}/a/b/link", top());
@@ -108,6 +110,7 @@ pub async fn put_then_get(store: &dyn BlobStore) {
         .expect("delete_record");
 }
 
+/// Suite case: put replaces.
 pub async fn put_replaces(store: &dyn BlobStore) {
     let log = log(store);
     let path = format!("{}/tag/current/link", top());
@@ -124,6 +127,7 @@ pub async fn put_replaces(store: &dyn BlobStore) {
     log.delete_record(&path).await.expect("delete_record");
 }
 
+/// Suite case: list direct children sorted.
 pub async fn list_direct_children_sorted(store: &dyn BlobStore) {
     let log = log(store);
     let t = top();
@@ -166,6 +170,7 @@ pub async fn list_direct_children_sorted(store: &dyn BlobStore) {
     }
 }
 
+/// Suite case: list missing folder is empty.
 pub async fn list_missing_folder_is_empty(store: &dyn BlobStore) {
     let log = log(store);
     let t = top();
@@ -178,6 +183,7 @@ pub async fn list_missing_folder_is_empty(store: &dyn BlobStore) {
     );
 }
 
+/// Suite case: delete then missing.
 pub async fn delete_then_missing(store: &dyn BlobStore) {
     let log = log(store);
     let t = top();
@@ -199,6 +205,7 @@ pub async fn delete_then_missing(store: &dyn BlobStore) {
     log.delete_record(&keep).await.expect("delete_record");
 }
 
+/// Suite case: delete missing is ok.
 pub async fn delete_missing_is_ok(store: &dyn BlobStore) {
     let log = log(store);
     let t = top();
@@ -260,6 +267,7 @@ pub async fn emptied_folder_not_listed(store: &dyn BlobStore) {
     log.delete_record(&a).await.expect("delete_record");
 }
 
+/// Suite case: invalid paths refused.
 pub async fn invalid_paths_refused(store: &dyn BlobStore) {
     let log = log(store);
     let t = top();

@@ -32,6 +32,7 @@ use crate::{MetadataStore, UploadSession, UploadSessionStore, UploadUpdate};
 /// How a case gets the store out of whatever the macro's expression built (the same
 /// shape as [`AsMetadataStore`](crate::testsuite::metadata::AsMetadataStore)).
 pub trait AsUploadSessionStore {
+    /// The store the cases run against.
     fn as_upload_session_store(&self) -> &dyn UploadSessionStore;
 }
 
@@ -116,6 +117,7 @@ fn session(repo: &RepositoryName, now_ms: i64) -> UploadSession {
 // ---------------------------------------------------------------------------------------
 // Cases
 
+/// Suite case: upload session lifecycle.
 pub async fn upload_session_lifecycle(store: &dyn UploadSessionStore) {
     let repo = unique_repo("app");
     let s = session(&repo, 1_700_000_000_000);
