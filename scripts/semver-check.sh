@@ -10,7 +10,8 @@
 # toolchain, so the two builds take a few minutes. Not part of .ci/run: there is no
 # released baseline yet, and the check is for the moment before a release.
 #
-# Usage: scripts/semver-check.sh BASELINE_REV [--release-type minor|patch|major] [...]
+# Usage: scripts/semver-check.sh BASELINE_REV [-p CRATE ...] [--release-type minor|patch|major]
+# (every publishable crate unless -p names some)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +26,10 @@ if ! cargo semver-checks --version >/dev/null 2>&1; then
     echo "    cargo install cargo-semver-checks --locked" >&2
     exit 1
 fi
-exec cargo semver-checks check-release --workspace --baseline-rev "$baseline" "$@"
+scope=(--workspace)
+for arg in "$@"; do
+    case "$arg" in
+    -p | --package | --package=*) scope=() ;;
+    esac
+done
+exec cargo semver-checks check-release "${scope[@]}" --baseline-rev "$baseline" "$@"
