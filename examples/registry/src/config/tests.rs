@@ -109,6 +109,7 @@ fn flags_and_file_keys_match() {
         "to",
         "repositories",
         "tags",
+        "target-prefix",
         "username",
         "password-file",
     ];
