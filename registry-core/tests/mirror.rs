@@ -404,6 +404,50 @@ async fn a_target_prefix_puts_the_copies_under_it_and_deletes_follow_them_there(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_shared_by_two_repositories_is_sent_once_and_mounted_into_the_second() {
+    let here = TestRegistry::new().await;
+    let shared = data(30, 60_000);
+    let (a, _) = here
+        .push_image("lib/a", "v1", &[&shared, &data(31, 100)])
+        .await;
+    let (b, _) = here
+        .push_image("lib/b", "v2", &[&shared, &data(32, 100)])
+        .await;
+    let target = TestRegistry::new().await;
+    let (url, wire, _server) = behind_wire(target.router.clone()).await;
+    let options = quick(SyncOptions::to(
+        Remote::new(&url).unwrap(),
+        "lib/*".parse().unwrap(),
+    ));
+    let report = here.registry.sync(&options).await.unwrap();
+    assert!(report.is_complete(), "{:?}", report.failures);
+    // Two configs (their tags differ), two own layers, the shared layer once; then one
+    // mount.
+    assert_eq!(
+        (report.blobs_copied, report.blobs_mounted),
+        (5, 1),
+        "{report:?}"
+    );
+    let mounts = wire
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(m, p)| *m == Method::POST && p.contains("mount="))
+        .count();
+    assert_eq!(mounts, 1);
+    for (repo, digest) in [("lib/a", &a), ("lib/b", &b)] {
+        let r = target.get(&format!("/v2/{repo}/manifests/{digest}")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let shared_digest = Digest::sha256_of(&shared);
+        let r = target
+            .get(&format!("/v2/{repo}/blobs/{shared_digest}"))
+            .await;
+        assert_eq!(r.body.as_ref(), shared.as_slice(), "{repo}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_sync_keeps_what_it_finished_and_resumes_from_there() {
     let source = TestRegistry::new().await;
     let layers: Vec<Vec<u8>> = (0..5).map(|i| data(20 + i, 50_000)).collect();

@@ -193,7 +193,7 @@ fn print_report(r: &SyncReport) {
         println!("failed: {failure}");
     }
     println!(
-        "{} repositories: {} tags copied, {} already there; {} manifests ({} referrers) and {} blobs ({}) copied",
+        "{} repositories: {} tags copied, {} already there; {} manifests ({} referrers) and {} blobs ({}) copied, {} blobs mounted",
         r.repositories,
         r.tags_copied,
         r.tags_unchanged,
@@ -201,6 +201,7 @@ fn print_report(r: &SyncReport) {
         r.referrers_copied,
         r.blobs_copied,
         human_bytes(r.bytes_copied),
+        r.blobs_mounted,
     );
 }
 

@@ -5,9 +5,10 @@
 //! child manifest it names, so whatever the target holds is complete, and a second run
 //! skips it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use backon::Retryable;
@@ -75,6 +76,14 @@ pub(crate) trait Target: Send + Sync {
     /// True if `repo` can serve the blob already (a target may adopt bytes it holds for
     /// another repository, without a copy).
     async fn has_blob(&self, repo: &RepositoryName, digest: &Digest) -> Result<bool, SyncError>;
+    /// Makes a blob the target holds in repository `from` visible in `repo` too, without
+    /// sending its bytes (a cross-repository mount); `false` when the target would not.
+    async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<bool, SyncError>;
     /// Stores a blob, verifying `digest`; returns its length.
     async fn put_blob(
         &self,
@@ -147,6 +156,17 @@ impl Target for Prefixed<'_> {
         self.target.has_blob(&self.name(repo)?, digest).await
     }
 
+    async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<bool, SyncError> {
+        self.target
+            .mount_blob(&self.name(repo)?, digest, &self.name(from)?)
+            .await
+    }
+
     async fn put_blob(
         &self,
         repo: &RepositoryName,
@@ -180,6 +200,9 @@ pub(crate) struct Copier<'a> {
     options: &'a SyncOptions,
     visited: HashSet<(RepositoryName, Digest)>,
     blobs_done: Mutex<HashSet<(RepositoryName, Digest)>>,
+    /// A repository where the target is known to hold each blob, to mount it from.
+    blobs_held: Mutex<HashMap<Digest, RepositoryName>>,
+    mounted: AtomicUsize,
     report: SyncReport,
 }
 
@@ -195,6 +218,8 @@ impl<'a> Copier<'a> {
             options,
             visited: HashSet::new(),
             blobs_done: Mutex::new(HashSet::new()),
+            blobs_held: Mutex::new(HashMap::new()),
+            mounted: AtomicUsize::new(0),
             report: SyncReport::default(),
         }
     }
@@ -213,6 +238,7 @@ impl<'a> Copier<'a> {
                 Err(e) => self.fail(format!("repository {name:?}: {e}")),
             }
         }
+        self.report.blobs_mounted = self.mounted.load(Ordering::Relaxed);
         Ok(self.report)
     }
 
@@ -239,6 +265,7 @@ impl<'a> Copier<'a> {
                 }
             }
         }
+        self.report.blobs_mounted = self.mounted.load(Ordering::Relaxed);
         Ok(self.report)
     }
 
@@ -417,6 +444,24 @@ impl<'a> Copier<'a> {
             self.mark_done(key);
             return Ok(None);
         }
+        // Copied (or found) for another repository of the target in this run: mounted
+        // from there, without sending the bytes again. Any failure falls back to a copy.
+        if let Some(from) = self.held_elsewhere(repo, digest) {
+            match self.target.mount_blob(repo, digest, &from).await {
+                Ok(true) => {
+                    self.mounted.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(repository = %repo, digest = %digest, from = %from,
+                        "sync: blob mounted");
+                    self.mark_done(key);
+                    return Ok(None);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::debug!(repository = %repo, digest = %digest, from = %from,
+                        error = %e, "sync: mount failed; copying");
+                }
+            }
+        }
         let size = self
             .retry(|| async {
                 let (data, len) = self.source.blob(repo, digest).await?;
@@ -438,10 +483,26 @@ impl<'a> Copier<'a> {
     }
 
     fn mark_done(&self, key: (RepositoryName, Digest)) {
+        self.blobs_held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.1.clone())
+            .or_insert_with(|| key.0.clone());
         self.blobs_done
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key);
+    }
+
+    /// A repository other than `repo` where the target holds `digest`, as far as this run
+    /// has seen.
+    fn held_elsewhere(&self, repo: &RepositoryName, digest: &Digest) -> Option<RepositoryName> {
+        self.blobs_held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .filter(|from| *from != repo)
+            .cloned()
     }
 
     /// Runs `f` again after a transient failure, backing off as the options say.

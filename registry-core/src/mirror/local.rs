@@ -208,6 +208,16 @@ impl Target for LocalStores<'_> {
         }
     }
 
+    async fn mount_blob(
+        &self,
+        _repo: &RepositoryName,
+        _digest: &Digest,
+        _from: &RepositoryName,
+    ) -> Result<bool, SyncError> {
+        // `has_blob` already adopts bytes held for another repository.
+        Ok(false)
+    }
+
     async fn put_blob(
         &self,
         repo: &RepositoryName,

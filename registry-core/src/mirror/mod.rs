@@ -19,6 +19,9 @@
 //!   without one (`404`) has none to offer.
 //! - **Verified.** Manifests and blobs are checked against their digests before they are
 //!   stored here; a registry being pushed to checks them itself.
+//! - **Mounted, not copied twice.** A blob this sync already copied to (or found in) one
+//!   repository of the target is mounted into the next one that needs it
+//!   (`POST ?mount=&from=`); a target that will not mount gets a copy.
 //! - **Same names, or under a prefix.** A repository keeps its name in the target, or
 //!   goes under [`SyncOptions::target_prefix`] (`lib/app` to `backup/lib/app`).
 //! - **Failures are per tag.** A tag that cannot be copied is reported in
@@ -251,6 +254,9 @@ pub struct SyncReport {
     pub referrers_copied: usize,
     pub blobs_copied: usize,
     pub bytes_copied: u64,
+    /// Blobs made visible in a repository of the target by a cross-repository mount
+    /// from another one this sync had copied them to (no bytes sent).
+    pub blobs_mounted: usize,
     /// What could not be copied, with the reason (the sync went on).
     pub failures: Vec<String>,
 }

@@ -479,6 +479,54 @@ impl Target for RemoteRegistry {
         self.expect(res, &[StatusCode::OK]).await.map(|_| true)
     }
 
+    async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        from: &RepositoryName,
+    ) -> Result<bool, SyncError> {
+        let scope = push(repo);
+        let mut url = url::Url::parse(&format!("{}/v2/{repo}/blobs/uploads/", self.url))
+            .map_err(|e| self.error(UpstreamError::Refused(e.to_string())))?;
+        url.query_pairs_mut()
+            .append_pair("mount", digest.as_str())
+            .append_pair("from", from.as_str());
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+        let res = self
+            .send(
+                Method::POST,
+                url.as_str(),
+                &scope,
+                headers,
+                RequestBody::Empty,
+            )
+            .await?;
+        if res.status() == StatusCode::CREATED {
+            return Ok(true);
+        }
+        let res = self.expect(res, &[StatusCode::ACCEPTED]).await?;
+        // The target would not mount and opened an upload instead: closed unused (best
+        // effort: an abandoned session expires anyway).
+        let session = res
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|location| url.join(location).ok());
+        if let Some(session) = session {
+            let _ = self
+                .send(
+                    Method::DELETE,
+                    session.as_str(),
+                    &scope,
+                    HeaderMap::new(),
+                    RequestBody::Empty,
+                )
+                .await;
+        }
+        Ok(false)
+    }
+
     async fn put_blob(
         &self,
         repo: &RepositoryName,
