@@ -9,14 +9,19 @@ use storage_traits::{MetadataError, StorageError};
 
 use crate::upload::state::UploadError;
 
+/// Everything a request can fail with; its `IntoResponse` impl is the one mapping to an
+/// HTTP status and OCI error code.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegistryError {
     /// A spec error with its code's own status.
     #[error("{code}: {message}")]
     Oci {
+        /// The spec's error code.
         code: ErrorCode,
+        /// Said to the client.
         message: String,
+        /// The error body's `detail`, when there is one.
         detail: Option<serde_json::Value>,
     },
     /// A request reached a layer without the decoded request the edge puts in its
@@ -32,20 +37,38 @@ pub enum RegistryError {
     /// A query parameter the API defines was malformed (`n` not a number, say).
     #[error("invalid parameter: {0}")]
     InvalidParameter(String),
+    /// A manifest over the size limit: `413`.
     #[error("manifest larger than {limit} bytes")]
-    ManifestTooLarge { limit: usize },
+    ManifestTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// A `Range` outside the blob: `416` with `Content-Range: bytes */SIZE`.
     #[error("range not satisfiable for blob of {size} bytes")]
-    RangeNotSatisfiable { size: u64 },
+    RangeNotSatisfiable {
+        /// The blob's size.
+        size: u64,
+    },
     /// A chunk did not start at the session's offset: 416 with the current `Range`.
     #[error("upload chunk must start at offset {offset}")]
-    UploadOffset { offset: u64, location: String },
+    UploadOffset {
+        /// Bytes the session holds.
+        offset: u64,
+        /// The session's URL.
+        location: String,
+    },
     /// Garbage collection cannot run now (unsupported store, or another pass running).
     #[error("garbage collection unavailable: {0}")]
     GcUnavailable(&'static str),
     /// No credentials, or bad ones: 401 with the authenticator's `WWW-Authenticate`
     /// challenge, which tells the client how to log in.
     #[error("unauthorized: {message}")]
-    Unauthorized { challenge: String, message: String },
+    Unauthorized {
+        /// The `WWW-Authenticate` value.
+        challenge: String,
+        /// Said to the client.
+        message: String,
+    },
     /// An authenticator or authorizer backend failed: a 500 with the cause logged.
     /// (`From<AuthError>` is in the `auth` module, which depends on this one, not the
     /// other way round.)
@@ -63,21 +86,31 @@ pub enum RegistryError {
     Upstream(String),
     /// Too many open upload sessions: `429` until some finish or expire.
     #[error("too many open upload sessions (limit {limit})")]
-    TooManyUploads { limit: u64 },
+    TooManyUploads {
+        /// The limit of open sessions.
+        limit: u64,
+    },
     /// The caller spent its budget of pulls or writes ([`crate::ratelimit`]): `429` with
     /// `Retry-After`, and the `RateLimit-*` headers when a pull was refused.
     #[error("rate limit reached; retry in {retry_after:?}")]
     RateLimited {
+        /// How long until the next request would be admitted.
         retry_after: std::time::Duration,
+        /// The pull limit, for the `RateLimit-*` headers, when a pull was refused.
         pull_limit: Option<crate::ratelimit::RateLimit>,
     },
+    /// A blob store error: its spec code where it has one (a missing blob is
+    /// `BLOB_UNKNOWN`), otherwise a 5xx with the cause logged.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A metadata store error: its spec code where it has one (`MANIFEST_BLOB_UNKNOWN`,
+    /// `DENIED` for an immutable tag), otherwise a 5xx with the cause logged.
     #[error(transparent)]
     Metadata(#[from] MetadataError),
 }
 
 impl RegistryError {
+    /// A spec error with `code` and `message`, no detail.
     pub fn oci(code: ErrorCode, message: impl Into<String>) -> Self {
         RegistryError::Oci {
             code,
@@ -86,18 +119,22 @@ impl RegistryError {
         }
     }
 
+    /// `NAME_INVALID` for a repository name that does not parse.
     pub fn name_invalid(e: &NameError) -> Self {
         Self::oci(ErrorCode::NameInvalid, e.to_string())
     }
 
+    /// `MANIFEST_INVALID` for a tag that does not parse.
     pub fn tag_invalid(e: &NameError) -> Self {
         Self::oci(ErrorCode::ManifestInvalid, e.to_string())
     }
 
+    /// `DIGEST_INVALID` for a digest that does not parse.
     pub fn digest_invalid(e: &DigestError) -> Self {
         Self::oci(ErrorCode::DigestInvalid, e.to_string())
     }
 
+    /// `MANIFEST_INVALID`, or `413` for a manifest over the size limit.
     pub fn manifest_invalid(e: &ManifestError) -> Self {
         match e {
             ManifestError::TooLarge => RegistryError::ManifestTooLarge {
@@ -107,6 +144,7 @@ impl RegistryError {
         }
     }
 
+    /// The response to a refused upload step; `location` is the session's URL.
     pub fn upload(e: UploadError, location: &str) -> Self {
         match e {
             UploadError::OffsetMismatch { expected } => RegistryError::UploadOffset {

@@ -48,14 +48,17 @@ impl Default for GcConfig {
 }
 
 impl GcConfig {
+    /// Sets [`GcConfig::grace`].
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
     }
+    /// Sets [`GcConfig::untagged_manifest_ttl`].
     pub fn with_untagged_manifest_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.untagged_manifest_ttl = ttl;
         self
     }
+    /// Sets [`GcConfig::interval`].
     pub fn with_interval(mut self, interval: Duration) -> Self {
         self.interval = interval;
         self
@@ -75,9 +78,13 @@ fn ms(d: Duration) -> i64 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GcReport {
+    /// Whether this was a dry run (nothing was deleted).
     pub dry_run: bool,
+    /// Blob links removed from repositories.
     pub links: Vec<(RepositoryName, Digest)>,
+    /// Manifests deleted.
     pub manifests: Vec<(RepositoryName, Digest)>,
+    /// Blobs deleted, with their sizes.
     pub blobs: Vec<(Digest, u64)>,
     /// Bytes of the deleted blobs.
     pub bytes_freed: u64,

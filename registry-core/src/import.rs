@@ -62,6 +62,7 @@ pub struct FsSource {
 }
 
 impl FsSource {
+    /// The distribution storage root at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         FsSource { root: root.into() }
     }
@@ -258,12 +259,17 @@ impl ImportSource for OwnStoreSource {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ImportReport {
+    /// Repositories imported (a folder whose name is not valid is skipped).
     pub repositories: usize,
     /// Blobs copied into the blob store (already present ones are not counted).
     pub blobs_copied: usize,
+    /// Bytes of the blobs copied.
     pub bytes_copied: u64,
+    /// Blob links created in repositories.
     pub links: usize,
+    /// Manifests imported.
     pub manifests: usize,
+    /// Tags imported.
     pub tags: usize,
     /// Things that could not be imported, with the reason (the import goes on).
     pub skipped: Vec<String>,

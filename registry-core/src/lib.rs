@@ -26,6 +26,8 @@
 //! tag deletion; `tags/list` and `_catalog` with `n`/`last` and `Link`; the referrers API
 //! with `artifactType` filtering. Errors are the spec's codes ([`error`]).
 
+#![warn(missing_docs)]
+
 pub mod auth;
 mod clock;
 pub mod error;
@@ -106,6 +108,8 @@ pub struct RedirectConfig {
 }
 
 impl RedirectConfig {
+    /// Redirects downloads of blobs of at least `min_size` bytes, with URLs valid for
+    /// `expires_in`.
     pub fn new(min_size: u64, expires_in: Duration) -> Self {
         RedirectConfig {
             min_size,
@@ -134,61 +138,73 @@ impl Default for RegistryConfig {
 }
 
 impl RegistryConfig {
+    /// Sets [`RegistryConfig::upload_expiry`].
     pub fn with_upload_expiry(mut self, expiry: Duration) -> Self {
         self.upload_expiry = expiry;
         self
     }
 
+    /// Sets [`RegistryConfig::max_open_uploads`].
     pub fn with_max_open_uploads(mut self, limit: Option<u64>) -> Self {
         self.max_open_uploads = limit;
         self
     }
 
+    /// Sets [`RegistryConfig::redirect`].
     pub fn with_redirect(mut self, redirect: Option<RedirectConfig>) -> Self {
         self.redirect = redirect;
         self
     }
 
+    /// Sets [`RegistryConfig::authenticator`].
     pub fn with_authenticator(mut self, authenticator: Arc<dyn auth::Authenticator>) -> Self {
         self.authenticator = authenticator;
         self
     }
 
+    /// Sets [`RegistryConfig::authorizer`].
     pub fn with_authorizer(mut self, authorizer: Arc<dyn auth::Authorizer>) -> Self {
         self.authorizer = authorizer;
         self
     }
 
+    /// Sets [`RegistryConfig::proxy`].
     pub fn with_proxy(mut self, proxy: proxy::ProxyConfig) -> Self {
         self.proxy = proxy;
         self
     }
 
+    /// Sets [`RegistryConfig::pull_flush_interval`].
     pub fn with_pull_flush_interval(mut self, every: Duration) -> Self {
         self.pull_flush_interval = every;
         self
     }
 
+    /// Sets [`RegistryConfig::pull_counts`].
     pub fn with_pull_counts(mut self, on: bool) -> Self {
         self.pull_counts = on;
         self
     }
 
+    /// Sets [`RegistryConfig::policy`].
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self
     }
 
+    /// Sets [`RegistryConfig::rate_limits`].
     pub fn with_rate_limits(mut self, limits: ratelimit::RateLimits) -> Self {
         self.rate_limits = limits;
         self
     }
 
+    /// Sets [`RegistryConfig::quotas`].
     pub fn with_quotas(mut self, quotas: quotas::Quotas) -> Self {
         self.quotas = quotas;
         self
     }
 
+    /// Sets [`RegistryConfig::max_manifest_size`], capped at 4 MiB.
     pub fn with_max_manifest_size(mut self, bytes: usize) -> Self {
         self.max_manifest_size = bytes.min(oci_spec_types::manifest::MAX_MANIFEST_SIZE);
         self
@@ -218,6 +234,8 @@ pub(crate) struct Inner {
 }
 
 impl Registry {
+    /// A registry over these stores with these settings; [`Registry::spawn_maintenance`]
+    /// starts its background work.
     pub fn new(
         blobs: Arc<dyn BlobStore>,
         metadata: Arc<dyn MetadataStore>,

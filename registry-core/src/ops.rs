@@ -73,6 +73,7 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// Whether every check passed.
     pub fn is_ready(&self) -> bool {
         self.checks.values().all(Result::is_ok)
     }

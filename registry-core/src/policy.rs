@@ -39,28 +39,33 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// No rule: writable, mutable tags, no blob size limit.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Sets [`Policy::read_only`].
     #[must_use]
     pub fn with_read_only(mut self, read_only: bool) -> Self {
         self.read_only = read_only;
         self
     }
 
+    /// Makes the tags of repositories matching `repositories` immutable.
     #[must_use]
     pub fn with_immutable_tags(mut self, repositories: NamePattern) -> Self {
         self.immutable_tags.push(repositories);
         self
     }
 
+    /// Sets [`Policy::max_blob_size`].
     #[must_use]
     pub fn with_max_blob_size(mut self, bytes: Option<u64>) -> Self {
         self.max_blob_size = bytes;
         self
     }
 
+    /// Whether `repository`'s tags are immutable.
     pub fn tags_immutable(&self, repository: &RepositoryName) -> bool {
         self.immutable_tags
             .iter()

@@ -42,6 +42,7 @@ impl Quotas {
         Quotas { rules }
     }
 
+    /// Whether there is no quota.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -41,10 +41,12 @@ impl RateLimit {
         (!period.is_zero()).then_some(RateLimit { count, period })
     }
 
+    /// Requests allowed per period (the burst).
     pub fn count(&self) -> u32 {
         self.count.get()
     }
 
+    /// The period.
     pub fn period(&self) -> Duration {
         self.period
     }
@@ -78,12 +80,14 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
+    /// Sets [`RateLimits::pulls`].
     #[must_use]
     pub fn with_pulls(mut self, limit: Option<RateLimit>) -> Self {
         self.pulls = limit;
         self
     }
 
+    /// Sets [`RateLimits::writes`].
     #[must_use]
     pub fn with_writes(mut self, limit: Option<RateLimit>) -> Self {
         self.writes = limit;

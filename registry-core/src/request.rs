@@ -21,9 +21,13 @@ use crate::upload::state::ChunkRange;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ApiRequest {
+    /// The HTTP method.
     pub method: Method,
+    /// The endpoint and what its path names.
     pub route: Route,
+    /// The query parameters.
     pub params: Params,
+    /// The headers describing the body.
     pub body: BodyHeaders,
     /// The `?ns=` namespace this request is served from, when an upstream answers for it
     /// (the route's repository is then under that upstream's prefix); echoed in the
@@ -54,13 +58,16 @@ pub struct Params {
     pub ns: Option<String>,
     /// `prefix` and `sort` of the `_ext` listings.
     pub prefix: Option<String>,
+    /// `sort` of the `_ext` listings.
     pub sort: Option<String>,
 }
 
 /// A cross-repository mount: link `digest` from `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
+    /// The blob to link.
     pub digest: Digest,
+    /// The repository it is linked from.
     pub from: RepositoryName,
 }
 
@@ -68,10 +75,12 @@ pub struct Mount {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BodyHeaders {
+    /// `Content-Length`.
     pub content_length: Option<u64>,
     /// `Content-Range` of an upload chunk; `Some(None)` when present but malformed (the
     /// upload handler answers that with `416` and the session's progress).
     pub content_range: Option<Option<ChunkRange>>,
+    /// `Content-Type`.
     pub content_type: Option<String>,
 }
 
@@ -96,6 +105,7 @@ impl ApiRequest {
         }))
     }
 
+    /// Whether this is a `GET` or `HEAD` (everything else counts as a write).
     pub fn is_read(&self) -> bool {
         self.method == Method::GET || self.method == Method::HEAD
     }

@@ -60,26 +60,31 @@ impl RetentionRule {
             not_pulled_for: None,
         }
     }
+    /// Sets [`RetentionRule::tags`].
     #[must_use]
     pub fn with_tags(mut self, tags: Option<Regex>) -> Self {
         self.tags = tags;
         self
     }
+    /// Sets [`RetentionRule::keep_last`].
     #[must_use]
     pub fn with_keep_last(mut self, n: Option<usize>) -> Self {
         self.keep_last = n;
         self
     }
+    /// Sets [`RetentionRule::delete_older_than`].
     #[must_use]
     pub fn with_delete_older_than(mut self, age: Option<Duration>) -> Self {
         self.delete_older_than = age;
         self
     }
+    /// Sets [`RetentionRule::keep`].
     #[must_use]
     pub fn with_keep(mut self, keep: Option<Regex>) -> Self {
         self.keep = keep;
         self
     }
+    /// Sets [`RetentionRule::not_pulled_for`].
     #[must_use]
     pub fn with_not_pulled_for(mut self, idle: Option<Duration>) -> Self {
         self.not_pulled_for = idle;
@@ -128,8 +133,11 @@ impl fmt::Display for RetentionRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetentionRemoval {
+    /// The repository.
     pub repository: RepositoryName,
+    /// The tag removed.
     pub tag: Tag,
+    /// The manifest it pointed at.
     pub digest: Digest,
     /// Index of the matching rule in the rules given.
     pub rule: usize,
@@ -139,6 +147,7 @@ pub struct RetentionRemoval {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetentionReport {
+    /// Whether this was a dry run (nothing was removed).
     pub dry_run: bool,
     /// In repository order, each repository's tags oldest push first.
     pub removed: Vec<RetentionRemoval>,

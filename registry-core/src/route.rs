@@ -8,20 +8,25 @@
 use oci_spec_types::{Digest, DigestError, NameError, Reference, ReferenceError, RepositoryName};
 use storage_traits::blob::valid_upload_id;
 
+/// An endpoint of the distribution API, with what its path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// `/v2/`
     Base,
     /// `/v2/_catalog`
     Catalog,
+    /// `/v2/<name>/tags/list`
     Tags(RepositoryName),
+    /// `/v2/<name>/manifests/<reference>`
     Manifest(RepositoryName, Reference),
+    /// `/v2/<name>/blobs/<digest>`
     Blob(RepositoryName, Digest),
     /// `/v2/<name>/blobs/uploads/`
     UploadStart(RepositoryName),
     /// `/v2/<name>/blobs/uploads/<id>`; the id is checked here, once, against
     /// [`valid_upload_id`].
     Upload(RepositoryName, String),
+    /// `/v2/<name>/referrers/<digest>`
     Referrers(RepositoryName, Digest),
     /// `/v2/_ext/…`: this registry's own API beyond the spec (insights, sorted and
     /// filtered listings). `_` cannot start a repository name, so it never collides.
@@ -31,11 +36,17 @@ pub enum Route {
 /// The endpoints under `/v2/_ext/` (see `docs/insights.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Extension {
+    /// `/v2/_ext/summary`
     Summary,
+    /// `/v2/_ext/repositories`
     Repositories,
+    /// `/v2/_ext/blobs`
     Blobs,
+    /// `/v2/_ext/blobs/<digest>`
     Blob(Digest),
+    /// `/v2/_ext/catalog`
     Catalog,
+    /// `/v2/_ext/tags/<name>`
     Tags(RepositoryName),
     /// Usage and limit of each quota.
     Quotas,
@@ -47,12 +58,16 @@ pub enum Extension {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RouteError {
+    /// The repository name is invalid.
     #[error(transparent)]
     Name(#[from] NameError),
+    /// The digest is invalid.
     #[error(transparent)]
     Digest(#[from] DigestError),
+    /// The manifest reference is neither a tag nor a digest.
     #[error("invalid manifest reference: {0}")]
     Reference(ReferenceError),
+    /// The upload id is malformed (empty, over 128 bytes, or not `[A-Za-z0-9_-]`).
     #[error("invalid upload id")]
     UploadId,
 }

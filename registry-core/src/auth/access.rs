@@ -23,10 +23,12 @@ pub struct NamePattern(String);
 pub struct PatternError(String);
 
 impl NamePattern {
+    /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// Whether `name` matches the pattern.
     pub fn matches(&self, name: &str) -> bool {
         glob(self.0.as_bytes(), name.as_bytes())
     }
@@ -105,16 +107,21 @@ impl fmt::Display for NamePattern {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct AccessRule {
+    /// Repositories the rule covers (any pattern matching is enough).
     pub repositories: Vec<NamePattern>,
     /// User names; `*` is any authenticated user.
     #[serde(default)]
     pub users: Vec<String>,
+    /// Groups (of [`AccessPolicy::groups`]) whose members the rule covers.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// What the rule allows on those repositories.
     pub actions: Vec<Action>,
 }
 
 impl AccessRule {
+    /// A rule allowing `actions` on `repositories`, for no one until users or groups are
+    /// added.
     pub fn new(
         repositories: impl IntoIterator<Item = NamePattern>,
         actions: impl IntoIterator<Item = Action>,
@@ -127,12 +134,14 @@ impl AccessRule {
         }
     }
 
+    /// Adds users the rule covers (`*`: any authenticated user).
     #[must_use]
     pub fn with_users<S: Into<String>>(mut self, users: impl IntoIterator<Item = S>) -> Self {
         self.users.extend(users.into_iter().map(Into::into));
         self
     }
 
+    /// Adds groups the rule covers.
     #[must_use]
     pub fn with_groups<S: Into<String>>(mut self, groups: impl IntoIterator<Item = S>) -> Self {
         self.groups.extend(groups.into_iter().map(Into::into));
@@ -170,25 +179,31 @@ impl AccessRule {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct AccessPolicy {
+    /// Repositories anyone may pull, anonymous callers included.
     #[serde(default)]
     pub public: Vec<NamePattern>,
+    /// Group name to its members' user names.
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<String>>,
+    /// The grants; a principal gets the union of every rule that matches.
     #[serde(default)]
     pub rules: Vec<AccessRule>,
 }
 
 impl AccessPolicy {
+    /// A policy that allows nothing (private by default).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Makes repositories matching `pattern` pullable by anyone.
     #[must_use]
     pub fn with_public(mut self, pattern: NamePattern) -> Self {
         self.public.push(pattern);
         self
     }
 
+    /// Adds `members` to `group` (created if new).
     #[must_use]
     pub fn with_group<S: Into<String>>(
         mut self,
@@ -202,6 +217,7 @@ impl AccessPolicy {
         self
     }
 
+    /// Adds a rule.
     #[must_use]
     pub fn with_rule(mut self, rule: AccessRule) -> Self {
         self.rules.push(rule);

@@ -16,9 +16,12 @@ use super::{Access, AuthError, Authenticator, Principal, quote};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HtpasswdError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -26,7 +29,10 @@ pub enum HtpasswdError {
     /// are too weak to guard a registry, and refusing them at start-up beats locking the
     /// user out silently at the first login.
     #[error("line {line}: expected `user:$2y$…` (a bcrypt entry, as `htpasswd -B` writes)")]
-    Entry { line: usize },
+    Entry {
+        /// The line number, from 1.
+        line: usize,
+    },
 }
 
 /// Most entries the verification cache holds before it is pruned.

@@ -61,8 +61,10 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action: pull, push, delete.
     pub const ALL: [Action; 3] = [Action::Pull, Action::Push, Action::Delete];
 
+    /// The action's name in scopes and token claims: `pull`, `push`, `delete`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Pull => "pull",
@@ -103,9 +105,12 @@ impl fmt::Display for Action {
 pub struct Actions(u8);
 
 impl Actions {
+    /// No action.
     pub const NONE: Actions = Actions(0);
+    /// Pull, push and delete.
     pub const ALL: Actions = Actions(7);
 
+    /// Whether `action` is in the set.
     pub fn contains(self, action: Action) -> bool {
         self.0 & action.bit() != 0
     }
@@ -115,25 +120,30 @@ impl Actions {
         self.0 & other.0 == other.0
     }
 
+    /// Whether the set holds no action.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
 
+    /// The set with `action` added.
     #[must_use]
     pub fn with(self, action: Action) -> Actions {
         Actions(self.0 | action.bit())
     }
 
+    /// The actions in either set.
     #[must_use]
     pub fn union(self, other: Actions) -> Actions {
         Actions(self.0 | other.0)
     }
 
+    /// The actions in both sets.
     #[must_use]
     pub fn intersect(self, other: Actions) -> Actions {
         Actions(self.0 & other.0)
     }
 
+    /// The actions in the set, pull before push before delete.
     pub fn iter(self) -> impl Iterator<Item = Action> {
         Action::ALL.into_iter().filter(move |a| self.contains(*a))
     }
@@ -181,14 +191,18 @@ impl fmt::Display for Actions {
 /// `{"type":"repository","name":"team/app","actions":["pull","push"]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
+    /// The resource type: `repository`, or `registry` for the catalog.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The resource: a repository name, or `catalog`.
     pub name: String,
+    /// Action names granted (`pull`, `push`, `delete`, `*`).
     #[serde(default)]
     pub actions: Vec<String>,
 }
 
 impl Grant {
+    /// A grant of `actions` on the repository `name`.
     pub fn repository(name: &str, actions: Actions) -> Grant {
         Grant {
             kind: "repository".into(),
@@ -219,10 +233,12 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A caller without credentials.
     pub fn anonymous() -> Principal {
         Principal::default()
     }
 
+    /// An authenticated user, without a token (the authorizer alone decides).
     pub fn user(name: impl Into<String>) -> Principal {
         Principal {
             name: Some(name.into()),
@@ -230,12 +246,14 @@ impl Principal {
         }
     }
 
+    /// The principal limited to what a bearer token's `grants` allow.
     #[must_use]
     pub fn with_grants(mut self, grants: Vec<Grant>) -> Principal {
         self.grants = Some(grants);
         self
     }
 
+    /// Whether the caller presented no credentials.
     pub fn is_anonymous(&self) -> bool {
         self.name.is_none()
     }
@@ -307,6 +325,7 @@ impl From<AuthError> for crate::error::RegistryError {
 /// - Credentials that are present but wrong are an error (never silently anonymous).
 #[async_trait]
 pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
+    /// Who sent a request with these headers (see the trait's `# Behavior`).
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError>;
 
     /// The `WWW-Authenticate` value that tells a client how to obtain credentials covering
@@ -337,12 +356,14 @@ pub trait Authenticator: Send + Sync + fmt::Debug + 'static {
 ///   [`Action::Pull`].
 #[async_trait]
 pub trait Authorizer: Send + Sync + fmt::Debug + 'static {
+    /// The actions `principal` may perform on `repository`.
     async fn allowed(
         &self,
         principal: &Principal,
         repository: &RepositoryName,
     ) -> Result<Actions, AuthError>;
 
+    /// Whether `principal` may use the registry-wide endpoints (`/v2/`, `_catalog`).
     async fn may_browse(&self, principal: &Principal) -> Result<bool, AuthError>;
 }
 

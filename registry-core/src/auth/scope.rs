@@ -18,8 +18,11 @@ pub enum Access {
     /// Actions on one repository. `mount_from` is the source of a cross-repository mount,
     /// which needs pull there (or the mount is dropped, see the module docs).
     Repository {
+        /// The repository.
         name: RepositoryName,
+        /// What the request needs there.
         actions: Actions,
+        /// The source repository of a cross-repository mount.
         mount_from: Option<RepositoryName>,
     },
 }

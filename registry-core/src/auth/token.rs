@@ -27,18 +27,25 @@ pub struct TokenClaims {
     pub sub: String,
     /// The service (registry) the token is for.
     pub aud: Audience,
+    /// Expiry, in seconds since the Unix epoch.
     pub exp: u64,
+    /// Not valid before this time (seconds since the Unix epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// When the token was issued (seconds since the Unix epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
+    /// The token's unique id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// What the token grants.
     #[serde(default)]
     pub access: Vec<Grant>,
 }
 
 impl TokenClaims {
+    /// Claims from `issuer` for `subject`, for the service `audience`, expiring at `exp`
+    /// (seconds since the Unix epoch), granting nothing yet.
     pub fn new(issuer: &str, subject: &str, audience: &str, exp: u64) -> Self {
         TokenClaims {
             iss: issuer.into(),
@@ -54,7 +61,9 @@ impl TokenClaims {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Audience {
+    /// A single audience.
     One(String),
+    /// Several audiences (the registry's service must be one of them).
     Many(Vec<String>),
 }
 

@@ -105,6 +105,7 @@ impl Remote {
         self
     }
 
+    /// The registry's base URL.
     pub fn url(&self) -> &str {
         &self.upstream.url
     }
@@ -115,6 +116,7 @@ impl Remote {
 pub struct TagFilter(regex::Regex);
 
 impl TagFilter {
+    /// Whether `tag` matches (anywhere in it: the expression is unanchored).
     pub fn matches(&self, tag: &str) -> bool {
         self.0.is_match(tag)
     }
@@ -162,6 +164,7 @@ pub enum Direction {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct SyncOptions {
+    /// Which registry is the source, and the other one.
     pub direction: Direction,
     /// Repositories of the source to copy. A pattern without `*` names one repository,
     /// and the source's catalog is not asked (many registries do not serve it).
@@ -190,6 +193,7 @@ impl SyncOptions {
         Self::new(Direction::To(target), repositories)
     }
 
+    /// Copies `repositories` in `direction`, every tag, with the defaults each field names.
     pub fn new(direction: Direction, repositories: NamePattern) -> Self {
         SyncOptions {
             direction,
@@ -210,18 +214,21 @@ impl SyncOptions {
         self
     }
 
+    /// Copies only tags matching `tags`.
     #[must_use]
     pub fn with_tags(mut self, tags: TagFilter) -> Self {
         self.tags = Some(tags);
         self
     }
 
+    /// Sets [`SyncOptions::concurrency`] (at least 1).
     #[must_use]
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
         self
     }
 
+    /// Sets [`SyncOptions::max_retries`] and [`SyncOptions::retry_delay`].
     #[must_use]
     pub fn with_retries(mut self, max_retries: usize, first_delay: Duration) -> Self {
         self.max_retries = max_retries;
@@ -252,7 +259,9 @@ pub struct SyncReport {
     pub manifests_copied: usize,
     /// Of those, referrers.
     pub referrers_copied: usize,
+    /// Blobs copied (those the target had are not counted).
     pub blobs_copied: usize,
+    /// Bytes of the blobs copied.
     pub bytes_copied: u64,
     /// Blobs made visible in a repository of the target by a cross-repository mount
     /// from another one this sync had copied them to (no bytes sent).
@@ -275,7 +284,9 @@ pub enum SyncError {
     /// The other registry failed or refused.
     #[error("{url}: {source}")]
     Remote {
+        /// The other registry's URL.
         url: String,
+        /// What went wrong.
         #[source]
         source: UpstreamError,
     },

@@ -62,13 +62,16 @@ pub struct PushMirrorConfig {
     pub retry_capacity: usize,
     /// Times a failed copy is tried again (default 8, backing off from 1 s to 5 min).
     pub max_retries: usize,
+    /// The first retry's delay (default 1 s).
     pub retry_min_delay: Duration,
+    /// The longest delay between retries (default 5 min).
     pub retry_max_delay: Duration,
     /// Whether manifest and tag deletes are mirrored too (default `false`).
     pub deletes: bool,
 }
 
 impl PushMirrorConfig {
+    /// A push mirror copying what `options` selects, with the defaults each field names.
     pub fn new(options: SyncOptions) -> Self {
         PushMirrorConfig {
             options,
@@ -88,18 +91,21 @@ impl PushMirrorConfig {
         self
     }
 
+    /// Sets [`PushMirrorConfig::queue_capacity`] (at least 1).
     #[must_use]
     pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity.max(1);
         self
     }
 
+    /// Sets [`PushMirrorConfig::retry_capacity`].
     #[must_use]
     pub fn with_retry_capacity(mut self, capacity: usize) -> Self {
         self.retry_capacity = capacity;
         self
     }
 
+    /// Sets the retries and the bounds of their delay (the maximum at least the minimum).
     #[must_use]
     pub fn with_retries(
         mut self,

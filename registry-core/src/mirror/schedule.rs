@@ -29,6 +29,7 @@ use crate::Registry;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct PullMirror {
+    /// What each run copies.
     pub options: SyncOptions,
     /// From the start of one run to the start of the next (a run that takes longer is
     /// followed by the next at once).
@@ -36,6 +37,7 @@ pub struct PullMirror {
 }
 
 impl PullMirror {
+    /// Runs `options` every `interval` (at least 1 s).
     pub fn new(options: SyncOptions, interval: Duration) -> Self {
         PullMirror {
             options,

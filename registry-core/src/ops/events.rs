@@ -14,12 +14,16 @@ use crate::route::Route;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Action {
+    /// Something was pushed.
     Push,
+    /// Something was pulled.
     Pull,
+    /// Something was deleted.
     Delete,
 }
 
 impl Action {
+    /// `push`, `pull` or `delete`.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Push => "push",
@@ -33,11 +37,14 @@ impl Action {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Target {
+    /// A manifest (or a tag of one).
     Manifest,
+    /// A blob.
     Blob,
 }
 
 impl Target {
+    /// `manifest` or `blob`.
     pub fn as_str(self) -> &'static str {
         match self {
             Target::Manifest => "manifest",
@@ -50,18 +57,24 @@ impl Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RegistryEvent {
+    /// What happened.
     pub action: Action,
+    /// To what kind of object.
     pub target: Target,
+    /// The repository's name.
     pub repository: String,
     /// `None` only for a delete by tag.
     pub digest: Option<String>,
+    /// The manifest's or blob's media type, when the exchange shows it.
     pub media_type: Option<String>,
     /// Bytes of the manifest or blob (for a ranged pull, the bytes sent). `None` when the
     /// exchange does not show it (a blob push finished by a chunked upload's last `PUT`).
     pub size: Option<u64>,
+    /// The tag, when a manifest was pushed, pulled or deleted by tag.
     pub tag: Option<String>,
     /// From the request to the response headers, or, for a blob pull, to the last byte.
     pub duration: Duration,
+    /// When the event was recorded.
     pub timestamp: SystemTime,
 }
 

@@ -27,17 +27,30 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::request::ApiRequest;
 use crate::route::Route;
 
+/// Counter of requests, by `route`, `method`, `status`.
 pub const HTTP_REQUESTS: &str = "registry_http_requests_total";
+/// Histogram of the time to the response headers, by `route`, `method`.
 pub const HTTP_DURATION: &str = "registry_http_request_duration_seconds";
+/// Counter of request body bytes, by `route`.
 pub const HTTP_REQUEST_BYTES: &str = "registry_http_request_bytes_total";
+/// Counter of response body bytes, by `route`.
 pub const HTTP_RESPONSE_BYTES: &str = "registry_http_response_bytes_total";
+/// Counter of requests answered with a 5xx status (a store failed, or an internal error),
+/// by `route`.
 pub const STORE_ERRORS: &str = "registry_store_errors_total";
+/// Counter of push, pull and delete events, by `action`, `target`.
 pub const EVENTS: &str = "registry_events_total";
+/// Gauge of open upload sessions.
 pub const UPLOADS_OPEN: &str = "registry_uploads_open";
+/// Gauge of garbage collection reviews queued.
 pub const GC_QUEUE_LENGTH: &str = "registry_gc_queue_length";
+/// Gauge of the bytes a quota's repositories hold, by `pattern`.
 pub const QUOTA_USED_BYTES: &str = "registry_quota_used_bytes";
+/// Gauge of a quota's limit in bytes, by `pattern`.
 pub const QUOTA_LIMIT_BYTES: &str = "registry_quota_limit_bytes";
+/// Counter of webhook delivery attempts, by `outcome`.
 pub const WEBHOOK_DELIVERIES: &str = "registry_webhook_deliveries_total";
+/// Counter of events dropped because the webhook queue was full.
 pub const WEBHOOK_DROPPED: &str = "registry_webhook_events_dropped_total";
 
 /// Latency buckets in seconds: from a cached manifest `HEAD` to a slow upload chunk.

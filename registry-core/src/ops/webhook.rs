@@ -58,6 +58,7 @@ pub struct WebhookConfig {
 }
 
 impl WebhookConfig {
+    /// Sends to `urls`, with the defaults each field names.
     pub fn new(urls: Vec<reqwest::Url>) -> Self {
         WebhookConfig {
             urls,
@@ -66,14 +67,17 @@ impl WebhookConfig {
             max_retries: 5,
         }
     }
+    /// Sets [`WebhookConfig::timeout`].
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
+    /// Sets [`WebhookConfig::queue_capacity`] (at least 1).
     pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity.max(1);
         self
     }
+    /// Sets [`WebhookConfig::max_retries`].
     pub fn with_max_retries(mut self, retries: usize) -> Self {
         self.max_retries = retries;
         self

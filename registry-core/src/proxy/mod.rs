@@ -69,11 +69,17 @@ pub const PROXY_FETCHED_BYTES: &str = "registry_proxy_fetched_bytes_total";
 #[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Credentials {
+    /// No credentials (the default).
     #[default]
     Anonymous,
     /// Basic credentials, sent to a `Basic` challenge or to the token realm of a
     /// `Bearer` one.
-    Basic { username: String, password: String },
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password (never logged: `Debug` prints `***`).
+        password: String,
+    },
 }
 
 impl fmt::Debug for Credentials {
@@ -89,9 +95,11 @@ impl fmt::Debug for Credentials {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Upstream {
+    /// Repositories under this prefix come from this upstream.
     pub prefix: RepositoryName,
     /// The upstream's base URL, `http://` or `https://` (`/v2/` is appended).
     pub url: String,
+    /// How the registry logs in to the upstream.
     pub credentials: Credentials,
     /// What `?ns=` names this upstream (see [`Upstream::namespace`]).
     pub namespace: Option<String>,
@@ -109,6 +117,8 @@ fn url_host(url: &str) -> &str {
 pub struct UpstreamConfigError(String);
 
 impl Upstream {
+    /// Serves `PREFIX/REST` from `REST` at `url` (`http://` or `https://` with a host),
+    /// anonymously.
     pub fn new(prefix: &str, url: &str) -> Result<Self, UpstreamConfigError> {
         let prefix: RepositoryName = prefix
             .trim_end_matches('/')
@@ -129,6 +139,7 @@ impl Upstream {
         })
     }
 
+    /// Sets the `?ns=` name of this upstream (see [`Upstream::namespace`]).
     #[must_use]
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
@@ -144,6 +155,7 @@ impl Upstream {
         }
     }
 
+    /// Sets [`Upstream::credentials`].
     #[must_use]
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = credentials;
@@ -155,6 +167,7 @@ impl Upstream {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ProxyConfig {
+    /// The upstreams, each under its own prefix (none by default: no cache).
     pub upstreams: Vec<Upstream>,
     /// How long a tag fetched or revalidated upstream is served without asking again.
     pub tag_ttl: Duration,
@@ -177,24 +190,28 @@ impl Default for ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// Adds an upstream.
     #[must_use]
     pub fn with_upstream(mut self, upstream: Upstream) -> Self {
         self.upstreams.push(upstream);
         self
     }
 
+    /// Sets [`ProxyConfig::tag_ttl`].
     #[must_use]
     pub fn with_tag_ttl(mut self, ttl: Duration) -> Self {
         self.tag_ttl = ttl;
         self
     }
 
+    /// Sets [`ProxyConfig::cache_ttl`].
     #[must_use]
     pub fn with_cache_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.cache_ttl = ttl;
         self
     }
 
+    /// Sets [`ProxyConfig::cache_max_bytes`].
     #[must_use]
     pub fn with_cache_max_bytes(mut self, bytes: Option<u64>) -> Self {
         self.cache_max_bytes = bytes;

@@ -46,10 +46,12 @@ impl SharedHasher {
             .boxed()
     }
 
+    /// The sha256 state to save in the session (`None` if the lock is poisoned).
     pub fn state(&self) -> Option<Vec<u8>> {
         self.0.lock().ok().map(|h| h.serialize().to_vec())
     }
 
+    /// The digest of the bytes so far (`None` if the lock is poisoned).
     pub fn digest(&self) -> Option<Digest> {
         let h = self.0.lock().ok()?.clone();
         Some(Digest::from_raw(Algorithm::Sha256, &h.finalize()))
@@ -59,11 +61,14 @@ impl SharedHasher {
 /// A digest of any algorithm the spec allows, computed as bytes pass.
 #[derive(Debug, Clone)]
 pub enum DigestHasher {
+    /// A sha256 digest.
     Sha256(Sha256),
+    /// A sha512 digest.
     Sha512(Sha512),
 }
 
 impl DigestHasher {
+    /// A hasher for `algorithm` (sha256 for any but sha512).
     pub fn new(algorithm: Algorithm) -> Self {
         match algorithm {
             Algorithm::Sha512 => DigestHasher::Sha512(Sha512::new()),
@@ -71,6 +76,7 @@ impl DigestHasher {
         }
     }
 
+    /// Hashes `data`.
     pub fn update(&mut self, data: &[u8]) {
         match self {
             DigestHasher::Sha256(h) => h.update(data),
@@ -78,6 +84,7 @@ impl DigestHasher {
         }
     }
 
+    /// The digest of everything hashed.
     pub fn finish(self) -> Digest {
         match self {
             DigestHasher::Sha256(h) => Digest::from_raw(Algorithm::Sha256, &h.finalize()),

@@ -10,7 +10,9 @@ use oci_spec_types::Digest;
 /// An inclusive byte range from a `Content-Range` header (`start-end`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRange {
+    /// First byte.
     pub start: u64,
+    /// Last byte (inclusive).
     pub end: u64,
 }
 
@@ -43,38 +45,52 @@ pub fn range_header(offset: u64) -> String {
     format!("0-{}", offset.saturating_sub(1))
 }
 
+/// Where an upload session is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// No session yet: a `POST` is about to open one.
     New,
     /// Waiting for data; `offset` bytes acknowledged.
     Open {
+        /// Bytes acknowledged.
         offset: u64,
     },
     /// A body is being written at `start`; `declared` is the length the client announced;
     /// `finish` is the digest when this is the closing `PUT`.
     Receiving {
+        /// Where the body is written.
         start: u64,
+        /// The `Content-Length` announced.
         declared: Option<u64>,
+        /// The expected digest, when this is the closing `PUT`.
         finish: Option<Digest>,
     },
     /// All bytes are in; the content's digest is being computed.
     Verifying {
+        /// Bytes in the session.
         size: u64,
+        /// The digest the client named.
         expected: Digest,
     },
+    /// The blob is published.
     Committed {
+        /// Its size.
         size: u64,
+        /// Its digest.
         digest: Digest,
     },
 }
 
+/// What happened to an upload session: a request, or the outcome of an effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// `POST`: open a session; with a digest, the body is the whole blob (monolithic).
     Start {
+        /// The blob's digest (`?digest=`), for a monolithic upload.
         digest: Option<Digest>,
+        /// `Content-Range`, when sent.
         range: Option<ChunkRange>,
+        /// `Content-Length`, when sent.
         length: Option<u64>,
     },
     /// `GET` on the session: its progress.
@@ -83,48 +99,92 @@ pub enum Event {
     Cancel,
     /// `PATCH` with an optional `Content-Range` and `Content-Length`.
     Patch {
+        /// `Content-Range`, when sent.
         range: Option<ChunkRange>,
+        /// `Content-Length`, when sent.
         length: Option<u64>,
     },
     /// `PUT ?digest=` (or `POST ?digest=`), with an optional last chunk.
     Put {
+        /// The blob's digest (`?digest=`).
         digest: Digest,
+        /// `Content-Range` of the last chunk, when sent.
         range: Option<ChunkRange>,
+        /// `Content-Length` of the last chunk, when sent.
         length: Option<u64>,
     },
     /// The body was written; the session now holds `new_offset` bytes.
-    Received { new_offset: u64 },
+    Received {
+        /// Bytes the session holds now.
+        new_offset: u64,
+    },
     /// The digest of the session's bytes.
-    Computed { digest: Digest },
+    Computed {
+        /// The digest computed.
+        digest: Digest,
+    },
 }
 
+/// What a handler must do after a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Answer 202 with the new session's location.
     Opened,
     /// Answer 204 with the acknowledged progress.
-    Report { offset: u64 },
+    Report {
+        /// Bytes acknowledged.
+        offset: u64,
+    },
     /// Drop the session's bytes and record, answer 204.
     Discard,
     /// Write the request body at this offset.
     ReceiveAt(u64),
     /// Persist the new offset and answer 202 with the progress.
-    Acknowledge { offset: u64 },
+    Acknowledge {
+        /// The new offset.
+        offset: u64,
+    },
     /// Compute the digest of all `size` bytes.
-    Compute { size: u64 },
+    Compute {
+        /// Bytes to hash.
+        size: u64,
+    },
     /// Publish the blob and answer 201.
-    Commit { digest: Digest, size: u64 },
+    Commit {
+        /// The blob's digest.
+        digest: Digest,
+        /// Its size.
+        size: u64,
+    },
 }
 
+/// Why an upload step was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UploadError {
+    /// A chunk did not start at the session's offset.
     #[error("chunk must start at offset {expected}")]
-    OffsetMismatch { expected: u64 },
+    OffsetMismatch {
+        /// The session's offset.
+        expected: u64,
+    },
+    /// The body was not as long as its `Content-Length` or `Content-Range` said.
     #[error("declared {declared} bytes, received {received}")]
-    LengthMismatch { declared: u64, received: u64 },
+    LengthMismatch {
+        /// Bytes announced.
+        declared: u64,
+        /// Bytes received.
+        received: u64,
+    },
+    /// The content's digest is not the one the client named.
     #[error("digest mismatch: expected {expected}, computed {computed}")]
-    DigestMismatch { expected: Digest, computed: Digest },
+    DigestMismatch {
+        /// The digest the client named.
+        expected: Digest,
+        /// The content's digest.
+        computed: Digest,
+    },
+    /// The event is not allowed in the session's state (the reason).
     #[error("{0}")]
     InvalidTransition(&'static str),
 }
