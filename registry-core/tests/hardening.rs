@@ -344,6 +344,13 @@ impl BlobStore for DiskFull {
         self.write()?;
         self.inner.put_bytes(id, d, data).await
     }
+    async fn stage_blob<'a>(
+        &'a self,
+        blob: storage_traits::StageBlob<'a>,
+    ) -> Result<Box<dyn storage_traits::StagedBlob + 'a>, StorageError> {
+        self.write()?;
+        self.inner.stage_blob(blob).await
+    }
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         self.inner.abort_upload(id).await
     }

@@ -127,6 +127,13 @@ impl BlobStore for Flaky {
         self.check()?;
         self.inner.put_bytes(id, d, data).await
     }
+    async fn stage_blob<'a>(
+        &'a self,
+        blob: storage_traits::StageBlob<'a>,
+    ) -> Result<Box<dyn storage_traits::StagedBlob + 'a>, StorageError> {
+        self.check()?;
+        self.inner.stage_blob(blob).await
+    }
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         self.check()?;
         self.inner.abort_upload(id).await

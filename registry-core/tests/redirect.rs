@@ -76,6 +76,12 @@ impl BlobStore for Signing {
     ) -> Result<(), StorageError> {
         self.0.put_bytes(id, d, data).await
     }
+    async fn stage_blob<'a>(
+        &'a self,
+        blob: storage_traits::StageBlob<'a>,
+    ) -> Result<Box<dyn storage_traits::StagedBlob + 'a>, StorageError> {
+        self.0.stage_blob(blob).await
+    }
     async fn abort_upload(&self, id: &str) -> Result<(), StorageError> {
         self.0.abort_upload(id).await
     }

@@ -290,6 +290,43 @@ impl Client {
         }
     }
 
+    /// `PUT` of `stream`, exactly `len` bytes, with `metadata` (as [`Client::put_meta`]),
+    /// sent once: a stream cannot be sent again, so a failure is the caller's to handle.
+    pub(crate) async fn put_once(
+        &self,
+        key: &str,
+        len: u64,
+        stream: ByteStream,
+        metadata: &[(&str, String)],
+    ) -> Result<(), StorageError> {
+        let mut action = PutObject::new(&self.bucket, Some(&self.credentials), key);
+        for (name, value) in metadata {
+            action
+                .headers_mut()
+                .insert(format!("x-amz-meta-{name}"), value.clone());
+        }
+        let mut req = self
+            .http
+            .put(self.signed(&action))
+            .header("content-length", len);
+        for (name, value) in metadata {
+            req = req.header(format!("x-amz-meta-{name}"), value);
+        }
+        let response = req
+            .body(reqwest::Body::wrap_stream(exact_len(stream, len)))
+            .send()
+            .await
+            .map_err(|source| S3Error::Http {
+                op: "PUT",
+                key: key.to_string(),
+                source,
+            })?;
+        if !response.status().is_success() {
+            return Err(status_error("PUT", key, response).await.into());
+        }
+        Ok(())
+    }
+
     /// `GET` of a small object with its ETag; `None` if it does not exist.
     pub(crate) async fn get_tagged(
         &self,
@@ -736,6 +773,9 @@ impl Client {
 /// the store's prefix, and the blob's size.
 pub(crate) const META_DATA: &str = "registry-data";
 pub(crate) const META_SIZE: &str = "registry-size";
+/// On a data object written by `stage_blob`: the digest it was staged for (whose pointer,
+/// if it names the object, keeps it when its upload id is aborted).
+pub(crate) const META_DIGEST: &str = "registry-digest";
 
 /// What a `HEAD` (or the head of a `GET`) says about an object.
 #[derive(Debug, Clone)]
@@ -744,6 +784,8 @@ pub(crate) struct ObjectHead {
     /// `x-amz-meta-registry-data` and `-size`, when the object is a blob's pointer.
     pub(crate) data: Option<String>,
     pub(crate) size: Option<String>,
+    /// `x-amz-meta-registry-digest`, on a staged blob's data object.
+    pub(crate) digest: Option<String>,
 }
 
 impl ObjectHead {
@@ -759,6 +801,7 @@ impl ObjectHead {
             len: content_length(op, key, response)?,
             data: meta(META_DATA),
             size: meta(META_SIZE),
+            digest: meta(META_DIGEST),
         })
     }
 }

@@ -17,6 +17,7 @@ const DEFAULT_UPLOAD_CONCURRENCY: usize = 4;
 /// The most any one write buffers; larger parts would make concurrent uploads costly.
 const MAX_BUFFERED_PART_SIZE: usize = 256 * 1024 * 1024;
 const DEFAULT_REGION: &str = "us-east-1";
+const DEFAULT_SINGLE_PUT_MAX: u64 = 1024 * 1024 * 1024;
 
 /// Everything [`S3BlobStore::new`](crate::S3BlobStore::new) needs.
 ///
@@ -60,6 +61,12 @@ pub struct S3Config {
     pub max_retries: usize,
     /// Keys per `ListObjectsV2` page (S3's maximum, 1,000, by default).
     pub list_page_size: usize,
+    /// The longest blob of known digest and length (a monolithic push) written in one
+    /// streamed `PUT` to its data key, rather than through an upload session's multipart
+    /// upload (1 GiB by default; at most S3's 5 GiB limit; 0 always uses a session). A
+    /// single `PUT` is one request instead of a dozen, but its body cannot be sent again:
+    /// a failure fails the push.
+    pub single_put_max: u64,
 }
 
 /// A URL parameter's value as a number.
@@ -87,11 +94,12 @@ impl S3Config {
             read_timeout: Duration::from_secs(60),
             max_retries: 3,
             list_page_size: 1000,
+            single_put_max: DEFAULT_SINGLE_PUT_MAX,
         }
     }
 
     /// Parses `s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path_style=true&profile=P]`, and
-    /// `part_size=BYTES` and `upload_concurrency=N` (see the fields).
+    /// `part_size=BYTES`, `upload_concurrency=N` and `single_put_max=BYTES` (see the fields).
     ///
     /// `endpoint` makes the store use path-style addressing against that server (MinIO,
     /// SeaweedFS, Ceph); without it the store talks to AWS. Credentials never come from the
@@ -133,10 +141,11 @@ impl S3Config {
                 }
                 "part_size" => cfg.part_size = number(&k, &v)?,
                 "upload_concurrency" => cfg = cfg.with_upload_concurrency(number(&k, &v)?),
+                "single_put_max" => cfg.single_put_max = number(&k, &v)? as u64,
                 other => {
                     return Err(config(format!(
                         "{url:?}: unknown parameter {other:?} (known: endpoint, region, profile, \
-                         path_style, part_size, upload_concurrency)"
+                         path_style, part_size, upload_concurrency, single_put_max)"
                     )));
                 }
             }
@@ -212,6 +221,12 @@ impl S3Config {
         self
     }
 
+    /// Sets [`single_put_max`](Self::single_put_max).
+    pub fn with_single_put_max(mut self, bytes: u64) -> Self {
+        self.single_put_max = bytes;
+        self
+    }
+
     /// Fills in what the environment provides and checks the rest.
     pub(crate) fn resolve(&self) -> Result<Resolved, StorageError> {
         self.resolve_with(&ProcessEnv)
@@ -222,6 +237,12 @@ impl S3Config {
             return Err(config(format!(
                 "part_size {} is outside {MIN_PART_SIZE}..={MAX_BUFFERED_PART_SIZE}",
                 self.part_size
+            )));
+        }
+        if self.single_put_max > MAX_PART_SIZE {
+            return Err(config(format!(
+                "single_put_max {} is past S3's {MAX_PART_SIZE}-byte PUT",
+                self.single_put_max
             )));
         }
         if !(1..=1000).contains(&self.list_page_size) {

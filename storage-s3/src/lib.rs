@@ -89,6 +89,18 @@
 //!   process never leaves a partial blob visible. Finishing onto an existing blob keeps
 //!   it (same digest, same bytes) and discards the session's data.
 //! - **`put_bytes`** (a whole blob in memory, digest known) is one `PUT` to the blob's key.
+//! - **`stage_blob`** (a whole blob of known length and expected digest, streamed: a
+//!   monolithic push) writes no multipart upload: up to `single_put_max` (1 GiB) its bytes
+//!   go in one streamed `PUT` to a data key, and publishing writes the pointer; under 5
+//!   MiB they are held in memory and published with one `PUT` to the blob's key. Into an
+//!   open, empty session (a `PUT` of the whole blob after its `POST`) the session is
+//!   first closed for the digest, as a finish records it, and the data goes to the
+//!   session's data key; publishing removes the session; a failure or a discard deletes
+//!   the data and opens the session again, empty. Under an id with no session
+//!   (`POST ?digest=`) the data key is a fresh one of the id recording the digest in its
+//!   metadata, which an abort of the id deletes unless that digest's pointer names it.
+//!   The single `PUT` cannot be sent again: a failure fails the push (the client sends
+//!   it again). See `staged.rs`.
 //! - **Writes append, and only one wins.** A write below the session's length is
 //!   [`StorageError::Conflict`]; an offset past it is [`StorageError::InvalidOffset`] with
 //!   the recorded length. Every change of `state.json` is a `PUT` with `If-Match` on the
@@ -114,7 +126,11 @@
 //!   next finish of that digest replaces, and which a retried delete removes.
 //!
 //! Costs: the bytes cross the network between registry and S3 once, and S3 stores them
-//! once. Besides its parts, a push in one request makes 11 small ones: the state `PUT` at
+//! once. A push of a whole blob of known length (`stage_blob`) makes, besides the data's
+//! `PUT`: the pointer `PUT` (`POST ?digest=`); or, for a `PUT` after its `POST`, the
+//! state `PUT` at start, the state `GET` and closing `PUT`, the pointer `PUT`, the state
+//! `DELETE` and the listing of the session's segments. Besides its parts, a push in one
+//! request without a declared length makes 11 small ones: the state `PUT` at
 //! start; the state `GET`, the claim, `CreateMultipartUpload` and the state `PUT` of the
 //! write; the state `GET`, the closing `PUT`, `CompleteMultipartUpload`, the pointer
 //! `PUT`, the state `DELETE` and a listing of the session's segments at finish (and a
@@ -178,6 +194,7 @@ mod error;
 mod layout;
 mod reader;
 mod recovery;
+mod staged;
 mod store;
 mod upload;
 

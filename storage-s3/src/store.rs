@@ -10,7 +10,7 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use oci_spec_types::Digest;
 use storage_traits::{
     BlobCapabilities, BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult,
-    RecoveryLog, StorageError,
+    RecoveryLog, StageBlob, StagedBlob, StorageError,
 };
 
 use crate::client::{Body, Client, MAX_PRESIGN, ObjectHead};
@@ -33,6 +33,7 @@ pub struct S3BlobStore {
     layout: Layout,
     part_size: usize,
     upload_concurrency: usize,
+    single_put_max: u64,
     recovery: S3Recovery,
     pointers: Arc<PointerCache>,
 }
@@ -103,6 +104,7 @@ impl S3BlobStore {
             layout,
             part_size: config.part_size,
             upload_concurrency: config.upload_concurrency.max(1),
+            single_put_max: config.single_put_max,
             recovery,
             pointers: Arc::default(),
         })
@@ -218,7 +220,7 @@ impl S3BlobStore {
         })
     }
 
-    fn session<'a>(&'a self, id: &'a str) -> Result<Session<'a>, StorageError> {
+    pub(crate) fn session<'a>(&'a self, id: &'a str) -> Result<Session<'a>, StorageError> {
         Ok(Session {
             client: &self.client,
             layout: &self.layout,
@@ -402,6 +404,14 @@ impl BlobStore for S3BlobStore {
             .put_if_absent(&key, &Body::Bytes(data), &[])
             .await
             .map(drop)
+    }
+
+    /// No session: one `PUT` (see [`crate::staged`]), or a session above `single_put_max`.
+    async fn stage_blob<'a>(
+        &'a self,
+        blob: StageBlob<'a>,
+    ) -> Result<Box<dyn StagedBlob + 'a>, StorageError> {
+        crate::staged::stage(self, blob, self.single_put_max).await
     }
 
     /// Every replica reaches the same bucket, so sessions are shared; downloads can be

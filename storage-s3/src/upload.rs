@@ -33,7 +33,9 @@ use serde::{Deserialize, Serialize};
 use storage_traits::{ByteStream, StorageError};
 use tokio::task::{AbortHandle, JoinSet};
 
-use crate::client::{Body, Client, META_DATA, META_SIZE, ObjectHead, is_no_such_upload};
+use crate::client::{
+    Body, Client, META_DATA, META_DIGEST, META_SIZE, ObjectHead, is_no_such_upload,
+};
 use crate::config::{MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::error::{BACKEND, S3Error, protocol};
 use crate::layout::{
@@ -217,6 +219,12 @@ impl SessionState {
         }
         Ok(())
     }
+}
+
+/// A session closed for a blob staged into it, as its state was saved.
+pub(crate) struct ClosedSession {
+    state: SessionState,
+    etag: String,
 }
 
 /// One session's keys and the client to reach them.
@@ -431,37 +439,208 @@ impl Session<'_> {
             (state, etag) = self.load().await?;
         }
         self.seal(&mut state, &mut etag, Some(digest)).await?;
+        let ours = self.publish_pointer(&blob_key, &data_key, size).await?;
+        self.cleanup(&state, ours, false).await
+    }
 
+    /// Writes the pointer at `blob_key` naming `data_key` (`size` bytes), unless the blob
+    /// is already there: true if the pointer names `data_key` afterwards, false if an
+    /// intact blob was kept (and `data_key` is the caller's to delete).
+    async fn publish_pointer(
+        &self,
+        blob_key: &str,
+        data_key: &str,
+        size: u64,
+    ) -> Result<bool, StorageError> {
         let metadata = [
-            (META_DATA, self.layout.relative(&data_key).to_string()),
+            (META_DATA, self.layout.relative(data_key).to_string()),
             (META_SIZE, size.to_string()),
         ];
         if self
             .client
-            .put_meta(&blob_key, &Body::Empty, &metadata, true)
+            .put_meta(blob_key, &Body::Empty, &metadata, true)
             .await?
-            .is_none()
+            .is_some()
         {
-            // Published by another session meanwhile (or by this one's earlier attempt).
-            let head = self.client.head_object(&blob_key).await?;
-            match head {
-                Some(h) => match self.existing(&h, &data_key).await? {
-                    Existing::Ours => {}
-                    Existing::Intact => return self.cleanup(&state, false, false).await,
-                    Existing::Dangling => {
-                        self.client
-                            .put_meta(&blob_key, &Body::Empty, &metadata, false)
-                            .await?;
+            return Ok(true);
+        }
+        // Published by another session meanwhile (or by this one's earlier attempt).
+        if let Some(h) = self.client.head_object(blob_key).await? {
+            match self.existing(&h, data_key).await? {
+                Existing::Ours => return Ok(true),
+                Existing::Intact => return Ok(false),
+                Existing::Dangling => {}
+            }
+        }
+        self.client
+            .put_meta(blob_key, &Body::Empty, &metadata, false)
+            .await?;
+        Ok(true)
+    }
+
+    /// Writes a staged blob (`stage_blob`: digest and length known, no session state) in
+    /// one `PUT` of `data` to a fresh data key of this id, which records `digest`, and
+    /// returns that key. A failed `PUT` stores nothing; the stream's own error is returned
+    /// when it was the stream that failed.
+    pub(crate) async fn stage(
+        &self,
+        digest: &Digest,
+        size: u64,
+        data: ByteStream,
+    ) -> Result<String, StorageError> {
+        let data_key = self.keys.data(&new_nonce());
+        let metadata = [(META_DIGEST, digest.to_string())];
+        self.put_staged(&data_key, size, data, &metadata).await?;
+        Ok(data_key)
+    }
+
+    /// One `PUT` of `data` (`size` bytes) to `data_key`. A failed `PUT` stores nothing;
+    /// the stream's own error is returned when it was the stream that failed.
+    async fn put_staged(
+        &self,
+        data_key: &str,
+        size: u64,
+        data: ByteStream,
+        metadata: &[(&str, String)],
+    ) -> Result<(), StorageError> {
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let kept = Arc::clone(&failure);
+        let data = data
+            .map(move |item| {
+                item.map_err(|e| {
+                    if let Ok(mut slot) = kept.lock() {
+                        slot.get_or_insert(e);
                     }
-                },
-                None => {
-                    self.client
-                        .put_meta(&blob_key, &Body::Empty, &metadata, false)
-                        .await?;
+                    StorageError::Input("the blob's stream failed".into())
+                })
+            })
+            .boxed();
+        match self.client.put_once(data_key, size, data, metadata).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // S3 keeps nothing of a PUT whose body broke off; this is for servers that
+                // might, and its failure leaves the key to the id's abort.
+                let _ = self.client.delete(data_key).await;
+                let stream_error = failure.lock().ok().and_then(|mut slot| slot.take());
+                Err(stream_error.unwrap_or(e))
+            }
+        }
+    }
+
+    /// Publishes a blob [`Session::stage`] wrote: its pointer, or, when the blob is already
+    /// there, deletes the staged copy.
+    pub(crate) async fn publish_staged(
+        &self,
+        data_key: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<(), StorageError> {
+        let blob_key = self.layout.blob_key(digest);
+        if !self.publish_pointer(&blob_key, data_key, size).await? {
+            self.client.delete(data_key).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes this open, empty session for a blob staged into it (`stage_blob` of a whole
+    /// blob `PUT` after a `POST`): records `digest` as being published, so writes are
+    /// refused from here on and an abort after a crash keeps the data only if that
+    /// digest's pointer names it. `None` if the session is not simply empty (it was read
+    /// back, or is being finished): the caller stages through the session instead.
+    pub(crate) async fn close_empty(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<ClosedSession>, StorageError> {
+        let (mut state, etag) = self.load().await?;
+        if state.len() != 0 || !state.sources.is_empty() || state.closing.is_some() {
+            return Ok(None);
+        }
+        state.closing = Some(Closing {
+            publish: Some(digest.to_string()),
+            last_part: None,
+        });
+        // A writer that claimed part numbers finds the state changed and stores nothing;
+        // a multipart upload it created is counted in `creations`, so `cleanup` lists it.
+        state.claim = None;
+        let etag = self.save(&state, &etag).await?;
+        Ok(Some(ClosedSession { state, etag }))
+    }
+
+    /// Writes a blob into a session [`Session::close_empty`] closed: one `PUT` of `data`
+    /// to the session's data key.
+    pub(crate) async fn stage_closed(
+        &self,
+        closed: &ClosedSession,
+        size: u64,
+        data: ByteStream,
+    ) -> Result<(), StorageError> {
+        let data_key = self.data_key(&closed.state);
+        self.put_staged(&data_key, size, data, &[]).await
+    }
+
+    /// Publishes the blob staged into a closed session (its pointer; or, with `held`, its
+    /// bytes under the blob's key), then removes the session as `finish` does.
+    pub(crate) async fn publish_closed(
+        &self,
+        closed: &ClosedSession,
+        digest: &Digest,
+        size: u64,
+        held: Option<Vec<Bytes>>,
+    ) -> Result<(), StorageError> {
+        let blob_key = self.layout.blob_key(digest);
+        let ours = match held {
+            Some(chunks) => {
+                // A blob this short is never a pointer, so one already there has these
+                // very bytes.
+                self.client
+                    .put_if_absent(&blob_key, &Body::Chunks(chunks), &[])
+                    .await?;
+                false
+            }
+            None => {
+                let data_key = self.data_key(&closed.state);
+                self.publish_pointer(&blob_key, &data_key, size).await?
+            }
+        };
+        self.cleanup(&closed.state, ours, false).await
+    }
+
+    /// Opens a session [`Session::close_empty`] closed again, empty: its staged data
+    /// deleted, the closing record removed (with `If-Match`).
+    pub(crate) async fn reopen(&self, closed: ClosedSession) -> Result<(), StorageError> {
+        let ClosedSession { mut state, etag } = closed;
+        self.client.delete(&self.data_key(&state)).await?;
+        state.closing = None;
+        self.save(&state, &etag).await.map(drop)
+    }
+
+    /// Deletes the data objects staged under this id (they carry their digest; a session's
+    /// data does not, and is left to its state) that no pointer names: what a process that
+    /// died between staging and publishing left.
+    async fn remove_staged(&self) -> Result<(), StorageError> {
+        let mut pages = self.client.list_keys(self.keys.data_prefix.clone());
+        while let Some(keys) = pages.try_next().await? {
+            for key in keys {
+                let Some(head) = self.client.head_object(&key).await? else {
+                    continue;
+                };
+                let Some(digest) = head.digest.and_then(|d| d.parse::<Digest>().ok()) else {
+                    continue;
+                };
+                let named = match self
+                    .client
+                    .head_object(&self.layout.blob_key(&digest))
+                    .await?
+                {
+                    Some(h) => matches!(self.existing(&h, &key).await?, Existing::Ours),
+                    None => false,
+                };
+                if !named {
+                    self.client.delete(&key).await?;
                 }
             }
         }
-        self.cleanup(&state, true, false).await
+        Ok(())
     }
 
     /// What the object already at a blob's key is to a session with data key `data_key`.
@@ -601,6 +780,7 @@ impl Session<'_> {
             }
             Err(StorageError::UploadNotFound(_)) => {
                 self.abort_multiparts().await?;
+                self.remove_staged().await?;
                 self.remove_all().await
             }
             // A state that does not decode is still removed.

@@ -542,3 +542,173 @@ async fn killed_before_the_first_upload_is_recorded() {
     assert_blob(&restarted, &digest, &data).await;
     assert_clean(&restarted).await;
 }
+
+// Staged blobs (`stage_blob`, a monolithic push of known digest): one PUT of the data,
+// then the pointer.
+
+fn staged_put() -> Rule {
+    Box::new(|h: &Head| h.method == "PUT" && h.header("x-amz-meta-registry-digest").is_some())
+}
+
+async fn stage_through<'a>(
+    store: &'a S3BlobStore,
+    id: &'a str,
+    digest: &'a Digest,
+    data: &[u8],
+) -> Result<Box<dyn storage_traits::StagedBlob + 'a>, StorageError> {
+    let blob =
+        storage_traits::StageBlob::new(id, digest, data.len() as u64, chunked(data, &[MIB / 2]));
+    store.stage_blob(blob).await
+}
+
+#[tokio::test]
+async fn staged_killed_during_the_data_put_leaves_nothing() {
+    let cutter = Cutter::start(1, staged_put()).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let data = random_bytes(6 * MIB + 3);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    let result = stage_through(&crashing, &id, &digest, &data).await;
+    assert!(result.is_err() && cutter.cut());
+    assert_invisible(&restarted, &digest).await;
+    restarted.abort_upload(&id).await.unwrap();
+    assert_eq!(restarted.data_keys().await.unwrap(), Vec::<String>::new());
+    assert_clean(&restarted).await;
+}
+
+#[tokio::test]
+async fn staged_killed_before_the_pointer_then_aborted() {
+    let cutter = Cutter::start(1, pointer_put()).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let data = random_bytes(6 * MIB + 3);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    let staged = stage_through(&crashing, &id, &digest, &data).await.unwrap();
+    assert!(staged.publish().await.is_err() && cutter.cut());
+    // The data is stored, no key names it as the blob, and no session records it.
+    assert_eq!(restarted.data_keys().await.unwrap().len(), 1);
+    assert_invisible(&restarted, &digest).await;
+    // The registry's expiry of the upload id aborts it: the data goes.
+    restarted.abort_upload(&id).await.unwrap();
+    assert_eq!(restarted.data_keys().await.unwrap(), Vec::<String>::new());
+    assert_clean(&restarted).await;
+}
+
+#[tokio::test]
+async fn staged_and_published_keeps_the_blob_through_an_abort() {
+    let p = prefix();
+    let store = direct(&p);
+    let data = random_bytes(6 * MIB + 3);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    let staged = stage_through(&store, &id, &digest, &data).await.unwrap();
+    staged.publish().await.unwrap();
+    // No session objects: the upload id never had a state.json.
+    assert_eq!(store.upload_keys().await.unwrap(), Vec::<String>::new());
+    store.abort_upload(&id).await.unwrap();
+    assert_blob(&store, &digest, &data).await;
+    assert_clean(&store).await;
+    // Staged again (a second push of the same blob): the blob is kept, the copy deleted.
+    let again = upload_id();
+    let staged = stage_through(&store, &again, &digest, &data).await.unwrap();
+    staged.publish().await.unwrap();
+    assert_eq!(store.data_keys().await.unwrap().len(), 1);
+    assert_blob(&store, &digest, &data).await;
+    store.delete(&digest).await.unwrap();
+    assert_eq!(store.data_keys().await.unwrap(), Vec::<String>::new());
+}
+
+// Staged into an open, empty session (a `PUT` of the whole blob after its `POST`): the
+// session closed for the digest, one PUT of the data to the session's data key, the
+// pointer, then the session removed.
+
+/// The data `PUT` of a blob staged into a session: to a data key, not a part.
+fn session_data_put() -> Rule {
+    Box::new(|h: &Head| {
+        h.method == "PUT" && h.target.contains("/data/") && !h.target.contains("partNumber=")
+    })
+}
+
+async fn stage_into_session<'a>(
+    store: &'a S3BlobStore,
+    id: &'a str,
+    digest: &'a Digest,
+    data: &[u8],
+) -> Result<Box<dyn storage_traits::StagedBlob + 'a>, StorageError> {
+    let blob =
+        storage_traits::StageBlob::new(id, digest, data.len() as u64, chunked(data, &[MIB / 2]))
+            .with_open_session();
+    store.stage_blob(blob).await
+}
+
+#[tokio::test]
+async fn staged_in_session_killed_before_the_pointer_then_aborted() {
+    let cutter = Cutter::start(1, pointer_put()).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let data = random_bytes(6 * MIB + 3);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    crashing.start_upload(&id).await.unwrap();
+    let staged = stage_into_session(&crashing, &id, &digest, &data)
+        .await
+        .unwrap();
+    assert!(staged.publish().await.is_err() && cutter.cut());
+    assert_eq!(restarted.data_keys().await.unwrap().len(), 1);
+    assert_invisible(&restarted, &digest).await;
+    // Closed for the digest: a write is refused.
+    let write = restarted
+        .write_upload(&id, 0, stream_of([data.clone()]))
+        .await;
+    assert!(matches!(write, Err(StorageError::Conflict(_))), "{write:?}");
+    restarted.abort_upload(&id).await.unwrap();
+    assert_eq!(restarted.data_keys().await.unwrap(), Vec::<String>::new());
+    assert_invisible(&restarted, &digest).await;
+    assert_clean(&restarted).await;
+}
+
+#[tokio::test]
+async fn staged_in_session_killed_after_the_pointer_keeps_the_blob_through_an_abort() {
+    let cutter = Cutter::start(1, request("DELETE", "/state.json")).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let data = random_bytes(6 * MIB + 3);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    crashing.start_upload(&id).await.unwrap();
+    let staged = stage_into_session(&crashing, &id, &digest, &data)
+        .await
+        .unwrap();
+    assert!(staged.publish().await.is_err() && cutter.cut());
+    assert_blob(&restarted, &digest, &data).await;
+    restarted.abort_upload(&id).await.unwrap();
+    assert_blob(&restarted, &digest, &data).await;
+    assert_clean(&restarted).await;
+}
+
+#[tokio::test]
+async fn staged_in_session_whose_data_put_fails_leaves_the_session_open() {
+    let cutter = Cutter::once(1, session_data_put()).await;
+    let p = prefix();
+    let store = through(&cutter, &p);
+    let data = random_bytes(6 * MIB + 3);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    assert!(
+        stage_into_session(&store, &id, &digest, &data)
+            .await
+            .is_err()
+            && cutter.cut()
+    );
+    assert_invisible(&store, &digest).await;
+    // Open and empty again: the client sends the blob once more.
+    let staged = stage_into_session(&store, &id, &digest, &data)
+        .await
+        .unwrap();
+    staged.publish().await.unwrap();
+    assert_blob(&store, &digest, &data).await;
+    assert_clean(&store).await;
+}

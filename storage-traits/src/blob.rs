@@ -109,6 +109,146 @@ impl BlobCapabilities {
     }
 }
 
+/// A whole blob of known length and expected digest, to be written before it is checked
+/// (see [`BlobStore::stage_blob`]).
+#[non_exhaustive]
+pub struct StageBlob<'a> {
+    /// Names the staging, as an upload session's id does: after a crash,
+    /// [`abort_upload`](BlobStore::abort_upload) of this id removes what was staged.
+    pub upload_id: &'a str,
+    /// The digest the caller expects (and checks) the bytes to have.
+    pub digest: &'a Digest,
+    /// The exact length of `data`.
+    pub size: u64,
+    /// The blob's bytes.
+    pub data: ByteStream,
+    /// `upload_id` names an open session that holds no bytes (a `PUT` of the whole blob
+    /// after a `POST`), rather than no session (a `POST ?digest=`); see
+    /// [`with_open_session`](Self::with_open_session).
+    pub open_session: bool,
+}
+
+impl<'a> StageBlob<'a> {
+    /// A blob staged under an id that names no session yet.
+    pub fn new(upload_id: &'a str, digest: &'a Digest, size: u64, data: ByteStream) -> Self {
+        StageBlob {
+            upload_id,
+            digest,
+            size,
+            data,
+            open_session: false,
+        }
+    }
+
+    /// `upload_id` names an open session started with
+    /// [`start_upload`](BlobStore::start_upload) that holds no bytes. Publishing ends the
+    /// session as [`finish_upload`](BlobStore::finish_upload) does; an error or a discard
+    /// leaves it open and empty, so the client can send the blob again.
+    pub fn with_open_session(mut self) -> Self {
+        self.open_session = true;
+        self
+    }
+}
+
+impl Debug for StageBlob<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageBlob")
+            .field("upload_id", &self.upload_id)
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .field("open_session", &self.open_session)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A blob [`BlobStore::stage_blob`] wrote and nobody can read yet: the caller checks its
+/// digest, then publishes or discards it. Dropped without either (a crash), it is
+/// removed by [`abort_upload`](BlobStore::abort_upload) of its upload id.
+#[async_trait]
+pub trait StagedBlob: Send {
+    /// Makes the blob readable under the digest it was staged with, as
+    /// [`finish_upload`](BlobStore::finish_upload) does: atomically, and an existing blob
+    /// of that digest is kept.
+    async fn publish(self: Box<Self>) -> Result<(), StorageError>;
+
+    /// Removes what was staged; nothing of it is left.
+    async fn discard(self: Box<Self>) -> Result<(), StorageError>;
+}
+
+/// What [`BlobStore::stage_blob`]'s default does, for stores that override it for some
+/// blobs only: an upload session named `blob.upload_id` (started here unless
+/// [`open_session`](StageBlob::open_session)), written in one
+/// [`write_upload`](BlobStore::write_upload); if that fails, the session is aborted, or
+/// started again empty when it was the caller's.
+pub async fn stage_in_session<'a, S: BlobStore + ?Sized>(
+    store: &'a S,
+    blob: StageBlob<'a>,
+) -> Result<Box<dyn StagedBlob + 'a>, StorageError> {
+    let StageBlob {
+        upload_id,
+        digest,
+        size,
+        data,
+        open_session,
+    } = blob;
+    if !open_session {
+        store.start_upload(upload_id).await?;
+    }
+    let written = match store.write_upload(upload_id, 0, data).await {
+        Ok(n) if n == size => Ok(()),
+        Ok(n) => Err(StorageError::Input(
+            format!("the stream held {n} bytes, not the {size} declared").into(),
+        )),
+        Err(e) => Err(e),
+    };
+    let staged = SessionStaged {
+        store,
+        upload_id,
+        digest,
+        size,
+        open_session,
+    };
+    if let Err(e) = written {
+        let _ = staged.undo().await;
+        return Err(e);
+    }
+    Ok(Box::new(staged))
+}
+
+/// A blob staged in an upload session: publishing finishes it, discarding aborts it (or
+/// empties it, when the session was the caller's).
+struct SessionStaged<'a, S: ?Sized> {
+    store: &'a S,
+    upload_id: &'a str,
+    digest: &'a Digest,
+    size: u64,
+    open_session: bool,
+}
+
+impl<S: BlobStore + ?Sized> SessionStaged<'_, S> {
+    async fn undo(&self) -> Result<(), StorageError> {
+        if self.open_session {
+            // Starting an existing session again empties it.
+            self.store.start_upload(self.upload_id).await
+        } else {
+            self.store.abort_upload(self.upload_id).await
+        }
+    }
+}
+
+#[async_trait]
+impl<S: BlobStore + ?Sized> StagedBlob for SessionStaged<'_, S> {
+    async fn publish(self: Box<Self>) -> Result<(), StorageError> {
+        self.store
+            .finish_upload(self.upload_id, self.digest, self.size)
+            .await
+    }
+
+    async fn discard(self: Box<Self>) -> Result<(), StorageError> {
+        self.undo().await
+    }
+}
+
 /// Where blobs live.
 ///
 /// Upload ids are chosen by the caller (the registry uses UUIDs); a store refuses ids that
@@ -141,6 +281,7 @@ impl BlobCapabilities {
 ///   check are never published under the caller's digest. Finishing onto a digest that
 ///   already exists keeps the existing blob (same digest, same bytes) and discards the
 ///   session.
+/// - `start_upload` of an id that has a session empties it.
 /// - `abort_upload` of an unknown session succeeds and leaves nothing behind.
 /// - [`capabilities`](BlobStore::capabilities) says what the store promises, and it
 ///   matches what it does: `presign` exactly when [`signer`](BlobStore::signer) is `Some`.
@@ -212,6 +353,22 @@ pub trait BlobStore: Debug + Send + Sync + 'static {
             let _ = self.abort_upload(upload_id).await;
         }
         result
+    }
+
+    /// Writes a whole blob whose length and expected digest are known before its first
+    /// byte (a monolithic push), without making it readable: the caller hashes `data` as
+    /// the store consumes it, then [publishes](StagedBlob::publish) the result if the
+    /// digest matches, or [discards](StagedBlob::discard) it. An error (the stream's own,
+    /// or a stream not exactly `size` long) leaves nothing staged. `upload_id` names no
+    /// session, or an open empty one ([`StageBlob::with_open_session`]), which publishing
+    /// ends and which an error or a discard leaves open and empty. The default is an
+    /// upload session named `upload_id` ([`stage_in_session`]); a store can write the
+    /// bytes where they will stay, in fewer requests.
+    async fn stage_blob<'a>(
+        &'a self,
+        blob: StageBlob<'a>,
+    ) -> Result<Box<dyn StagedBlob + 'a>, StorageError> {
+        stage_in_session(self, blob).await
     }
 
     /// The presigned-URL ability, if this store has it (and then declares

@@ -32,7 +32,7 @@ pub mod upload;
 
 pub use blob::{
     BlobCapabilities, BlobInfo, BlobSigner, BlobStore, BlobStoreExt, ByteStream, GetRange,
-    GetResult,
+    GetResult, StageBlob, StagedBlob,
 };
 pub use error::{MetadataError, StorageError};
 pub use gc::{GcMetadata, GcOutcome, GcPolicy, GcReview, ReviewTarget};

@@ -44,7 +44,7 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use oci_spec_types::Digest;
 
-use crate::{BlobStore, BlobStoreExt, ByteStream, GetRange, StorageError};
+use crate::{BlobStore, BlobStoreExt, ByteStream, GetRange, StageBlob, StorageError};
 
 /// How a case gets the store out of whatever the macro's expression built.
 pub trait AsBlobStore {
@@ -107,6 +107,14 @@ macro_rules! blob_store_tests {
         $crate::__blob_store_case!([$(#[$attr])*] ($make) failing_input_stream);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) large_blob_streamed);
         $crate::__blob_store_case!([$(#[$attr])*] ($make) read_between_large_writes);
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) staged_blob_published);
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) staged_blob_discarded);
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) staged_failing_stream_leaves_nothing);
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) staged_then_abandoned_is_aborted);
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) staged_in_open_session_published);
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) staged_in_open_session_discarded);
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) staged_in_open_session_failing_stream);
+        $crate::__blob_store_case!([$(#[$attr])*] ($make) staged_in_open_session_abandoned);
     };
 }
 
@@ -1026,4 +1034,253 @@ pub async fn read_between_large_writes(store: &dyn BlobStore) {
         "the session is still readable after finish"
     );
     cleanup(store, &[&digest]).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Staged blobs (`stage_blob`): a monolithic push of known digest.
+
+/// Lengths a staging case tries: empty, small, and past S3's 5 MiB minimum part (a store
+/// may write small and large blobs differently).
+const STAGED_LENGTHS: [usize; 3] = [0, 1_234, 6 * 1024 * 1024 + 7];
+
+async fn stage<'a>(
+    store: &'a dyn BlobStore,
+    id: &'a str,
+    digest: &'a Digest,
+    data: &[u8],
+) -> Box<dyn crate::StagedBlob + 'a> {
+    let blob = StageBlob::new(id, digest, data.len() as u64, chunked(data, &[65_536]));
+    store
+        .stage_blob(blob)
+        .await
+        .unwrap_or_else(|e| panic!("stage_blob of {} bytes: {e}", data.len()))
+}
+
+/// A staged blob cannot be read until it is published; then it reads as any blob, and
+/// publishing the same bytes again keeps it.
+pub async fn staged_blob_published(store: &dyn BlobStore) {
+    for len in STAGED_LENGTHS {
+        let data = random_bytes(len);
+        let digest = Digest::sha256_of(&data);
+        let id = upload_id();
+        let staged = stage(store, &id, &digest, &data).await;
+        assert_eq!(
+            store.stat(&digest).await.expect("stat"),
+            None,
+            "a staged blob of {len} bytes is readable before it is published"
+        );
+        staged.publish().await.expect("publish");
+        assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), data);
+        // The staging's id is done with: aborting it (as an expiry would) keeps the blob.
+        store.abort_upload(&id).await.expect("abort_upload");
+        assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), data);
+        let again = upload_id();
+        stage(store, &again, &digest, &data)
+            .await
+            .publish()
+            .await
+            .expect("publishing an existing blob again");
+        store.abort_upload(&again).await.expect("abort_upload");
+        assert_eq!(
+            store.get_bytes(&digest).await.expect("get_bytes"),
+            data,
+            "publishing a blob that exists changed it"
+        );
+        cleanup(store, &[&digest]).await;
+    }
+}
+
+/// Bytes whose digest is not the expected one (the caller's check fails): discarded,
+/// nothing is readable under either digest, and the id can be aborted.
+pub async fn staged_blob_discarded(store: &dyn BlobStore) {
+    for len in STAGED_LENGTHS {
+        let data = random_bytes(len);
+        let claimed = Digest::sha256_of(&random_bytes(16));
+        let id = upload_id();
+        stage(store, &id, &claimed, &data)
+            .await
+            .discard()
+            .await
+            .expect("discard");
+        assert_eq!(store.stat(&claimed).await.expect("stat"), None);
+        let actual = Digest::sha256_of(&data);
+        if len > 0 {
+            assert_eq!(store.stat(&actual).await.expect("stat"), None);
+        }
+        store.abort_upload(&id).await.expect("abort_upload");
+    }
+}
+
+/// A stream that fails half way, or ends before its declared length: an error (the
+/// stream's own when it failed), and nothing staged or readable.
+pub async fn staged_failing_stream_leaves_nothing(store: &dyn BlobStore) {
+    for good in [300, 6 * 1024 * 1024] {
+        let id = upload_id();
+        let digest = Digest::sha256_of(&random_bytes(16));
+        let blob = StageBlob::new(
+            &id,
+            &digest,
+            good as u64 + 1_000,
+            failing_stream(random_bytes(good)),
+        );
+        match store.stage_blob(blob).await {
+            Err(StorageError::Input(_)) => {}
+            Err(other) => panic!("stage_blob of a failing stream: got {other}, not its error"),
+            Ok(_) => panic!("stage_blob of a failing stream succeeded"),
+        }
+        assert_eq!(store.stat(&digest).await.expect("stat"), None);
+        store.abort_upload(&id).await.expect("abort_upload");
+
+        let id = upload_id();
+        let short = random_bytes(good);
+        let blob = StageBlob::new(&id, &digest, good as u64 + 1, stream_of([short]));
+        assert!(
+            store.stage_blob(blob).await.is_err(),
+            "a stream shorter than its declared length was staged"
+        );
+        assert_eq!(store.stat(&digest).await.expect("stat"), None);
+        store.abort_upload(&id).await.expect("abort_upload");
+    }
+}
+
+/// A staging neither published nor discarded (its process died) is removed by aborting
+/// its upload id, as the registry's expiry of the session does; nothing becomes readable.
+pub async fn staged_then_abandoned_is_aborted(store: &dyn BlobStore) {
+    for len in STAGED_LENGTHS {
+        let data = random_bytes(len);
+        let digest = Digest::sha256_of(&data);
+        let id = upload_id();
+        drop(stage(store, &id, &digest, &data).await);
+        store.abort_upload(&id).await.expect("abort_upload");
+        assert_eq!(
+            store.stat(&digest).await.expect("stat"),
+            None,
+            "an abandoned staging of {len} bytes became readable"
+        );
+    }
+}
+
+async fn stage_in_open_session<'a>(
+    store: &'a dyn BlobStore,
+    id: &'a str,
+    digest: &'a Digest,
+    data: &[u8],
+) -> Box<dyn crate::StagedBlob + 'a> {
+    store.start_upload(id).await.expect("start_upload");
+    let blob =
+        StageBlob::new(id, digest, data.len() as u64, chunked(data, &[65_536])).with_open_session();
+    store
+        .stage_blob(blob)
+        .await
+        .unwrap_or_else(|e| panic!("stage_blob of {} bytes into a session: {e}", data.len()))
+}
+
+/// Writes `data` into the session `id` from offset 0 and finishes it: the session was
+/// open and empty.
+async fn finish_whole(store: &dyn BlobStore, id: &str, data: &[u8]) -> Digest {
+    let digest = Digest::sha256_of(data);
+    let len = store
+        .write_upload(id, 0, chunked(data, &[65_536]))
+        .await
+        .expect("write_upload into the session after the staging");
+    assert_eq!(len, data.len() as u64, "the session was not empty");
+    store
+        .finish_upload(id, &digest, len)
+        .await
+        .expect("finish_upload");
+    assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), data);
+    digest
+}
+
+/// Staged into an open, empty session (a `PUT` of the whole blob after its `POST`): not
+/// readable until published; publishing ends the session, and aborting its id keeps the
+/// blob.
+pub async fn staged_in_open_session_published(store: &dyn BlobStore) {
+    for len in STAGED_LENGTHS {
+        let data = random_bytes(len);
+        let digest = Digest::sha256_of(&data);
+        let id = upload_id();
+        let staged = stage_in_open_session(store, &id, &digest, &data).await;
+        assert_eq!(
+            store.stat(&digest).await.expect("stat"),
+            None,
+            "a blob of {len} bytes staged into a session is readable before it is published"
+        );
+        staged.publish().await.expect("publish");
+        assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), data);
+        assert!(
+            store
+                .write_upload(&id, 0, stream_of([data.clone()]))
+                .await
+                .is_err(),
+            "the session of {len} bytes is still open after its blob was published"
+        );
+        store.abort_upload(&id).await.expect("abort_upload");
+        assert_eq!(store.get_bytes(&digest).await.expect("get_bytes"), data);
+        cleanup(store, &[&digest]).await;
+    }
+}
+
+/// Bytes whose digest is not the expected one, discarded: nothing readable, and the
+/// session is open and empty again (the whole blob can be sent once more).
+pub async fn staged_in_open_session_discarded(store: &dyn BlobStore) {
+    for len in STAGED_LENGTHS {
+        let data = random_bytes(len);
+        let claimed = Digest::sha256_of(&random_bytes(16));
+        let id = upload_id();
+        stage_in_open_session(store, &id, &claimed, &data)
+            .await
+            .discard()
+            .await
+            .expect("discard");
+        assert_eq!(store.stat(&claimed).await.expect("stat"), None);
+        if len > 0 {
+            let actual = Digest::sha256_of(&data);
+            assert_eq!(store.stat(&actual).await.expect("stat"), None);
+        }
+        let digest = finish_whole(store, &id, &data).await;
+        cleanup(store, &[&digest]).await;
+    }
+}
+
+/// A stream that fails half way into a session: its error, nothing readable, and the
+/// session open and empty again.
+pub async fn staged_in_open_session_failing_stream(store: &dyn BlobStore) {
+    for good in [300, 6 * 1024 * 1024] {
+        let id = upload_id();
+        store.start_upload(&id).await.expect("start_upload");
+        let digest = Digest::sha256_of(&random_bytes(16));
+        let blob = StageBlob::new(
+            &id,
+            &digest,
+            good as u64 + 1_000,
+            failing_stream(random_bytes(good)),
+        )
+        .with_open_session();
+        match store.stage_blob(blob).await {
+            Err(StorageError::Input(_)) => {}
+            Err(other) => panic!("stage_blob of a failing stream: got {other}, not its error"),
+            Ok(_) => panic!("stage_blob of a failing stream succeeded"),
+        }
+        assert_eq!(store.stat(&digest).await.expect("stat"), None);
+        let digest = finish_whole(store, &id, &random_bytes(good)).await;
+        cleanup(store, &[&digest]).await;
+    }
+}
+
+/// A staging into a session neither published nor discarded (its process died) is
+/// removed by aborting the session; nothing becomes readable.
+pub async fn staged_in_open_session_abandoned(store: &dyn BlobStore) {
+    for len in STAGED_LENGTHS {
+        let data = random_bytes(len);
+        let digest = Digest::sha256_of(&data);
+        let id = upload_id();
+        drop(stage_in_open_session(store, &id, &digest, &data).await);
+        store.abort_upload(&id).await.expect("abort_upload");
+        assert_eq!(
+            store.stat(&digest).await.expect("stat"),
+            None,
+            "an abandoned staging of {len} bytes into a session became readable"
+        );
+    }
 }
