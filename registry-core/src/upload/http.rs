@@ -10,7 +10,7 @@ use axum::response::Response;
 use futures::TryStreamExt;
 use http::StatusCode;
 use oci_spec_types::{Algorithm, Digest, ErrorCode, RepositoryName};
-use storage_traits::{UploadSession, UploadUpdate};
+use storage_traits::{StageBlob, StagedBlob, UploadSession, UploadUpdate};
 
 use super::hashing::{SharedHasher, digest_of_upload};
 use super::limit::{SizeLimited, blob_too_large};
@@ -98,6 +98,28 @@ pub(crate) async fn start(call: Call<'_>, repo: &RepositoryName, body: Body) -> 
         length: call.request.body.content_length,
     };
     let (state, effect) = step(State::New, event).map_err(|e| RegistryError::upload(e, &loc))?;
+    if let State::Receiving {
+        declared: Some(size),
+        finish: Some(digest),
+        ..
+    } = &state
+        && digest.algorithm() == Algorithm::Sha256
+    {
+        // The whole blob, of known length and digest: staged by the store in one go, no
+        // session in the blob store. The session record is written first so that, if this
+        // process dies, its expiry aborts the id and the store removes what was staged.
+        let (size, digest) = (*size, digest.clone());
+        let session = UploadSession::new(id.clone(), repo.clone(), now_ms());
+        inner.metadata.create_upload(&session).await?;
+        let _claim = inner.sessions.claim(&id)?;
+        let result = monolithic(call, repo, &id, &digest, size, body, false).await;
+        if result.is_err() {
+            discard(inner, &id).await;
+        } else {
+            inner.metadata.delete_upload(&id).await?;
+        }
+        return result;
+    }
     inner.blobs.start_upload(&id).await?;
     let session = UploadSession::new(id.clone(), repo.clone(), now_ms());
     if let Err(e) = inner.metadata.create_upload(&session).await {
@@ -183,6 +205,31 @@ async fn on_session(
         offset: session.offset,
     };
     let (state, effect) = step(open, event).map_err(|e| RegistryError::upload(e, &loc))?;
+    if let State::Receiving {
+        start: 0,
+        declared: Some(size),
+        finish: Some(digest),
+    } = &state
+        && session.offset == 0
+        && digest.algorithm() == Algorithm::Sha256
+    {
+        // A `PUT` with the whole blob on an empty session: staged as a `POST ?digest=` is,
+        // into the session. A failure leaves the session open and empty, as a failed
+        // write does (a refused quota discards it, as `commit` does).
+        let (size, digest) = (*size, digest.clone());
+        let result = monolithic(call, repo, id, &digest, size, body, true).await;
+        match &result {
+            Ok(_) => {
+                inner.metadata.delete_upload(id).await?;
+            }
+            Err(RegistryError::Oci {
+                code: ErrorCode::Denied,
+                ..
+            }) => discard(inner, id).await,
+            Err(_) => {}
+        }
+        return result;
+    }
     perform(call, repo, &session, state, effect, body).await
 }
 
@@ -243,6 +290,83 @@ async fn perform(
             }
         };
         (state, effect) = step(state, event).map_err(up)?;
+    }
+}
+
+/// A whole blob in one request, its length and digest known before its first byte
+/// (`POST ?digest=` with a `Content-Length`, or, with `open_session`, a `PUT ?digest=` of
+/// the whole blob on an empty session): the body staged by the store while it is hashed,
+/// then, if it is the blob claimed, linked and published in the order [`commit`] uses;
+/// otherwise discarded. The session record is the caller's.
+async fn monolithic(
+    call: Call<'_>,
+    repo: &RepositoryName,
+    id: &str,
+    expected: &Digest,
+    size: u64,
+    body: Body,
+    open_session: bool,
+) -> Result<Response> {
+    let inner = call.inner;
+    let loc = location(repo, id);
+    let up = |e| RegistryError::upload(e, &loc);
+    let hasher = SharedHasher::resume(None)
+        .ok_or_else(|| up(UploadError::InvalidTransition("no sha256 hasher")))?;
+    let limit = inner.config.policy.max_blob_size;
+    let (data, too_large) = SizeLimited::new(body.into_data_stream(), 0, limit);
+    let mut blob = StageBlob::new(id, expected, size, hasher.tee(data));
+    if open_session {
+        blob = blob.with_open_session();
+    }
+    let staged = inner.blobs.stage_blob(blob).await;
+    if too_large.get() {
+        if let Ok(staged) = staged {
+            drop_staged(id, staged).await;
+        }
+        // As for a chunk past the limit: the session goes (the caller discards the
+        // record of one that was not open).
+        if open_session {
+            discard(inner, id).await;
+        }
+        return Err(blob_too_large(limit.unwrap_or(0)));
+    }
+    let staged = staged?;
+    let checked = hasher
+        .digest()
+        .ok_or(UploadError::InvalidTransition("the hasher failed"))
+        .and_then(|computed| {
+            let receiving = State::Receiving {
+                start: 0,
+                declared: Some(size),
+                finish: Some(expected.clone()),
+            };
+            let (verifying, _) = step(receiving, Event::Received { new_offset: size })?;
+            step(verifying, Event::Computed { digest: computed })
+        });
+    let (digest, size) = match checked {
+        Ok((_, Effect::Commit { digest, size })) => (digest, size),
+        Ok(_) => {
+            drop_staged(id, staged).await;
+            return Err(up(UploadError::InvalidTransition("no commit")));
+        }
+        Err(e) => {
+            drop_staged(id, staged).await;
+            return Err(up(e));
+        }
+    };
+    // Link first, then publish, as `commit` does (and for the same reasons).
+    if let Err(e) = crate::quotas::link_blob(inner, repo, &digest, size).await {
+        drop_staged(id, staged).await;
+        return Err(e);
+    }
+    staged.publish().await?;
+    Ok(created(repo, &digest))
+}
+
+/// Discards a staged blob; a failure is logged (aborting the id removes it later).
+async fn drop_staged(id: &str, staged: Box<dyn StagedBlob + '_>) {
+    if let Err(e) = staged.discard().await {
+        tracing::warn!(upload = id, error = %e, "could not discard a staged blob");
     }
 }
 
