@@ -92,7 +92,9 @@
 //! - **`stage_blob`** (a whole blob of known length and expected digest, streamed: a
 //!   monolithic push) writes no multipart upload: up to `single_put_max` (1 GiB) its bytes
 //!   go in one streamed `PUT` to a data key, and publishing writes the pointer; under 5
-//!   MiB they are held in memory and published with one `PUT` to the blob's key. Into an
+//!   MiB they are held in memory and published with one `PUT` to the blob's key (after a
+//!   `HEAD` of it at staging, so that an unreachable S3 fails the push before the
+//!   registry links the blob). Into an
 //!   open, empty session (a `PUT` of the whole blob after its `POST`) the session is
 //!   first closed for the digest, as a finish records it, and the data goes to the
 //!   session's data key; publishing removes the session; a failure or a discard deletes

@@ -3,7 +3,9 @@
 //! upload.
 //!
 //! - Shorter than S3's 5 MiB part minimum: held in memory, then one `PUT` to the blob's key
-//!   once the caller has checked the digest (as `put_bytes`).
+//!   once the caller has checked the digest (as `put_bytes`). Without a session, a `HEAD`
+//!   of that key first: the registry links a blob before publishing it, so S3 must be
+//!   seen reachable before the link, as the other paths' first request does.
 //! - Up to `single_put_max`: one streamed `PUT` to a data key, then the pointer under the
 //!   blob's key (`If-None-Match: *`), as a finished session's.
 //! - Longer: an ordinary session ([`stage_in_session`]), whose parts can be sent again.
@@ -50,6 +52,12 @@ pub(crate) async fn stage<'a>(
         return stage_closed(session, closed, blob.digest, blob.size, blob.data).await;
     }
     if blob.size < MIN_PART_SIZE as u64 {
+        // One request before the caller links the blob: S3 unreachable now is an error
+        // here, not a link to bytes whose `PUT` then fails.
+        session
+            .client
+            .head(&session.layout.blob_key(blob.digest))
+            .await?;
         let chunks = held(blob.data, blob.size).await?;
         return Ok(Box::new(Held {
             session,
