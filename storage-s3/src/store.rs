@@ -406,7 +406,7 @@ impl BlobStore for S3BlobStore {
             .map(drop)
     }
 
-    /// No session: one `PUT` (see [`crate::staged`]), or a session above `single_put_max`.
+    /// No session: one `PUT` (see the crate docs), or a session above `single_put_max`.
     async fn stage_blob<'a>(
         &'a self,
         blob: StageBlob<'a>,
