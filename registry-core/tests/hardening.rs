@@ -282,11 +282,13 @@ async fn a_manifest_that_is_not_utf8_is_manifest_invalid() {
 }
 
 /// An fs blob store on a disk that may be full: while `full` is set every write fails
-/// with ENOSPC, as the fs store's would, and reads, aborts and deletes still work.
+/// with ENOSPC, as the fs store's would, and reads, aborts and deletes still work. While
+/// `publish_fails` is set, only publishing an upload (`finish_upload`) fails so.
 #[derive(Debug)]
 struct DiskFull {
     inner: storage_fs::FsBlobStore,
     full: Arc<AtomicBool>,
+    publish_fails: Arc<AtomicBool>,
 }
 
 impl DiskFull {
@@ -333,6 +335,10 @@ impl BlobStore for DiskFull {
     }
     async fn finish_upload(&self, id: &str, d: &Digest, n: u64) -> Result<(), StorageError> {
         self.write()?;
+        if self.publish_fails.load(Ordering::SeqCst) {
+            let enospc = std::io::Error::from_raw_os_error(28);
+            return Err(StorageError::backend("fs", enospc));
+        }
         self.inner.finish_upload(id, d, n).await
     }
     async fn put_bytes(
@@ -380,6 +386,7 @@ async fn readyz_fails_while_the_blob_store_refuses_writes() {
     let blobs = DiskFull {
         inner: storage_fs::FsBlobStore::open(dir.path().join("blobs")).unwrap(),
         full: full.clone(),
+        publish_fails: Arc::default(),
     };
     let metadata = metadata_sqlite::SqliteMetadataStore::open(dir.path().join("db")).unwrap();
     let registry = Registry::new(
@@ -424,6 +431,63 @@ async fn readyz_fails_while_the_blob_store_refuses_writes() {
     let (status, body) = readyz(&registry).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body["reason"].as_str().unwrap().starts_with("blobs: "));
+}
+
+/// A commit links the blob before it publishes the bytes; when the publish then fails
+/// (here the disk fills as the closing PUT publishes), the link goes too:
+/// a HEAD must not answer 200 for bytes a GET cannot serve.
+#[tokio::test]
+async fn a_blob_whose_publish_fails_is_not_left_linked() {
+    let dir = tempfile::tempdir().unwrap();
+    let publish_fails = Arc::new(AtomicBool::new(false));
+    let blobs = DiskFull {
+        inner: storage_fs::FsBlobStore::open(dir.path().join("blobs")).unwrap(),
+        full: Arc::default(),
+        publish_fails: publish_fails.clone(),
+    };
+    let metadata = metadata_sqlite::SqliteMetadataStore::open(dir.path().join("db")).unwrap();
+    let api = Registry::new(
+        Arc::new(blobs),
+        Arc::new(metadata),
+        RegistryConfig::default(),
+    )
+    .router();
+    let send = |req: Request<Body>| {
+        let api = api.clone();
+        async move { api.oneshot(req).await.unwrap() }
+    };
+    let digest = Digest::sha256_of(b"x");
+
+    let res = send(
+        Request::post("/v2/app/blobs/uploads/")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    let res = send(
+        Request::patch(location.as_str())
+            .header("content-type", "application/octet-stream")
+            .body(Body::from(&b"x"[..]))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+
+    publish_fails.store(true, Ordering::SeqCst);
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let res = send(
+        Request::put(format!("{location}{sep}digest={digest}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(res.status().is_server_error(), "{}", res.status());
+
+    let head = |uri: String| send(Request::head(uri).body(Body::empty()).unwrap());
+    let res = head(format!("/v2/app/blobs/{digest}")).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND, "a link without bytes");
 }
 
 /// The bytes of the SQLite database and its write-ahead log.

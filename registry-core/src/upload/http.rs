@@ -359,7 +359,10 @@ async fn monolithic(
         drop_staged(id, staged).await;
         return Err(e);
     }
-    staged.publish().await?;
+    if let Err(e) = staged.publish().await {
+        unlink_unpublished(inner, repo, &digest).await;
+        return Err(e.into());
+    }
     Ok(created(repo, &digest))
 }
 
@@ -411,8 +414,8 @@ async fn commit(
 ) -> Result<()> {
     // Link first, then publish the bytes: once the link is committed the collector's
     // re-check sees it, so it cannot delete the bytes this upload is about to publish. A
-    // link whose publish then fails points at nothing; it 404s like an unknown blob and
-    // its own review removes it after the grace period.
+    // link whose publish then fails is removed when the store holds no such blob
+    // (`unlink_unpublished`); otherwise its own review removes it after the grace period.
     // Within the quotas, or nothing: a refused upload is not linked, and its session
     // (bytes and record) is discarded, as the client cannot finish it any other way.
     if let Err(e) = crate::quotas::link_blob(inner, repo, digest, size).await {
@@ -427,9 +430,25 @@ async fn commit(
         }
         return Err(e);
     }
-    inner.blobs.finish_upload(&session.id, digest, size).await?;
+    if let Err(e) = inner.blobs.finish_upload(&session.id, digest, size).await {
+        unlink_unpublished(inner, repo, digest).await;
+        return Err(e.into());
+    }
     inner.metadata.delete_upload(&session.id).await?;
     Ok(())
+}
+
+/// After a link whose bytes then failed to publish: removes the link when the blob store
+/// says it holds no such blob, since a `HEAD` answers from links alone and would promise
+/// bytes a `GET` cannot serve. When the store cannot tell (unreachable), the link stays
+/// for its review to remove after the grace period.
+async fn unlink_unpublished(inner: &Inner, repo: &RepositoryName, digest: &Digest) {
+    if !matches!(inner.blobs.stat(digest).await, Ok(None)) {
+        return;
+    }
+    if let Err(e) = inner.metadata.unlink_blob(repo, digest).await {
+        tracing::warn!(%repo, %digest, error = %e, "could not remove the link of an unpublished blob");
+    }
 }
 
 /// Streams the request body into the session at its acknowledged offset, hashing it on
