@@ -6,33 +6,17 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use common::s3::s3_store;
 use common::{TestRegistry, data};
 use futures::TryStreamExt;
 use http::{Method, StatusCode};
 use oci_spec_types::{Digest, RepositoryName, Tag};
 use registry_core::{GcConfig, Registry, RegistryConfig};
-use storage_s3::{Credentials, S3BlobStore, S3Config};
 use storage_traits::{BlobStore, recovery};
-use test_support::seaweedfs::SeaweedFs;
-
-fn server() -> &'static SeaweedFs {
-    static SERVER: OnceLock<SeaweedFs> = OnceLock::new();
-    SERVER.get_or_init(SeaweedFs::start)
-}
-
-/// A store on the shared server under `prefix` (a second one on the same prefix sees
-/// exactly what the registry's store wrote).
-fn s3_store(prefix: &str) -> S3BlobStore {
-    let server = server();
-    let cfg = S3Config::from_url(&server.url(prefix))
-        .unwrap()
-        .with_credentials(Credentials::new(&server.access_key, &server.secret_key));
-    S3BlobStore::new(cfg).unwrap()
-}
 
 /// A registry whose blobs are under a fresh prefix of the bucket.
 fn s3_registry() -> (TestRegistry, String) {

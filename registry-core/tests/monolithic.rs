@@ -9,34 +9,20 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::body::Body;
 use bytes::Bytes;
+use common::s3::s3_store;
 use common::{TestRegistry, data};
 use futures::TryStreamExt;
 use http::{Method, StatusCode};
 use oci_spec_types::Digest;
 use registry_core::{Registry, RegistryConfig};
-use storage_s3::{Credentials, S3BlobStore, S3Config};
 use storage_traits::BlobStore;
-use test_support::seaweedfs::SeaweedFs;
 
 /// Lengths tried: empty, under S3's 5 MiB part minimum (held in memory), and past it.
 const LENGTHS: [usize; 3] = [0, 1_000, 6 * 1024 * 1024 + 5];
-
-fn server() -> &'static SeaweedFs {
-    static SERVER: OnceLock<SeaweedFs> = OnceLock::new();
-    SERVER.get_or_init(SeaweedFs::start)
-}
-
-fn s3_store(prefix: &str) -> S3BlobStore {
-    let server = server();
-    let cfg = S3Config::from_url(&server.url(prefix))
-        .unwrap()
-        .with_credentials(Credentials::new(&server.access_key, &server.secret_key));
-    S3BlobStore::new(cfg).unwrap()
-}
 
 /// A registry on the file system, and one on S3 with the prefix its blobs are under.
 async fn registries() -> Vec<(TestRegistry, Option<String>)> {

@@ -13,6 +13,8 @@ use oci_spec_types::Digest;
 use registry_core::{Registry, RegistryConfig};
 use tower::ServiceExt;
 
+pub mod s3;
+
 pub struct TestRegistry {
     pub registry: Registry,
     pub router: axum::Router,
