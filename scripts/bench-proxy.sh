@@ -98,16 +98,11 @@ stop() { # pid...
         wait "$pid" 2>/dev/null || true
     done
 }
-netns=""
-veth=""
+# shellcheck source=scripts/shaped-link.sh
+. scripts/shaped-link.sh
 cleanup() {
     stop "${pids[@]}"
-    if [ -n "$netns" ]; then
-        ip netns del "$netns" 2>/dev/null || true
-    fi
-    if [ -n "$veth" ]; then
-        ip link del "$veth" 2>/dev/null || true
-    fi
+    shaped_link_down
     rm -rf "$work" "$pulled"
 }
 trap cleanup EXIT
@@ -153,33 +148,14 @@ start_ours() { # dir log extra-args...
     wait_ready "$url" "$pid" registry "$log"
 }
 
-# The shaped link (--upstream-rate): the upstream's end is $upstream_host in namespace
-# $netns. Names and the /30 are per run, so two runs at once do not collide.
+# The shaped link (--upstream-rate): the upstream's end is $upstream_host, in a network
+# namespace of its own (scripts/shaped-link.sh).
 upstream_host=127.0.0.1
 upstream_exec=()
 if [ -n "$upstream_rate" ]; then
-    netns="bench-proxy-$$"
-    veth="bpx$$"
-    peer="bpy$$"
-    net="10.$((200 + $$ % 50)).$(($$ / 50 % 250)).$(($$ % 64 * 4))"
-    ours_ip="${net%.*}.$((${net##*.} + 1))"
-    upstream_host="${net%.*}.$((${net##*.} + 2))"
-    ip netns add "$netns"
-    ip link add "$veth" type veth peer name "$peer"
-    ip link set "$peer" netns "$netns"
-    ip addr add "$ours_ip/30" dev "$veth"
-    ip link set "$veth" up
-    ip netns exec "$netns" ip addr add "$upstream_host/30" dev "$peer"
-    ip netns exec "$netns" ip link set "$peer" up
-    ip netns exec "$netns" ip link set lo up
-    # Both directions; the burst is about 1 ms at the rate (at least 64 KiB, one GSO
-    # packet), the queue holds at most 20 ms.
-    burst=$((upstream_rate * 1000 / 8))
-    [ "$burst" -lt 65536 ] && burst=65536
-    tc qdisc add dev "$veth" root tbf rate "${upstream_rate}mbit" burst "$burst" latency 20ms
-    ip netns exec "$netns" tc qdisc add dev "$peer" root tbf rate "${upstream_rate}mbit" \
-        burst "$burst" latency 20ms
-    upstream_exec=(ip netns exec "$netns")
+    shaped_link_up bench-proxy "$upstream_rate"
+    upstream_host="$shaped_remote_ip"
+    upstream_exec=("${shaped_exec[@]}")
 fi
 
 start_distribution() { # dir log [proxy-remote-url [host exec...]]

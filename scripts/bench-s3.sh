@@ -22,7 +22,7 @@
 # docs/performance.md.
 #
 #   scripts/bench-s3.sh [--reps N] [--out DIR] [--smoke] [--registry-bin PATH] [--only LIST]
-#                       [--ours-params QUERY] [--with-redirect]
+#                       [--ours-params QUERY] [--with-redirect] [--s3-rate MBIT]
 #
 #   --reps N      repetitions (default 3)
 #   --out DIR     keep results.jsonl, report.md and the logs there (default: a temp folder)
@@ -31,6 +31,11 @@
 #   --only LIST   only these scenarios (comma-separated names from the list above)
 #   --ours-params QUERY  appended to our --storage URL (e.g. part_size=16777216)
 #   --with-redirect  also pull_c4_redirect
+#   --s3-rate MBIT  put every SeaweedFS behind a link of MBIT megabits/s each way instead
+#                 of loopback, as S3 is across a network from a registry
+#                 (scripts/shaped-link.sh: a network namespace and a tbf-shaped veth pair;
+#                 needs root, `ip` and `tc`). The registries and s3_direct stay here and
+#                 cross the same link.
 #
 # Needs `docker-registry`, `weed` (scripts/ci-deps.sh installs both), curl and python3.
 set -euo pipefail
@@ -44,6 +49,7 @@ registry_bin=""
 only=""
 ours_params=""
 with_redirect=0
+s3_rate=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps="$2"; shift 2 ;;
@@ -53,7 +59,8 @@ while [ $# -gt 0 ]; do
         --only) only=",$2,"; shift 2 ;;
         --ours-params) ours_params="&$2"; shift 2 ;;
         --with-redirect) with_redirect=1; shift ;;
-        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+        --s3-rate) s3_rate="$2"; shift 2 ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -99,24 +106,31 @@ stop_servers() {
         rm -rf "$work/sw-$side"
     done
 }
+# shellcheck source=scripts/shaped-link.sh
+. scripts/shaped-link.sh
 cleanup() {
     stop_servers
+    shaped_link_down
     rm -rf "$work" 2>/dev/null || true
 }
 trap cleanup EXIT
 # A signal ends the run through the EXIT trap, so no server outlives it.
 trap 'exit 130' INT TERM
 
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 if [ -z "$registry_bin" ]; then
     cargo build --release --quiet -p registry -p registry-bench
-    registry_bin="$PWD/target/release/registry"
+    registry_bin="$target_dir/release/registry"
 else
     cargo build --release --quiet -p registry-bench
 fi
 cargo build --release --quiet -p storage-s3 --example s3_direct
-bench="$PWD/target/release/registry-bench"
-direct="$PWD/target/release/examples/s3_direct"
+bench="$target_dir/release/registry-bench"
+direct="$target_dir/release/examples/s3_direct"
 unset AWS_PROFILE AWS_SESSION_TOKEN
+if [ -n "$s3_rate" ]; then
+    shaped_link_up bench-s3 "$s3_rate"
+fi
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -141,7 +155,12 @@ seaweedfs() {
     scripts/seaweedfs.sh stop "$work/sw-$1" >/dev/null 2>&1 || true
     rm -rf "$work/sw-$1"
     mkdir -p "$work/sw-$1"
-    scripts/seaweedfs.sh start "$work/sw-$1" 2>>"$log"
+    if [ -n "$s3_rate" ]; then
+        "${shaped_exec[@]}" env SEAWEEDFS_IP="$shaped_remote_ip" \
+            scripts/seaweedfs.sh start "$work/sw-$1" 2>>"$log"
+    else
+        scripts/seaweedfs.sh start "$work/sw-$1" 2>>"$log"
+    fi
 }
 
 # with_env SIDE CMD...: CMD with SIDE's SeaweedFS variables in its environment.
@@ -286,6 +305,7 @@ all() {
     echo "weed: $( { weed version 2>/dev/null || target/venv/bin/weed version 2>/dev/null; } | head -1)"
     echo "docker-registry: $(docker-registry --version 2>/dev/null | awk '{print $NF}')"
     echo "registry binary: $registry_bin"
+    echo "S3 link: ${s3_rate:+$s3_rate Mbit/s each way (tbf on a veth pair to a network namespace)}${s3_rate:-loopback}"
     echo "reps: $reps, blob: $blob_mib MiB, chunk: $chunk_mib MiB${only:+, only: $only}${ours_params:+, ours: $ours_params}, with-redirect: $with_redirect"
 } | tee "$out/machine.txt"
 

@@ -14,6 +14,10 @@
 # on the first start and kept in DIR/ports.env, so a restart serves the same data on the
 # same endpoint. If SEAWEEDFS_OWNER_PID is set, a watcher stops the server and removes DIR
 # once that process is gone (test fixtures that never get to run their cleanup).
+# SEAWEEDFS_IP (default 127.0.0.1) is the address every server binds and the endpoint
+# names: another local address, e.g. one end of a shaped veth link in a network namespace
+# (`ip netns exec NS env SEAWEEDFS_IP=... scripts/seaweedfs.sh start DIR`, as
+# scripts/bench-s3.sh --s3-rate does).
 # Logs go to DIR/weed.log; progress messages to stderr.
 set -euo pipefail
 
@@ -22,6 +26,7 @@ ACCESS_KEY="registry"
 SECRET_KEY="registry-secret"
 BUCKET="registry-test"
 REGION="us-east-1"
+IP="${SEAWEEDFS_IP:-127.0.0.1}"
 
 usage() {
     echo "usage: $0 start|stop DIR" >&2
@@ -49,14 +54,14 @@ is_weed() {
         tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q weed
 }
 
-# Prints N distinct free loopback TCP ports, one per line.
+# Prints N distinct free TCP ports of $IP, one per line.
 free_ports() {
-    python3 - "$1" <<'EOF'
+    python3 - "$1" "$IP" <<'EOF'
 import socket, sys
 socks = []
 for _ in range(int(sys.argv[1])):
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
+    s.bind((sys.argv[2], 0))
     socks.append(s)
 for s in socks:
     print(s.getsockname()[1])
@@ -71,7 +76,7 @@ s3() { # s3 METHOD PATH [curl args...]
     curl -s -o "$DIR/last-response" -w '%{http_code}' --max-time 10 \
         --aws-sigv4 "aws:amz:$REGION:s3" --user "$ACCESS_KEY:$SECRET_KEY" \
         -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-        -X "$method" "$@" "http://127.0.0.1:$S3_PORT$path" || true
+        -X "$method" "$@" "http://$IP:$S3_PORT$path" || true
 }
 
 start() {
@@ -112,7 +117,7 @@ EOF
         # gigabytes are still free on a large disk that builds fill; tests write megabytes.
         # setsid: the server is not in the caller's process group, so a terminal's ^C or a
         # test harness signalling its group does not kill it behind the fixture's back.
-        setsid "$weed" server -dir="$DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+        setsid "$weed" server -dir="$DIR/data" -ip="$IP" -ip.bind="$IP" \
             -master.port="$MASTER_PORT" -master.port.grpc="$MASTER_GRPC_PORT" \
             -master.volumeSizeLimitMB=64 -master.telemetry=false -master.electionTimeout=1s \
             -volume.port="$VOLUME_PORT" -volume.port.grpc="$VOLUME_GRPC_PORT" -volume.max=64 -volume.minFreeSpace=256MiB -volume.preStopSeconds=0 \
@@ -163,7 +168,7 @@ EOF
         echo $! >"$DIR/watcher.pid"
     fi
 
-    echo "S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
+    echo "S3_ENDPOINT=http://$IP:$S3_PORT"
     echo "S3_BUCKET=$BUCKET"
     echo "AWS_ACCESS_KEY_ID=$ACCESS_KEY"
     echo "AWS_SECRET_ACCESS_KEY=$SECRET_KEY"
