@@ -305,7 +305,11 @@ all() {
     echo "weed: $( { weed version 2>/dev/null || target/venv/bin/weed version 2>/dev/null; } | head -1)"
     echo "docker-registry: $(docker-registry --version 2>/dev/null | awk '{print $NF}')"
     echo "registry binary: $registry_bin"
-    echo "S3 link: ${s3_rate:+$s3_rate Mbit/s each way (tbf on a veth pair to a network namespace)}${s3_rate:-loopback}"
+    if [ -n "$s3_rate" ]; then
+        echo "S3 link: $s3_rate Mbit/s each way (tbf on a veth pair to a network namespace)"
+    else
+        echo "S3 link: loopback"
+    fi
     echo "reps: $reps, blob: $blob_mib MiB, chunk: $chunk_mib MiB${only:+, only: $only}${ours_params:+, ours: $ours_params}, with-redirect: $with_redirect"
 } | tee "$out/machine.txt"
 
