@@ -64,12 +64,11 @@ if [ "$smoke" = 1 ]; then
     layer_mib=1
 fi
 
+# shellcheck source=scripts/shaped-link.sh
+. scripts/shaped-link.sh
 tools=(docker-registry curl python3 sha256sum)
 if [ -n "$upstream_rate" ]; then
-    tools+=(ip tc)
-    case "$upstream_rate" in
-        ''|*[!0-9]*) echo "--upstream-rate takes a whole number of megabits/s" >&2; exit 2 ;;
-    esac
+    shaped_link_check --upstream-rate "$upstream_rate"
 fi
 for tool in "${tools[@]}"; do
     if ! command -v "$tool" >/dev/null 2>&1; then
@@ -98,8 +97,6 @@ stop() { # pid...
         wait "$pid" 2>/dev/null || true
     done
 }
-# shellcheck source=scripts/shaped-link.sh
-. scripts/shaped-link.sh
 cleanup() {
     stop "${pids[@]}"
     shaped_link_down

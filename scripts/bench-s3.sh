@@ -68,6 +68,11 @@ done
 for tool in docker-registry curl python3; do
     command -v "$tool" >/dev/null 2>&1 || { echo "$tool not found on PATH" >&2; exit 2; }
 done
+# shellcheck source=scripts/shaped-link.sh
+. scripts/shaped-link.sh
+if [ -n "$s3_rate" ]; then
+    shaped_link_check --s3-rate "$s3_rate"
+fi
 
 blob_mib=64; chunk_mib=8
 push_c1=4; push_c4=8; chunked=4; pull_distinct=4; pull_c1=8; pull_c4=16
@@ -106,8 +111,6 @@ stop_servers() {
         rm -rf "$work/sw-$side"
     done
 }
-# shellcheck source=scripts/shaped-link.sh
-. scripts/shaped-link.sh
 cleanup() {
     stop_servers
     shaped_link_down

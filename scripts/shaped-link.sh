@@ -6,11 +6,14 @@
 # added: `tbf` adds only its queueing delay (netem would add more, but not every kernel
 # has it). Needs root, `ip` and `tc`.
 #
+#   shaped_link_check OPTION MBIT  exits (status 2) unless MBIT is a whole number and
+#                             `ip` and `tc` are here: call it before any long build
 #   shaped_link_up TAG MBIT   create it; sets shaped_ns, shaped_local_ip (this end),
 #                             shaped_remote_ip (the namespace's end) and shaped_exec
 #   shaped_link_down          remove it (safe to call when none was made, and twice)
 #
-# Names and the /30 derive from TAG and the shell's pid, so two runs at once do not collide.
+# Names derive from TAG and the shell's pid, the /30 from the pid, so two runs at once do
+# not collide.
 
 shaped_ns=""
 shaped_veth=""
@@ -18,11 +21,18 @@ shaped_local_ip=""
 shaped_remote_ip=""
 shaped_exec=()
 
+shaped_link_check() { # OPTION MBIT
+    case "$2" in
+        '' | *[!0-9]*) echo "$1 takes a whole number of megabits/s, not '$2'" >&2; exit 2 ;;
+    esac
+    local tool
+    for tool in ip tc; do
+        command -v "$tool" >/dev/null 2>&1 || { echo "$1 needs $tool, not found on PATH" >&2; exit 2; }
+    done
+}
+
 shaped_link_up() { # TAG MBIT
     local tag="$1" rate="$2" peer net burst
-    case "$rate" in
-        '' | *[!0-9]*) echo "a link rate is a whole number of megabits/s, not '$rate'" >&2; return 2 ;;
-    esac
     shaped_ns="$tag-$$"
     shaped_veth="${tag:0:3}x$$"
     peer="${tag:0:3}y$$"
