@@ -109,9 +109,14 @@
 //!   ETag it was read with. Before its first part, a write takes a window of part numbers
 //!   that way (a *claim*), so two writers (a client's retry reaching another replica while
 //!   its first attempt still streams) never send the same part number, and the loser's
-//!   parts are never in the completed blob. A write records its parts only once its
+//!   parts are never in the completed blob. A write that sent whole parts and left no
+//!   run also claims, in the `PUT` recording its parts, the numbers of the session's next
+//!   write; the next write from the same process uses them without a claim of its own if
+//!   it reads `state.json` with the ETag that `PUT` returned (nothing changed the session
+//!   since), so each `PATCH` of a chunked upload is a state `GET`, its parts and one state
+//!   `PUT`. A write records its parts only once its
 //!   whole input is stored: a write that fails half way changes nothing the session
-//!   records, and its retry at the acknowledged offset proceeds. `finish_upload` first
+//!   records, and its retry at the acknowledged offset proceeds (under a new claim). `finish_upload` first
 //!   records that it is closing the session (refusing writes from then on), and refuses a
 //!   session whose length is not the size the caller hashed.
 //! - **`read_upload`** needs the bytes readable, which parts of an unfinished multipart
@@ -136,7 +141,9 @@
 //! start; the state `GET`, the claim, `CreateMultipartUpload` and the state `PUT` of the
 //! write; the state `GET`, the closing `PUT`, `CompleteMultipartUpload`, the pointer
 //! `PUT`, the state `DELETE` and a listing of the session's segments at finish (and a
-//! listing of its multipart uploads when a writer may have left one unrecorded). A blob
+//! listing of its multipart uploads when a writer may have left one unrecorded). Each
+//! further `PATCH` of a chunked upload adds a state `GET` and `PUT` (and a claim when
+//! the write before it was on another replica or left a run). A blob
 //! has at most 10,000 parts: about 78 GiB with 8 MiB parts; raise `part_size` for larger
 //! blobs.
 //! Sessions a version-1 store wrote (segments concatenated at finish) are continued: their
@@ -194,6 +201,7 @@ mod config;
 mod credentials;
 mod error;
 mod layout;
+mod pre_claims;
 mod reader;
 mod recovery;
 mod staged;

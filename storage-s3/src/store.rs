@@ -17,16 +17,19 @@ use crate::client::{Body, Client, MAX_PRESIGN, ObjectHead};
 use crate::config::S3Config;
 use crate::error::{config, protocol};
 use crate::layout::{Layout, SessionKeys};
+use crate::pre_claims::PreClaims;
 use crate::recovery::S3Recovery;
 use crate::upload::Session;
 
 /// A blob store in an S3 bucket. See the [crate docs](crate) for the layout, the upload
 /// scheme and the client.
 ///
-/// Cheap to clone; clones share one HTTP connection pool. Nothing about upload sessions is
-/// kept in memory, so any number of stores (in any number of processes) can serve the
-/// same bucket and prefix and continue each other's sessions, as long as the requests of
-/// one session come one at a time (the registry's metadata store sees to that).
+/// Cheap to clone; clones share one HTTP connection pool. Upload sessions live in the
+/// bucket, so any number of stores (in any number of processes) can serve the same bucket
+/// and prefix and continue each other's sessions, as long as the requests of one session
+/// come one at a time (the registry's metadata store sees to that). In memory a store
+/// keeps only hints that are checked before use: where recently read blobs' bytes are,
+/// and part numbers it claimed for its own next write to a session.
 #[derive(Debug, Clone)]
 pub struct S3BlobStore {
     client: Arc<Client>,
@@ -36,6 +39,7 @@ pub struct S3BlobStore {
     single_put_max: u64,
     recovery: S3Recovery,
     pointers: Arc<PointerCache>,
+    pre_claims: Arc<PreClaims>,
 }
 
 /// Where recently read blobs' bytes live (`digest -> (data key, size)`), so a `get` of a
@@ -107,6 +111,7 @@ impl S3BlobStore {
             single_put_max: config.single_put_max,
             recovery,
             pointers: Arc::default(),
+            pre_claims: Arc::default(),
         })
     }
 
@@ -228,6 +233,7 @@ impl S3BlobStore {
             id,
             part_size: self.part_size,
             concurrency: self.upload_concurrency,
+            pre_claims: &self.pre_claims,
         })
     }
 

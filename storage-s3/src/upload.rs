@@ -21,6 +21,10 @@
 //! once its whole input is stored, so a write that fails half way changes nothing the
 //! session records. Finishing (and reading, which needs the bytes readable) first records
 //! that it is *closing* the upload, which stops writes, then completes it.
+//!
+//! A write of whole parts also claims, when it records them, the numbers the session's
+//! next write will likely need (see [`crate::pre_claims`]): in a chunked upload each write is
+//! then one `GET` of the state, its parts, and one `PUT` recording them.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -41,6 +45,7 @@ use crate::error::{BACKEND, S3Error, protocol};
 use crate::layout::{
     Layout, SessionKeys, new_nonce, new_segment_name, valid_nonce, valid_segment_name,
 };
+use crate::pre_claims::{PreClaim, PreClaims};
 
 /// S3's limit on the parts of one multipart upload (and the highest part number).
 const MAX_PARTS: u32 = 10_000;
@@ -178,6 +183,20 @@ impl SessionState {
                 .any(|s| matches!(s, Source::Data { .. }))
     }
 
+    /// Whether `window` can be the claim this state records for the next write: the last
+    /// numbers below `next_part`, past every part, in a session in parts with no run (the
+    /// state a write that claimed ahead saved).
+    fn pre_claimed(&self, window: &Range<u32>) -> bool {
+        self.claim.is_some()
+            && self.closing.is_none()
+            && self.upload_id.is_some()
+            && self.sources.is_empty()
+            && self.run.is_empty()
+            && window.start < window.end
+            && window.end == self.next_part
+            && self.parts.last().is_some_and(|p| p.number < window.start)
+    }
+
     /// What a state must satisfy to be used: names that stay inside the session, part
     /// numbers in order and below `next_part`, a digest that parses.
     fn check(&self) -> Result<(), String> {
@@ -235,6 +254,7 @@ pub(crate) struct Session<'a> {
     pub(crate) id: &'a str,
     pub(crate) part_size: usize,
     pub(crate) concurrency: usize,
+    pub(crate) pre_claims: &'a PreClaims,
 }
 
 impl Session<'_> {
@@ -340,6 +360,7 @@ impl Session<'_> {
 
     /// Creates the session, empty; a session already under this id is aborted first.
     pub(crate) async fn start(&self) -> Result<(), StorageError> {
+        self.pre_claims.take(self.id);
         let body = self.encode(&SessionState::new())?;
         let key = self.keys.state();
         if self.client.put_if_absent(&key, &body, &[]).await?.is_some() {
@@ -374,7 +395,14 @@ impl Session<'_> {
                 self.id
             )));
         }
+        let pre_claim = self
+            .pre_claims
+            .take(self.id)
+            .filter(|c| c.etag == etag && state.pre_claimed(&c.window));
         let mut appender = Appender::new(self, state, etag);
+        if let Some(claim) = pre_claim {
+            appender.claimed(claim.window, false);
+        }
         let added = appender.append(data).await?;
         appender.commit().await?;
         Ok(len + added)
@@ -401,6 +429,7 @@ impl Session<'_> {
     }
 
     pub(crate) async fn finish(&self, digest: &Digest, size: u64) -> Result<(), StorageError> {
+        self.pre_claims.take(self.id);
         let (mut state, mut etag) = self.load().await?;
         // Bytes are only ever appended, so the first `size` bytes are the ones the caller
         // hashed; a length other than `size` means another request wrote after it.
@@ -760,6 +789,7 @@ impl Session<'_> {
     }
 
     pub(crate) async fn abort(&self) -> Result<(), StorageError> {
+        self.pre_claims.take(self.id);
         match self.load().await {
             Ok((state, _)) => {
                 let keep = match state.closing.as_ref().and_then(|c| c.publish.as_ref()) {
@@ -899,6 +929,10 @@ struct Appender<'s, 'a> {
     etag: String,
     /// The part numbers this write may still use, once claimed.
     window: Option<Range<u32>>,
+    /// The first number of the claim, and whether this write saved it (rather than found
+    /// it claimed ahead for it).
+    claimed_from: u32,
+    saved_claim: bool,
     upload_id: Option<String>,
     /// The recorded run is still to be sent, as the start of the next part.
     carry_run: bool,
@@ -942,6 +976,8 @@ impl<'s, 'a> Appender<'s, 'a> {
             base,
             etag,
             window: None,
+            claimed_from: 0,
+            saved_claim: false,
             carry_run,
             cur: Vec::new(),
             cur_len: 0,
@@ -954,6 +990,13 @@ impl<'s, 'a> Appender<'s, 'a> {
             unsealed: false,
             written: 0,
         }
+    }
+
+    /// Part numbers `window` are this write's: claimed by it (`saved`), or ahead for it.
+    fn claimed(&mut self, window: Range<u32>, saved: bool) {
+        self.claimed_from = window.start;
+        self.saved_claim = saved;
+        self.window = Some(window);
     }
 
     /// The bytes of the part being filled, the run included if it goes first.
@@ -1121,7 +1164,7 @@ impl<'s, 'a> Appender<'s, 'a> {
             self.base.creations = self.base.creations.saturating_add(1);
         }
         self.etag = self.session.save(&self.base, &self.etag).await?;
-        self.window = Some(start..self.base.next_part);
+        self.claimed(start..self.base.next_part, true);
         let data_key = self.session.data_key(&self.base);
         if self.upload_id.is_none() {
             let id = self.session.client.create_multipart(&data_key).await?;
@@ -1230,12 +1273,31 @@ impl<'s, 'a> Appender<'s, 'a> {
         Ok(handle)
     }
 
+    /// Claims in `state`, about to be saved, the numbers the session's next write will
+    /// likely use: as many as this one did, if it sent parts and left no run.
+    fn claim_ahead(&self, state: &mut SessionState) -> Option<Range<u32>> {
+        let used = self
+            .window
+            .as_ref()?
+            .start
+            .saturating_sub(self.claimed_from);
+        if used == 0 || !state.run.is_empty() || state.parts.is_empty() {
+            return None;
+        }
+        let window = state.next_part..state.next_part.saturating_add(used.min(CLAIM_WINDOW));
+        state.next_part = window.end;
+        state.claim = Some(new_nonce());
+        Some(window)
+    }
+
     /// Records what this write stored (if anything), then deletes what it made obsolete.
     async fn commit(mut self) -> Result<(), StorageError> {
         while let Some(part) = self.sending.join_next().await {
             self.sent.extend(joined(part)?);
         }
-        if self.window.is_none() && self.new_run.is_empty() {
+        // A claim found ahead that this write did not use changes nothing.
+        let claimed = self.saved_claim || !self.sent.is_empty();
+        if !claimed && self.new_run.is_empty() {
             return Ok(());
         }
         let mut state = self.base.clone();
@@ -1260,7 +1322,12 @@ impl<'s, 'a> Appender<'s, 'a> {
         }
         state.run.append(&mut self.new_run);
         state.last_write = self.written;
-        self.session.save(&state, &self.etag).await?;
+        let ahead = self.claim_ahead(&mut state);
+        let etag = self.session.save(&state, &self.etag).await?;
+        if let Some(window) = ahead {
+            let claim = PreClaim { etag, window };
+            self.session.pre_claims.insert(self.session.id, claim);
+        }
         // Only now are these unused. Failing to delete them leaves garbage under the
         // session that finish and abort remove, so it is not an error.
         let keys = obsolete

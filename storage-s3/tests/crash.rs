@@ -11,192 +11,18 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-
 use futures::TryStreamExt;
 use oci_spec_types::Digest;
 use storage_s3::S3BlobStore;
 use storage_traits::testsuite::blob::{chunked, collect, random_bytes, stream_of, upload_id};
 use storage_traits::{BlobStore, BlobStoreExt, StorageError};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+
+use common::relay::{Cutter, Head, Rule, direct, part_upload, prefix, request, through};
 
 const MIB: usize = 1024 * 1024;
 
-/// One HTTP request's head, as the proxy saw it.
-struct Head {
-    method: String,
-    target: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-type Rule = Box<dyn Fn(&Head) -> bool + Send + Sync>;
-
-/// A TCP proxy to SeaweedFS that drops the connection, without forwarding it, at the
-/// `nth` request (counting from 1) that `rule` matches, and every request after it: the
-/// process is dead from there on, whatever it would have sent next.
-struct Cutter {
-    url: String,
-    cuts: Arc<AtomicUsize>,
-}
-
-impl Cutter {
-    async fn start(nth: usize, rule: Rule) -> Cutter {
-        Self::with(nth, rule, true).await
-    }
-
-    /// Drops only that one request: a connection that failed, in a process that lives on.
-    async fn once(nth: usize, rule: Rule) -> Cutter {
-        Self::with(nth, rule, false).await
-    }
-
-    async fn with(nth: usize, rule: Rule, dies: bool) -> Cutter {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let upstream = common::server()
-            .endpoint
-            .trim_start_matches("http://")
-            .to_string();
-        let rule = Arc::new(rule);
-        let seen = Arc::new(AtomicUsize::new(0));
-        let cuts = Arc::new(AtomicUsize::new(0));
-        let counter = Arc::clone(&cuts);
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (upstream, rule, seen, cuts) = (
-                    upstream.clone(),
-                    Arc::clone(&rule),
-                    Arc::clone(&seen),
-                    Arc::clone(&counter),
-                );
-                tokio::spawn(async move {
-                    let _ = relay(client, &upstream, nth, dies, &rule, &seen, &cuts).await;
-                });
-            }
-        });
-        Cutter {
-            url: format!("http://{addr}"),
-            cuts,
-        }
-    }
-
-    fn cut(&self) -> bool {
-        self.cuts.load(Ordering::SeqCst) > 0
-    }
-}
-
-/// Forwards requests one by one (their heads parsed, their bodies counted by
-/// `Content-Length`) and answers as they come, until the cut.
-async fn relay(
-    client: TcpStream,
-    upstream: &str,
-    nth: usize,
-    dies: bool,
-    rule: &Rule,
-    seen: &AtomicUsize,
-    cuts: &AtomicUsize,
-) -> std::io::Result<()> {
-    let server = TcpStream::connect(upstream).await?;
-    let (server_read, mut server_write) = server.into_split();
-    let (client_read, client_write) = client.into_split();
-    let answers = tokio::spawn(async move {
-        let (mut from, mut to) = (server_read, client_write);
-        tokio::io::copy(&mut from, &mut to).await
-    });
-    let mut reader = BufReader::new(client_read);
-    loop {
-        let mut raw = Vec::new();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).await? == 0 {
-                answers.abort();
-                return Ok(());
-            }
-            raw.extend_from_slice(line.as_bytes());
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let text = String::from_utf8_lossy(&raw).to_string();
-        let mut lines = text.split("\r\n");
-        let mut first = lines.next().unwrap_or_default().split(' ');
-        let head = Head {
-            method: first.next().unwrap_or_default().to_string(),
-            target: first.next().unwrap_or_default().to_string(),
-            headers: lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-                .collect(),
-        };
-        let dead = dies && cuts.load(Ordering::SeqCst) > 0;
-        if dead || (rule(&head) && seen.fetch_add(1, Ordering::SeqCst) + 1 == nth) {
-            cuts.fetch_add(1, Ordering::SeqCst);
-            answers.abort();
-            return Ok(());
-        }
-        let len: u64 = head
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        server_write.write_all(&raw).await?;
-        let mut body = (&mut reader).take(len);
-        tokio::io::copy(&mut body, &mut server_write).await?;
-    }
-}
-
-/// A store under `prefix` that talks through `cutter`, with no retries (a retry would
-/// resend the cut request).
-fn through(cutter: &Cutter, prefix: &str) -> S3BlobStore {
-    let server = common::server();
-    let cfg = storage_s3::S3Config::from_url(&format!(
-        "s3://{}/{prefix}?endpoint={}&region={}",
-        server.bucket, cutter.url, server.region
-    ))
-    .unwrap()
-    .with_credentials(storage_s3::Credentials::new(
-        &server.access_key,
-        &server.secret_key,
-    ))
-    .with_max_retries(0)
-    .with_timeouts(Duration::from_secs(2), Duration::from_secs(10))
-    .with_part_size(5 * MIB);
-    S3BlobStore::new(cfg).unwrap()
-}
-
-/// A store on the same prefix, straight to SeaweedFS: the process after the restart.
-fn direct(prefix: &str) -> S3BlobStore {
-    S3BlobStore::new(common::config_on(common::server()).with_prefix(prefix)).unwrap()
-}
-
-fn prefix() -> String {
-    format!("crash-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// A request to a key ending so, with the method.
-fn request(method: &'static str, key_end: &'static str) -> Rule {
-    Box::new(move |h: &Head| {
-        h.method == method && h.target.split('?').next().unwrap_or("").ends_with(key_end)
-    })
-}
-
 fn complete() -> Rule {
     Box::new(|h: &Head| h.method == "POST" && h.target.contains("uploadId="))
-}
-
-fn part_upload() -> Rule {
-    Box::new(|h: &Head| h.method == "PUT" && h.target.contains("partNumber="))
 }
 
 fn pointer_put() -> Rule {
@@ -418,6 +244,45 @@ async fn killed_before_the_write_is_recorded() {
         .write_upload(&id, 8 * MIB as u64, stream_of([data[8 * MIB..].to_vec()]))
         .await
         .unwrap();
+    restarted
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    assert_blob(&restarted, &digest, &data).await;
+    assert_clean(&restarted).await;
+}
+
+/// Killed before recording a write that used numbers the write before claimed for it:
+/// another process continues from the recorded state, claims numbers of its own, and the
+/// parts the killed write sent are not in the blob.
+#[tokio::test]
+async fn killed_before_a_write_under_a_claim_made_ahead_is_recorded() {
+    // state.json PUTs: start, the first write's claim, its record (claiming ahead), then
+    // the second write's record: the fourth.
+    let cutter = Cutter::start(4, request("PUT", "/state.json")).await;
+    let p = prefix();
+    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
+    let data = random_bytes(20 * MIB);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    crashing.start_upload(&id).await.unwrap();
+    let half = 10 * MIB;
+    crashing
+        .write_upload(&id, 0, chunked(&data[..half], &[MIB]))
+        .await
+        .unwrap();
+    let other = random_bytes(half);
+    let result = crashing
+        .write_upload(&id, half as u64, chunked(&other, &[MIB]))
+        .await;
+    assert!(result.is_err() && cutter.cut(), "{result:?}");
+    assert_eq!(
+        restarted
+            .write_upload(&id, half as u64, chunked(&data[half..], &[MIB]))
+            .await
+            .unwrap(),
+        data.len() as u64
+    );
     restarted
         .finish_upload(&id, &digest, data.len() as u64)
         .await

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! What only an S3 store can show, against a real SeaweedFS: multipart commits of many
 //! chunks, writes at offsets inside stored bytes, sessions moving between replicas and
 //! racing on them, blobs as pointers to data objects, sessions of the previous version,
@@ -540,15 +541,27 @@ async fn a_second_upload_of_a_blob_keeps_the_first_data() {
 /// Two replicas write parts at the same offset: the one whose write began first stalls
 /// after sending a part, the other writes and records its own, then the first sends more.
 /// Part numbers are claimed, so none of the stalled writer's parts replaces a part of the
-/// recorded write: the blob is exactly the winner's bytes.
+/// recorded write: the blob is exactly the winner's bytes. The first write leaves a run,
+/// so the stalled write claims its numbers.
 #[tokio::test]
 async fn racing_writers_with_parts_never_share_a_part_number() {
+    race_with_parts(6 * MIB).await;
+}
+
+/// As above, but the first write (by the stalled writer's process) is one whole part and
+/// claimed numbers ahead: the stalled write sends its parts under those.
+#[tokio::test]
+async fn racing_writers_never_share_a_part_number_claimed_ahead() {
+    race_with_parts(5 * MIB).await;
+}
+
+async fn race_with_parts(first_len: usize) {
     let cfg = common::config_on(common::server()).with_part_size(5 * MIB);
     let a = S3BlobStore::new(cfg.clone()).unwrap();
     let b = S3BlobStore::new(cfg).unwrap();
     let id = upload_id();
     a.start_upload(&id).await.unwrap();
-    let first = random_bytes(6 * MIB);
+    let first = random_bytes(first_len);
     a.write_upload(&id, 0, stream_of([first.clone()]))
         .await
         .unwrap();

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::sync::OnceLock;
 
 use storage_s3::{Credentials, S3BlobStore, S3Config};
