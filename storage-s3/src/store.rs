@@ -1,12 +1,12 @@
 //! [`S3BlobStore`] and its [`BlobStore`] and [`BlobSigner`] implementations.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use hashlink::LruCache;
 use oci_spec_types::Digest;
 use storage_traits::{
     BlobCapabilities, BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult,
@@ -47,50 +47,36 @@ pub struct S3BlobStore {
 /// a pointer names it, so an entry is never wrong, only gone: a `GET` of a deleted data
 /// key answers 404, and the entry is dropped and the pointer read again. `stat` and
 /// presigned URLs always read the pointer (a URL cannot be retried here).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PointerCache {
-    entries: std::sync::Mutex<Pointers>,
-}
-
-/// The entries, and their digests oldest first (the first to go when full).
-#[derive(Debug, Default)]
-struct Pointers {
-    map: HashMap<Digest, (String, u64)>,
-    order: VecDeque<Digest>,
+    entries: Mutex<LruCache<Digest, (String, u64)>>,
 }
 
 /// Entries kept (about 200 bytes each).
 const POINTER_CACHE: usize = 4096;
 
+impl Default for PointerCache {
+    fn default() -> Self {
+        PointerCache {
+            entries: Mutex::new(LruCache::new(POINTER_CACHE)),
+        }
+    }
+}
+
 impl PointerCache {
     fn get(&self, digest: &Digest) -> Option<(String, u64)> {
-        self.entries.lock().ok()?.map.get(digest).cloned()
+        self.entries.lock().ok()?.get(digest).cloned()
     }
 
     fn insert(&self, digest: &Digest, data: &str, size: u64) {
-        let Ok(mut guard) = self.entries.lock() else {
-            return;
-        };
-        let Pointers { map, order } = &mut *guard;
-        if map
-            .insert(digest.clone(), (data.to_string(), size))
-            .is_none()
-        {
-            order.push_back(digest.clone());
-        }
-        while order.len() > POINTER_CACHE {
-            if let Some(old) = order.pop_front() {
-                map.remove(&old);
-            }
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(digest.clone(), (data.to_string(), size));
         }
     }
 
     fn remove(&self, digest: &Digest) {
-        if let Ok(mut guard) = self.entries.lock() {
-            let Pointers { map, order } = &mut *guard;
-            if map.remove(digest).is_some() {
-                order.retain(|d| d != digest);
-            }
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(digest);
         }
     }
 }
