@@ -216,40 +216,9 @@ async fn killed_mid_write_keeps_acknowledged_bytes() {
 #[tokio::test]
 async fn killed_before_the_write_is_recorded() {
     // state.json PUTs: start (If-None-Match), the first write's claim and record, the
-    // second write's claim, then its record: the fifth.
-    let cutter = Cutter::start(5, request("PUT", "/state.json")).await;
-    let p = prefix();
-    let (crashing, restarted) = (through(&cutter, &p), direct(&p));
-    let data = random_bytes(20 * MIB);
-    let digest = Digest::sha256_of(&data);
-    let id = upload_id();
-    crashing.start_upload(&id).await.unwrap();
-    crashing
-        .write_upload(&id, 0, stream_of([data[..8 * MIB].to_vec()]))
-        .await
-        .unwrap();
-    let result = crashing
-        .write_upload(&id, 8 * MIB as u64, stream_of([data[8 * MIB..].to_vec()]))
-        .await;
-    assert!(result.is_err() && cutter.cut(), "{result:?}");
-    // Every part of that write was sent; none counts.
-    assert!(
-        collect(restarted.read_upload(&id).await.unwrap())
-            .await
-            .unwrap()
-            == data[..8 * MIB]
-    );
-    // read_upload completed the upload; the retry copies it into a new one and goes on.
-    restarted
-        .write_upload(&id, 8 * MIB as u64, stream_of([data[8 * MIB..].to_vec()]))
-        .await
-        .unwrap();
-    restarted
-        .finish_upload(&id, &digest, data.len() as u64)
-        .await
-        .unwrap();
-    assert_blob(&restarted, &digest, &data).await;
-    assert_clean(&restarted).await;
+    // second write's claim, then its record: the fifth. The first write leaves a run.
+    // read_upload completes the upload; the retry copies it into a new one and goes on.
+    killed_before_the_second_write_is_recorded(5, 8 * MIB, true).await;
 }
 
 /// Killed before recording a write that used numbers the write before claimed for it:
@@ -257,28 +226,42 @@ async fn killed_before_the_write_is_recorded() {
 /// parts the killed write sent are not in the blob.
 #[tokio::test]
 async fn killed_before_a_write_under_a_claim_made_ahead_is_recorded() {
-    // state.json PUTs: start, the first write's claim, its record (claiming ahead), then
-    // the second write's record: the fourth.
-    let cutter = Cutter::start(4, request("PUT", "/state.json")).await;
+    // state.json PUTs: start, the first write's claim, its record (claiming ahead: the
+    // write was whole parts), then the second write's record: the fourth.
+    killed_before_the_second_write_is_recorded(4, 10 * MIB, false).await;
+}
+
+/// A session's second write is killed at the `nth` `PUT` of its state (its record): none
+/// of its parts counts. Another process (reading the session back first, with
+/// `read_back`) writes the rest and finishes: the blob holds only acknowledged bytes.
+async fn killed_before_the_second_write_is_recorded(nth: usize, first: usize, read_back: bool) {
+    let cutter = Cutter::start(nth, request("PUT", "/state.json")).await;
     let p = prefix();
     let (crashing, restarted) = (through(&cutter, &p), direct(&p));
     let data = random_bytes(20 * MIB);
     let digest = Digest::sha256_of(&data);
     let id = upload_id();
     crashing.start_upload(&id).await.unwrap();
-    let half = 10 * MIB;
     crashing
-        .write_upload(&id, 0, chunked(&data[..half], &[MIB]))
+        .write_upload(&id, 0, chunked(&data[..first], &[MIB]))
         .await
         .unwrap();
-    let other = random_bytes(half);
+    let lost = random_bytes(data.len() - first);
     let result = crashing
-        .write_upload(&id, half as u64, chunked(&other, &[MIB]))
+        .write_upload(&id, first as u64, chunked(&lost, &[MIB]))
         .await;
     assert!(result.is_err() && cutter.cut(), "{result:?}");
+    if read_back {
+        assert!(
+            collect(restarted.read_upload(&id).await.unwrap())
+                .await
+                .unwrap()
+                == data[..first]
+        );
+    }
     assert_eq!(
         restarted
-            .write_upload(&id, half as u64, chunked(&data[half..], &[MIB]))
+            .write_upload(&id, first as u64, chunked(&data[first..], &[MIB]))
             .await
             .unwrap(),
         data.len() as u64

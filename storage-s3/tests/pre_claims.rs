@@ -63,6 +63,18 @@ impl Log {
             .map(|n| n.parse().unwrap())
             .collect()
     }
+
+    fn assert_no_number_sent_twice(&self) {
+        let numbers = self.part_numbers();
+        let mut distinct = numbers.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            numbers.len(),
+            "a part number sent twice: {numbers:?}"
+        );
+    }
 }
 
 async fn write(store: &S3BlobStore, id: &str, offset: usize, data: &[u8]) -> u64 {
@@ -128,11 +140,7 @@ async fn replicas_taking_turns_never_use_a_stale_claim() {
     }
     let last = &data[offset..];
     write(&b, &id, offset, last).await;
-    let mut numbers = log.part_numbers();
-    let sent = numbers.len();
-    numbers.sort_unstable();
-    numbers.dedup();
-    assert_eq!(numbers.len(), sent, "a part number sent twice: {numbers:?}");
+    log.assert_no_number_sent_twice();
     assert_blob(&direct(&p), &id, &data).await;
 }
 
@@ -158,15 +166,11 @@ async fn a_write_that_failed_under_a_claim_made_ahead_is_retried_under_a_new_one
     let failed = store.write_upload(&id, PART as u64, failing.boxed()).await;
     assert!(matches!(failed, Err(StorageError::Input(_))), "{failed:?}");
     write(&store, &id, PART, &data[PART..]).await;
-    let numbers = log.part_numbers();
-    assert_eq!(numbers[..2], [1, 2], "the failed write sent part 2");
-    let mut distinct = numbers.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
     assert_eq!(
-        distinct.len(),
-        numbers.len(),
-        "a part number sent twice: {numbers:?}"
+        log.part_numbers()[..2],
+        [1, 2],
+        "the failed write sent part 2"
     );
+    log.assert_no_number_sent_twice();
     assert_blob(&direct(&p), &id, &data).await;
 }
