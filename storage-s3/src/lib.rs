@@ -201,6 +201,7 @@ mod config;
 mod credentials;
 mod error;
 mod layout;
+mod pointer_cache;
 mod pre_claims;
 mod reader;
 mod recovery;

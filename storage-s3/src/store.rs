@@ -1,12 +1,11 @@
 //! [`S3BlobStore`] and its [`BlobStore`] and [`BlobSigner`] implementations.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
-use hashlink::LruCache;
 use oci_spec_types::Digest;
 use storage_traits::{
     BlobCapabilities, BlobInfo, BlobSigner, BlobStore, ByteStream, GetRange, GetResult,
@@ -17,6 +16,7 @@ use crate::client::{Body, Client, MAX_PRESIGN, ObjectHead};
 use crate::config::S3Config;
 use crate::error::{config, protocol};
 use crate::layout::{Layout, SessionKeys};
+use crate::pointer_cache::PointerCache;
 use crate::pre_claims::PreClaims;
 use crate::recovery::S3Recovery;
 use crate::upload::Session;
@@ -40,45 +40,6 @@ pub struct S3BlobStore {
     recovery: S3Recovery,
     pointers: Arc<PointerCache>,
     pre_claims: Arc<PreClaims>,
-}
-
-/// Where recently read blobs' bytes live (`digest -> (data key, size)`), so a `get` of a
-/// blob behind a pointer is one request, not two. A data key never holds other bytes once
-/// a pointer names it, so an entry is never wrong, only gone: a `GET` of a deleted data
-/// key answers 404, and the entry is dropped and the pointer read again. `stat` and
-/// presigned URLs always read the pointer (a URL cannot be retried here).
-#[derive(Debug)]
-struct PointerCache {
-    entries: Mutex<LruCache<Digest, (String, u64)>>,
-}
-
-/// Entries kept (about 200 bytes each).
-const POINTER_CACHE: usize = 4096;
-
-impl Default for PointerCache {
-    fn default() -> Self {
-        PointerCache {
-            entries: Mutex::new(LruCache::new(POINTER_CACHE)),
-        }
-    }
-}
-
-impl PointerCache {
-    fn get(&self, digest: &Digest) -> Option<(String, u64)> {
-        self.entries.lock().ok()?.get(digest).cloned()
-    }
-
-    fn insert(&self, digest: &Digest, data: &str, size: u64) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(digest.clone(), (data.to_string(), size));
-        }
-    }
-
-    fn remove(&self, digest: &Digest) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(digest);
-        }
-    }
 }
 
 impl S3BlobStore {
@@ -220,6 +181,7 @@ impl S3BlobStore {
             part_size: self.part_size,
             concurrency: self.upload_concurrency,
             pre_claims: &self.pre_claims,
+            pointers: &self.pointers,
         })
     }
 

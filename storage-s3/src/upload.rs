@@ -45,6 +45,7 @@ use crate::error::{BACKEND, S3Error, protocol};
 use crate::layout::{
     Layout, SessionKeys, new_nonce, new_segment_name, valid_nonce, valid_segment_name,
 };
+use crate::pointer_cache::PointerCache;
 use crate::pre_claims::{PreClaim, PreClaims};
 
 /// S3's limit on the parts of one multipart upload (and the highest part number).
@@ -255,6 +256,7 @@ pub(crate) struct Session<'a> {
     pub(crate) part_size: usize,
     pub(crate) concurrency: usize,
     pub(crate) pre_claims: &'a PreClaims,
+    pub(crate) pointers: &'a PointerCache,
 }
 
 impl Session<'_> {
@@ -468,19 +470,34 @@ impl Session<'_> {
             (state, etag) = self.load().await?;
         }
         self.seal(&mut state, &mut etag, Some(digest)).await?;
-        let ours = self.publish_pointer(&blob_key, &data_key, size).await?;
+        let ours = self.publish_pointer(digest, &data_key, size).await?;
         self.cleanup(&state, ours, false).await
     }
 
-    /// Writes the pointer at `blob_key` naming `data_key` (`size` bytes), unless the blob
-    /// is already there: true if the pointer names `data_key` afterwards, false if an
-    /// intact blob was kept (and `data_key` is the caller's to delete).
+    /// Writes the pointer at `digest`'s key naming `data_key` (`size` bytes), unless the
+    /// blob is already there: true if the pointer names `data_key` afterwards (and the
+    /// pointer cache says so: the blob is likely read soon), false if an intact blob was
+    /// kept (and `data_key` is the caller's to delete).
     async fn publish_pointer(
         &self,
-        blob_key: &str,
+        digest: &Digest,
         data_key: &str,
         size: u64,
     ) -> Result<bool, StorageError> {
+        let ours = self.write_pointer(digest, data_key, size).await?;
+        if ours {
+            self.pointers.insert(digest, data_key, size);
+        }
+        Ok(ours)
+    }
+
+    async fn write_pointer(
+        &self,
+        digest: &Digest,
+        data_key: &str,
+        size: u64,
+    ) -> Result<bool, StorageError> {
+        let blob_key = &self.layout.blob_key(digest);
         let metadata = [
             (META_DATA, self.layout.relative(data_key).to_string()),
             (META_SIZE, size.to_string()),
@@ -564,8 +581,7 @@ impl Session<'_> {
         digest: &Digest,
         size: u64,
     ) -> Result<(), StorageError> {
-        let blob_key = self.layout.blob_key(digest);
-        if !self.publish_pointer(&blob_key, data_key, size).await? {
+        if !self.publish_pointer(digest, data_key, size).await? {
             self.client.delete(data_key).await?;
         }
         Ok(())
@@ -628,7 +644,7 @@ impl Session<'_> {
             }
             None => {
                 let data_key = self.data_key(&closed.state);
-                self.publish_pointer(&blob_key, &data_key, size).await?
+                self.publish_pointer(digest, &data_key, size).await?
             }
         };
         self.cleanup(&closed.state, ours, false).await

@@ -380,6 +380,44 @@ async fn incomplete_multipart_uploads_are_reported() {
     );
 }
 
+/// The store that published a blob behind a pointer knows its data key: reading the blob
+/// right after is one `GET`, not the pointer's and then the data's. Another store reads
+/// the pointer first.
+#[tokio::test]
+async fn a_blob_just_published_is_read_in_one_request() {
+    let gets = common::relay::Cutter::counting(Box::new(|h| h.method == "GET")).await;
+    let p = common::relay::prefix();
+    let store = common::relay::through(&gets, &p);
+    let data = random_bytes(6 * MIB);
+    let digest = Digest::sha256_of(&data);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    store
+        .write_upload(&id, 0, chunked(&data, &[MIB]))
+        .await
+        .unwrap();
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    let before = gets.matched();
+    assert!(store.get_bytes(&digest).await.unwrap() == data);
+    assert_eq!(
+        gets.matched() - before,
+        1,
+        "GETs of a blob this store published"
+    );
+    let other = common::relay::through(&gets, &p);
+    let before = gets.matched();
+    assert!(other.get_bytes(&digest).await.unwrap() == data);
+    assert_eq!(
+        gets.matched() - before,
+        2,
+        "GETs from a store that did not publish it"
+    );
+    store.delete(&digest).await.unwrap();
+}
+
 /// Two replicas write the same session from the same state: the one that saves second
 /// is refused with `Conflict`, and the session holds exactly the first one's bytes.
 #[tokio::test]
