@@ -54,7 +54,8 @@
 //! `x-amz-meta-registry-size`) names the data key holding the bytes and their size.
 //! Readers follow a pointer: `stat` is one `HEAD`; `get` is one more `GET` than for a
 //! blob in its own key the first time, then one `GET` (a store remembers the data keys of
-//! the last 4,096 blobs it read, and reads the pointer again when one answers 404);
+//! the 4,096 blobs it read or published most recently, and reads the pointer again when
+//! one answers 404);
 //! presigned URLs point at the data key (one `HEAD` to find it). `list` lists the blob
 //! keys, so garbage collection and `registry import --rebuild` see every blob by its
 //! digest as before, whichever way its bytes are kept.
