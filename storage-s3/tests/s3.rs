@@ -33,6 +33,22 @@ async fn assert_no_session_leftovers(store: &S3BlobStore) {
     );
 }
 
+/// `data` as a blob through one session: one write whose input comes in chunks of 1 MiB.
+async fn push_in_chunks_of_a_mib(store: &S3BlobStore, data: &[u8]) -> Digest {
+    let digest = Digest::sha256_of(data);
+    let id = upload_id();
+    store.start_upload(&id).await.unwrap();
+    store
+        .write_upload(&id, 0, chunked(data, &[MIB]))
+        .await
+        .unwrap();
+    store
+        .finish_upload(&id, &digest, data.len() as u64)
+        .await
+        .unwrap();
+    digest
+}
+
 #[tokio::test]
 async fn many_small_chunks_make_one_multipart_blob() {
     let store = common::store();
@@ -389,17 +405,7 @@ async fn a_blob_just_published_is_read_in_one_request() {
     let p = common::relay::prefix();
     let store = common::relay::through(&gets, &p);
     let data = random_bytes(6 * MIB);
-    let digest = Digest::sha256_of(&data);
-    let id = upload_id();
-    store.start_upload(&id).await.unwrap();
-    store
-        .write_upload(&id, 0, chunked(&data, &[MIB]))
-        .await
-        .unwrap();
-    store
-        .finish_upload(&id, &digest, data.len() as u64)
-        .await
-        .unwrap();
+    let digest = push_in_chunks_of_a_mib(&store, &data).await;
     let before = gets.matched();
     assert!(store.get_bytes(&digest).await.unwrap() == data);
     assert_eq!(
@@ -660,17 +666,7 @@ async fn a_write_of_many_parts_extends_its_claim() {
         .with_upload_concurrency(8);
     let store = S3BlobStore::new(cfg).unwrap();
     let data = random_bytes(66 * 5 * MIB + 1);
-    let digest = Digest::sha256_of(&data);
-    let id = upload_id();
-    store.start_upload(&id).await.unwrap();
-    store
-        .write_upload(&id, 0, chunked(&data, &[MIB]))
-        .await
-        .unwrap();
-    store
-        .finish_upload(&id, &digest, data.len() as u64)
-        .await
-        .unwrap();
+    let digest = push_in_chunks_of_a_mib(&store, &data).await;
     assert!(store.get_bytes(&digest).await.unwrap() == data);
     let res = store
         .get(
