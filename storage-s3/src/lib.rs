@@ -115,9 +115,9 @@
 //!   write; the next write from the same process uses them without a claim of its own if
 //!   it reads `state.json` with the ETag that `PUT` returned (nothing changed the session
 //!   since), so each `PATCH` of a chunked upload is a state `GET`, its parts and one state
-//!   `PUT`. A write records its parts only once its
-//!   whole input is stored: a write that fails half way changes nothing the session
-//!   records, and its retry at the acknowledged offset proceeds (under a new claim). `finish_upload` first
+//!   `PUT`. A write records its parts only once its whole input is stored: a write that
+//!   fails half way changes nothing the session records, and its retry at the
+//!   acknowledged offset proceeds (under a new claim). `finish_upload` first
 //!   records that it is closing the session (refusing writes from then on), and refuses a
 //!   session whose length is not the size the caller hashed.
 //! - **`read_upload`** needs the bytes readable, which parts of an unfinished multipart
@@ -202,6 +202,7 @@ mod config;
 mod credentials;
 mod error;
 mod layout;
+mod lru;
 mod pointer_cache;
 mod pre_claims;
 mod reader;

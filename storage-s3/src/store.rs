@@ -16,8 +16,8 @@ use crate::client::{Body, Client, MAX_PRESIGN, ObjectHead};
 use crate::config::S3Config;
 use crate::error::{config, protocol};
 use crate::layout::{Layout, SessionKeys};
-use crate::pointer_cache::PointerCache;
-use crate::pre_claims::PreClaims;
+use crate::pointer_cache::{POINTER_CACHE, PointerCache};
+use crate::pre_claims::{PRE_CLAIMS, PreClaims};
 use crate::recovery::S3Recovery;
 use crate::upload::Session;
 
@@ -57,8 +57,8 @@ impl S3BlobStore {
             upload_concurrency: config.upload_concurrency.max(1),
             single_put_max: config.single_put_max,
             recovery,
-            pointers: Arc::default(),
-            pre_claims: Arc::default(),
+            pointers: Arc::new(PointerCache::new(POINTER_CACHE)),
+            pre_claims: Arc::new(PreClaims::new(PRE_CLAIMS)),
         })
     }
 
@@ -231,7 +231,9 @@ impl BlobStore for S3BlobStore {
     ) -> Result<GetResult, StorageError> {
         if let Some((data, size)) = self.pointers.get(digest) {
             match self.get_data(digest, &data, size, range.clone()).await {
-                Err(StorageError::NotFound(_)) => self.pointers.remove(digest),
+                Err(StorageError::NotFound(_)) => {
+                    self.pointers.take(digest);
+                }
                 done => return done,
             }
         }
@@ -249,7 +251,7 @@ impl BlobStore for S3BlobStore {
                 }),
                 Resolved::Pointer { data, size } => {
                     drop(stream);
-                    self.pointers.insert(digest, &data, size);
+                    self.pointers.insert(digest.clone(), (data.clone(), size));
                     self.get_data(digest, &data, size, None).await
                 }
             };
@@ -276,7 +278,7 @@ impl BlobStore for S3BlobStore {
                 })
             }
             Resolved::Pointer { data, size } => {
-                self.pointers.insert(digest, &data, size);
+                self.pointers.insert(digest.clone(), (data.clone(), size));
                 self.get_data(digest, &data, size, Some(range)).await
             }
         }
@@ -286,7 +288,7 @@ impl BlobStore for S3BlobStore {
     /// pointer to nothing (reads say `NotFound`, a finish of that digest replaces it, and
     /// the caller's retry completes the delete), never data no pointer names.
     async fn delete(&self, digest: &Digest) -> Result<(), StorageError> {
-        self.pointers.remove(digest);
+        self.pointers.take(digest);
         let key = self.layout.blob_key(digest);
         if let Some(head) = self.client.head_object(&key).await?
             && let Resolved::Pointer { data, .. } = self.resolve(&key, &head)?

@@ -486,7 +486,8 @@ impl Session<'_> {
     ) -> Result<bool, StorageError> {
         let ours = self.write_pointer(digest, data_key, size).await?;
         if ours {
-            self.pointers.insert(digest, data_key, size);
+            self.pointers
+                .insert(digest.clone(), (data_key.to_string(), size));
         }
         Ok(ours)
     }

@@ -450,7 +450,9 @@ impl<'s, 'a> Appender<'s, 'a> {
         let etag = self.session.save(&state, &self.etag).await?;
         if let Some(window) = ahead {
             let claim = PreClaim { etag, window };
-            self.session.pre_claims.insert(self.session.id, claim);
+            self.session
+                .pre_claims
+                .insert(self.session.id.to_string(), claim);
         }
         // Only now are these unused. Failing to delete them leaves garbage under the
         // session that finish and abort remove, so it is not an error.
